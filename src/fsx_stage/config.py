@@ -1,0 +1,325 @@
+"""The site configuration: a TOML file validated into :class:`SiteConfig`.
+
+Default path ``/etc/fsx-stage/config.toml``; ``FSX_STAGE_CONFIG`` overrides it.
+Unknown keys are errors; every error names the key path and what was expected.
+``slurm-conf-examples/fsx-stage.toml`` is the commented reference.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+DEFAULT_CONFIG_PATH = Path("/etc/fsx-stage/config.toml")
+CONFIG_ENV = "FSX_STAGE_CONFIG"
+TEMPLATE_FIELDS = ("user", "account")
+_TEMPLATE_RE = re.compile(r"\{([^{}]*)\}")
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*$")
+_SIZE_UNITS = {
+    None: 1,
+    "B": 1,
+    "KiB": 1024,
+    "MiB": 1024**2,
+    "GiB": 1024**3,
+    "KB": 1000,
+    "MB": 1000**2,
+    "GB": 1000**3,
+}
+
+
+class ConfigError(ValueError):
+    """An unreadable or invalid site configuration; the message lists every problem."""
+
+
+def _strict() -> ConfigDict:
+    return ConfigDict(frozen=True, extra="forbid")
+
+
+def check_template(value: str) -> str:
+    """Reject ``{...}`` fields other than ``{user}`` and ``{account}``."""
+    for name in _TEMPLATE_RE.findall(value):
+        if name not in TEMPLATE_FIELDS:
+            raise ValueError(f"unknown template field {{{name}}}: expected {{user}} or {{account}}")
+    rest = value.replace("{user}", "").replace("{account}", "")
+    if "{" in rest or "}" in rest:
+        raise ValueError(f"unbalanced '{{' or '}}' in {value!r}")
+    return value
+
+
+def _parse_size(value: object) -> object:
+    if isinstance(value, str):
+        match = _SIZE_RE.match(value)
+        if match is None:
+            raise ValueError(f"expected a size such as 8388608, '8MiB' or '1GiB', got {value!r}")
+        return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+    return value
+
+
+ByteSize = Annotated[int, BeforeValidator(_parse_size)]
+
+
+class Access(StrEnum):
+    READ = "read"  # stage in, checkpoint restore
+    WRITE = "write"  # out, checkpoint flush
+
+
+class AllowRule(BaseModel):
+    """``[[s3.allow]]``: who may read and/or write under ``s3://bucket/prefix``.
+
+    A rule applies to a job when its user is in ``users`` (``"*"``: everyone), or one
+    of its groups (name or numeric gid) is in ``groups``, or its account is in
+    ``accounts``. ``prefix`` may use ``{user}`` and ``{account}``; it is empty (the
+    whole bucket) or ends in ``/``.
+    """
+
+    model_config = _strict()
+
+    bucket: str
+    prefix: str = ""
+    users: tuple[str, ...] = ()
+    groups: tuple[str | int, ...] = ()
+    accounts: tuple[str, ...] = ()
+    access: tuple[Access, ...]
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, value: str) -> str:
+        from fsx_stage.s3url import S3Url, S3UrlError
+
+        try:
+            S3Url.parse(f"s3://{value}/")
+        except S3UrlError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        check_template(value)
+        if value.startswith("/"):
+            raise ValueError("expected a key prefix without a leading '/'")
+        if value and not value.endswith("/"):
+            raise ValueError(f"expected '' (whole bucket) or a prefix ending in '/', got {value!r}")
+        if any(seg in (".", "..") for seg in value.split("/")):
+            raise ValueError("'.' and '..' segments are not allowed")
+        return value
+
+    @field_validator("access")
+    @classmethod
+    def _access(cls, value: tuple[Access, ...]) -> tuple[Access, ...]:
+        if not value:
+            raise ValueError("expected at least one of 'read', 'write'")
+        return value
+
+    @model_validator(mode="after")
+    def _someone(self) -> Self:
+        if not (self.users or self.groups or self.accounts):
+            raise ValueError("a rule needs at least one of users, groups or accounts")
+        return self
+
+
+class EncryptionMode(StrEnum):
+    NONE = "none"
+    SSE_S3 = "sse-s3"
+    SSE_KMS = "sse-kms"
+    SSE_C = "sse-c"
+
+
+class Encryption(BaseModel):
+    """Server-side encryption of uploaded objects (and the SSE-C key for downloads)."""
+
+    model_config = _strict()
+
+    mode: EncryptionMode = EncryptionMode.NONE
+    kms_key_id: str | None = None
+    sse_c_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.mode is EncryptionMode.SSE_KMS and not self.kms_key_id:
+            raise ValueError("mode 'sse-kms' needs kms_key_id")
+        if self.mode is not EncryptionMode.SSE_KMS and self.kms_key_id:
+            raise ValueError("kms_key_id is only for mode 'sse-kms'")
+        if self.mode is EncryptionMode.SSE_C and self.sse_c_key_file is None:
+            raise ValueError("mode 'sse-c' needs sse_c_key_file")
+        if self.mode is not EncryptionMode.SSE_C and self.sse_c_key_file is not None:
+            raise ValueError("sse_c_key_file is only for mode 'sse-c'")
+        if self.sse_c_key_file is not None and not self.sse_c_key_file.is_absolute():
+            raise ValueError("sse_c_key_file must be an absolute path")
+        return self
+
+
+class S3Config(BaseModel):
+    """``[s3]``: how to reach S3, and the access rules (default deny)."""
+
+    model_config = _strict()
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    connect_timeout: float = Field(default=10.0, gt=0)
+    read_timeout: float = Field(default=60.0, gt=0)
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    encryption: Encryption = Encryption()
+    allow: tuple[AllowRule, ...] = ()
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+        return value
+
+
+class TransferConfig(BaseModel):
+    """``[transfer]``: parallelism and multipart sizes of the transfer core."""
+
+    model_config = _strict()
+
+    max_concurrency: int = Field(default=32, ge=1, le=1024)  # S3 requests in flight per job
+    workers: int = Field(default=4, ge=1, le=256)  # local file I/O workers per job
+    multipart_threshold: ByteSize = Field(default=64 * 1024**2, ge=5 * 1024**2)
+    part_size: ByteSize = Field(default=64 * 1024**2, ge=5 * 1024**2, le=5 * 1024**3)
+
+
+class Timeouts(BaseModel):
+    """``[timeouts]``: budget in seconds for the whole stage-in and the whole flush."""
+
+    model_config = _strict()
+
+    stage_in: float = Field(default=3600.0, gt=0)
+    flush: float = Field(default=3600.0, gt=0)
+
+
+class LogConfig(BaseModel):
+    """``[log]``: ``destination`` is ``syslog``, ``stderr`` or an absolute file path."""
+
+    model_config = _strict()
+
+    destination: str = "syslog"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("destination")
+    @classmethod
+    def _destination(cls, value: str) -> str:
+        if value not in ("syslog", "stderr") and not value.startswith("/"):
+            raise ValueError(f"expected 'syslog', 'stderr' or an absolute path, got {value!r}")
+        return value
+
+
+class SiteConfig(BaseModel):
+    """The whole site configuration."""
+
+    model_config = _strict()
+
+    scratch_roots: tuple[str, ...] = Field(min_length=1)
+    scratch_after_flush: Literal["keep", "remove"] = "keep"
+    state_dir: Path = Path("/var/lib/fsx-stage")
+    s3: S3Config = S3Config()
+    transfer: TransferConfig = TransferConfig()
+    timeouts: Timeouts = Timeouts()
+    log: LogConfig = LogConfig()
+
+    @field_validator("scratch_roots")
+    @classmethod
+    def _roots(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for root in value:
+            check_template(root)
+            if not root.startswith("/"):
+                raise ValueError(f"expected absolute path templates, got {root!r}")
+            if any(seg == ".." for seg in root.split("/")):
+                raise ValueError(f"'..' is not allowed in {root!r}")
+        return value
+
+    @field_validator("state_dir")
+    @classmethod
+    def _state_dir(cls, value: Path) -> Path:
+        if not value.is_absolute():
+            raise ValueError("expected an absolute path")
+        return value
+
+
+def config_path(
+    environ: Mapping[str, str] | None = None, default: Path = DEFAULT_CONFIG_PATH
+) -> Path:
+    """``$FSX_STAGE_CONFIG`` or the default path."""
+    env = os.environ if environ is None else environ
+    override = env.get(CONFIG_ENV)
+    return Path(override) if override else default
+
+
+def parse_config(data: Mapping[str, Any], source: str = "config") -> SiteConfig:
+    """Validate already-parsed TOML data."""
+    try:
+        return SiteConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = [f"{source}: {_key_path(e['loc'])}: {_reason(e)}" for e in exc.errors()]
+        raise ConfigError("\n".join(problems)) from None
+
+
+def load_config(path: Path | None = None) -> SiteConfig:
+    """Read and validate the site configuration at ``path`` (default: :func:`config_path`)."""
+    target = config_path() if path is None else path
+    try:
+        with target.open("rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"{target}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{target}: invalid TOML: {exc}") from None
+    return parse_config(data, str(target))
+
+
+def load_optional_config(
+    environ: Mapping[str, str] | None = None, default: Path = DEFAULT_CONFIG_PATH
+) -> SiteConfig | None:
+    """The site configuration, or None when no file exists at :func:`config_path`.
+
+    An explicit ``FSX_STAGE_CONFIG`` that does not exist is an error.
+    """
+    env = os.environ if environ is None else environ
+    target = config_path(env, default)
+    if not target.exists() and not env.get(CONFIG_ENV):
+        return None
+    return load_config(target)
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.startswith(("function-", "union[")) or part in ("int", "str"):
+            continue  # pydantic's internal validator names
+        else:
+            out += f".{part}" if out else part
+    return out or "(top level)"
+
+
+def _reason(error: Any) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key missing"
+    message = str(error["msg"])
+    message = message.removeprefix("Value error, ")
+    if "input" in error and kind not in ("value_error",):
+        return f"{message} (got {error['input']!r})"
+    return message
