@@ -39,5 +39,48 @@ check: lint typecheck ## lint and type checks
 unit: venv ## the fast tests only (no Slurm, no long scenarios)
 	$(PY) -m pytest -m "not slurm and not chaos"
 
-test: venv check ## everything, including the real-Slurm end-to-end tests
+test: venv check system-deps spank ## everything, including the real-Slurm end-to-end tests
 	$(PY) -m pytest -m "not chaos"
+
+# --- Slurm: system packages, SPANK plugin, single-node test cluster, install, demo -------
+SLURM_DIR ?= $(TESTBED)/slurm
+PREFIX    ?= /opt/fsx-stage
+SPANK_SO  := spank/fsx_stage.so
+CFLAGS    ?= -O2 -g
+SPANK_CFLAGS := -std=c99 -Wall -Wextra -Werror -fPIC -shared
+
+.PHONY: spank cluster-up cluster-down cluster-status install demo
+
+system-deps: ## install the Debian packages (Slurm, munge, gcc) if missing
+	tests/testbed/install-system-deps.sh
+
+spank: $(SPANK_SO) ## build the SPANK plugin spank/fsx_stage.so
+# Build under a temporary name, then rename: overwriting a .so that a daemon has
+# mapped can crash it; a rename leaves the old inode intact.
+$(SPANK_SO): spank/fsx_stage.c | system-deps
+	$(CC) $(CFLAGS) $(SPANK_CFLAGS) -o $@.tmp.$$$$ $< && mv -f $@.tmp.$$$$ $@
+
+cluster-up: system-deps venv spank ## start the single-node Slurm cluster in $(TESTBED)/slurm
+	$(PY) -m tests.testbed.cluster up --dir $(SLURM_DIR)
+
+cluster-down: system-deps venv spank ## stop the cluster started by cluster-up
+	$(PY) -m tests.testbed.cluster down --dir $(SLURM_DIR)
+
+cluster-status: venv ## show the cluster's daemons and node state
+	$(PY) -m tests.testbed.cluster status --dir $(SLURM_DIR)
+
+install: spank ## install the plugin, a venv with the package and the hooks under PREFIX
+	install -d $(PREFIX)/lib/fsx-stage $(PREFIX)/libexec/fsx-stage
+	install -m 0755 $(SPANK_SO) $(PREFIX)/lib/fsx-stage/.fsx_stage.so.tmp
+	mv -f $(PREFIX)/lib/fsx-stage/.fsx_stage.so.tmp $(PREFIX)/lib/fsx-stage/fsx_stage.so
+	$(PYTHON) -m venv $(PREFIX)
+	$(PREFIX)/bin/python -m pip install -q --upgrade pip
+	$(PREFIX)/bin/python -m pip install -q $(CURDIR)
+	for hook in prolog epilog; do \
+	  sed 's|/opt/fsx-stage|$(PREFIX)|g' plugin/$$hook >$(PREFIX)/libexec/fsx-stage/.$$hook.tmp && \
+	  chmod 0755 $(PREFIX)/libexec/fsx-stage/.$$hook.tmp && \
+	  mv -f $(PREFIX)/libexec/fsx-stage/.$$hook.tmp $(PREFIX)/libexec/fsx-stage/$$hook; \
+	done
+
+demo: system-deps venv spank ## start S3 + Slurm, run a staged sample job, show what happened
+	$(PY) -m tests.testbed.demo
