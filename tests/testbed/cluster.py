@@ -250,6 +250,9 @@ class SlurmCluster:
             fd = os.open(layout.munge_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
             with os.fdopen(fd, "wb") as key:
                 key.write(os.urandom(1024))
+        if not any(layout.state_dir.iterdir()):
+            # Fresh controller state: job ids start over, so must the records.
+            _write_text(layout.hook_record_log, "")
         layout.hook_record_log.touch(mode=0o644)
         self.write_hook_wrappers()
         _write_text(layout.plugstack_conf, render_plugstack_conf(SPANK_SO))
@@ -298,6 +301,7 @@ class SlurmCluster:
                 f"Prolog={layout.hook_script('prolog')}",
                 f"Epilog={layout.hook_script('epilog')}",
                 "PrologEpilogTimeout=300",
+                "BatchStartTimeout=300",
                 f"PlugStackConfig={layout.plugstack_conf}",
                 f"{node_line} NodeAddr=127.0.0.1 State=UNKNOWN",
                 f"PartitionName={PARTITION} Nodes={self.node_name} Default=YES"
@@ -373,7 +377,7 @@ class SlurmCluster:
         state: str | None = None
         while time.monotonic() < deadline:
             state = self.node_state()
-            if state is not None and state.rstrip("*~#!%$@^-") in {"idle", "mixed", "allocated"}:
+            if state is not None and state.rstrip("~#!%$@^-") in {"idle", "mixed", "allocated"}:
                 return
             if state is not None and ("drain" in state or state.startswith("down")):
                 self.scontrol("update", f"NodeName={self.node_name}", "State=RESUME")
