@@ -1,0 +1,312 @@
+"""S3 -> filesystem: one object, streamed to its offset, verified, renamed into place."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import stat
+from typing import Any, Literal
+
+from fsx_stage.transfer import checksums, lustre, posixmeta, safefs
+from fsx_stage.transfer.checksums import Expected
+from fsx_stage.transfer.context import CHUNK, Context, Job
+from fsx_stage.transfer.errors import ChecksumMismatch, TransferError
+from fsx_stage.transfer.models import TransferEvent
+
+Outcome = tuple[Literal["done", "skipped"], int]
+_PROGRESS_STEP = 8 * 1024 * 1024
+_WHOLE_OBJECT_ATTEMPTS = 3
+
+
+def _mtime_ns(response: dict[str, Any]) -> int | None:
+    modified = response.get("LastModified")
+    return int(modified.timestamp() * 1_000_000_000) if modified is not None else None
+
+
+def _etag(response: dict[str, Any]) -> str:
+    return str(response.get("ETag") or "").strip('"')
+
+
+def _encrypted_etag(ctx: Context, response: dict[str, Any]) -> bool:
+    """ETags of SSE-KMS and SSE-C objects are not the MD5 of the content."""
+    return (
+        ctx.options.encryption.mode in ("sse-kms", "sse-c")
+        or response.get("ServerSideEncryption") == "aws:kms"
+        or bool(response.get("SSECustomerAlgorithm"))
+    )
+
+
+def _up_to_date(dir_fd: int, name: str, job: Job) -> bool:
+    """Sync: the local file is what this object would produce.
+
+    A file we downloaded carries the ETag it came from (an xattr, valid while size and
+    mtime are unchanged); otherwise equal size and a local mtime not older than the
+    object's LastModified count as identical, as ``aws s3 sync`` does.
+    """
+    st = safefs.lstat_or_none(dir_fd, name)
+    if st is None or not stat.S_ISREG(st.st_mode) or st.st_size != job.size:
+        return False
+    recorded = posixmeta.recorded_source(dir_fd, name)
+    if recorded is not None and job.etag:
+        etag, size, mtime = recorded
+        if size == st.st_size and mtime == st.st_mtime_ns:
+            return etag == job.etag.strip('"')
+    return job.mtime_ns is not None and st.st_mtime_ns >= job.mtime_ns
+
+
+async def download(ctx: Context, root_fd: int, job: Job) -> Outcome:
+    if job.rel.endswith("/"):
+        parts = safefs.split_relative(job.rel[:-1])
+        os.close(safefs.open_dir(root_fd, parts))
+        return "done", 0
+    parts = safefs.split_relative(job.rel)
+    parent = safefs.open_parent(root_fd, parts)
+    try:
+        name = parts[-1]
+        if ctx.options.sync and job.size >= 0 and _up_to_date(parent, name, job):
+            return "skipped", 0
+        if 0 <= job.size <= ctx.options.multipart_threshold:
+            return "done", await _whole_with_retries(ctx, parent, name, job)
+        head = await ctx.retry.run(
+            lambda: ctx.client.head_object(
+                Bucket=ctx.bucket, Key=job.key, ChecksumMode="ENABLED", **ctx.sse_read
+            )
+        )
+        size = int(head["ContentLength"])
+        job.etag, job.mtime_ns = _etag(head), _mtime_ns(head)
+        if ctx.options.sync and job.size < 0:
+            job.size = size
+            if _up_to_date(parent, name, job):
+                return "skipped", 0
+        job.size = size
+        if size <= ctx.options.multipart_threshold:
+            return "done", await _whole_with_retries(ctx, parent, name, job)
+        for attempt in range(_WHOLE_OBJECT_ATTEMPTS):
+            try:
+                return "done", await _ranged(ctx, parent, name, job, head)
+            except ChecksumMismatch:
+                if attempt + 1 == _WHOLE_OBJECT_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
+    finally:
+        os.close(parent)
+
+
+async def _whole_with_retries(ctx: Context, parent: int, name: str, job: Job) -> int:
+    return await ctx.retry.run(lambda: _whole(ctx, parent, name, job))
+
+
+def _finish(
+    ctx: Context,
+    parent: int,
+    fd: int,
+    tmp: str,
+    name: str,
+    meta: posixmeta.PosixMeta,
+    etag: str,
+    mtime_ns: int | None,
+) -> None:
+    posixmeta.apply_to_fd(
+        fd,
+        meta,
+        default_mtime_ns=mtime_ns,
+        preserve_owner=ctx.options.preserve_owner,
+        umask=ctx.umask,
+    )
+    if etag:
+        posixmeta.record_source(fd, etag, os.fstat(fd))
+    if ctx.options.fsync:
+        os.fsync(fd)
+    safefs.commit(parent, tmp, name)
+    if ctx.options.fsync:
+        os.fsync(parent)
+
+
+async def _whole(ctx: Context, parent: int, name: str, job: Job) -> int:
+    """One GET, streamed to a temporary file and checked before it is renamed."""
+    async with ctx.requests:
+        response = await ctx.client.get_object(
+            Bucket=ctx.bucket, Key=job.key, ChecksumMode="ENABLED", **ctx.sse_read
+        )
+        body = response["Body"]
+        with contextlib.closing(body):
+            meta = posixmeta.from_metadata(response.get("Metadata") or {})
+            length = int(response["ContentLength"])
+            if meta.is_symlink:
+                target = await body.read()
+                _check_length(job.key, len(target), length)
+                _make_symlink(parent, name, target, meta)
+                return len(target)
+            expected = checksums.expected_from_response(response)
+            etag = _etag(response)
+            digest: checksums.Digest | None = None
+            md5 = False
+            if expected is not None and expected.parts == 0:
+                digest = checksums.new_digest(expected.algorithm)
+            elif checksums.is_md5_etag(etag) and not _encrypted_etag(ctx, response):
+                digest, md5 = hashlib.md5(usedforsecurity=False), True
+            tmp, fd = safefs.create_temp(parent, name)
+            try:
+                offset = 0
+                reported = 0
+                while chunk := await body.read(CHUNK):
+                    os.pwrite(fd, chunk, offset)
+                    offset += len(chunk)
+                    if digest is not None:
+                        digest.update(chunk)
+                    if offset - reported >= _PROGRESS_STEP:
+                        ctx.report(TransferEvent("bytes", job.key, offset - reported, length))
+                        reported = offset
+                _check_length(job.key, offset, length)
+                if digest is not None:
+                    got = digest.digest().hex() if md5 else checksums.b64(digest.digest())
+                    want = etag if md5 else expected.value if expected else ""
+                    if got != want:
+                        algorithm = "MD5" if md5 else expected.algorithm if expected else ""
+                        raise ChecksumMismatch(f"{algorithm} mismatch on {job.key!r}")
+                _finish(ctx, parent, fd, tmp, name, meta, etag, _mtime_ns(response))
+                tmp = ""
+            finally:
+                os.close(fd)
+                if tmp:
+                    safefs.discard_temp(parent, tmp)
+            return offset
+
+
+def _check_length(key: str, got: int, want: int) -> None:
+    if got != want:
+        raise TransferError(f"truncated body for {key!r}: {got} of {want} bytes", "network")
+
+
+def _make_symlink(parent: int, name: str, target: bytes, meta: posixmeta.PosixMeta) -> None:
+    tmp = safefs.temp_name(name)
+    safefs.discard_temp(parent, tmp)
+    os.symlink(os.fsdecode(target), tmp, dir_fd=parent)
+    try:
+        if meta.mtime_ns is not None:
+            atime = meta.atime_ns if meta.atime_ns is not None else meta.mtime_ns
+            os.utime(tmp, ns=(atime, meta.mtime_ns), dir_fd=parent, follow_symlinks=False)
+        safefs.commit(parent, tmp, name)
+    except BaseException:
+        safefs.discard_temp(parent, tmp)
+        raise
+
+
+async def _ranged(ctx: Context, parent: int, name: str, job: Job, head: dict[str, Any]) -> int:
+    """Parallel ranged GETs, each streamed to its offset; CRCs of ranges are combined."""
+    size = job.size
+    meta = posixmeta.from_metadata(head.get("Metadata") or {})
+    if meta.is_symlink:
+        raise TransferError(f"symlink object {job.key!r} is implausibly large", "invalid")
+    expected = checksums.expected_from_response(head)
+    span = ctx.range_size_for(size)
+    if expected is not None and expected.parts:
+        span = await _original_part_size(ctx, job, expected)
+        if span == 0:
+            expected = None
+            span = ctx.range_size_for(size)
+    starts = list(range(0, size, span))
+    crc_like = expected is not None and expected.algorithm in ("CRC32", "CRC32C")
+    per_range = expected is not None and (expected.parts > 0 or crc_like)
+    digests: list[bytes] = [b""] * len(starts)
+    tmp = safefs.temp_name(name)
+    safefs.discard_temp(parent, tmp)
+    if lustre.create_striped(parent, tmp, size, ctx.options.striping):
+        fd = os.open(tmp, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+    else:
+        tmp, fd = safefs.create_temp(parent, name)
+    try:
+        os.ftruncate(fd, size)
+
+        async def fetch(index: int) -> None:
+            first = starts[index]
+            last = min(size, first + span) - 1
+            algorithm = expected.algorithm if (expected is not None and per_range) else None
+            digests[index] = await ctx.retry.run(
+                lambda: _get_range(ctx, fd, job, first, last, algorithm)
+            )
+
+        async with asyncio.TaskGroup() as group:
+            for index in range(len(starts)):
+                group.create_task(fetch(index))
+        if expected is not None:
+            _verify_ranged(job, expected, digests, starts, size, fd)
+        _finish(ctx, parent, fd, tmp, name, meta, job.etag or "", job.mtime_ns)
+        tmp = ""
+    finally:
+        os.close(fd)
+        if tmp:
+            safefs.discard_temp(parent, tmp)
+    return size
+
+
+async def _original_part_size(ctx: Context, job: Job, expected: Expected) -> int:
+    """The part size of a multipart object (from part 1), 0 if parts are not uniform."""
+    part1 = await ctx.retry.run(
+        lambda: ctx.client.head_object(Bucket=ctx.bucket, Key=job.key, PartNumber=1, **ctx.sse_read)
+    )
+    span = int(part1.get("ContentLength") or 0)
+    if span <= 0 or -(-job.size // span) != expected.parts:
+        return 0
+    return span
+
+
+async def _get_range(
+    ctx: Context, fd: int, job: Job, first: int, last: int, algorithm: str | None
+) -> bytes:
+    async with ctx.requests:
+        condition = {"IfMatch": f'"{job.etag}"'} if job.etag else {}
+        response = await ctx.client.get_object(
+            Bucket=ctx.bucket,
+            Key=job.key,
+            Range=f"bytes={first}-{last}",
+            **condition,
+            **ctx.sse_read,
+        )
+        body = response["Body"]
+        digest = checksums.new_digest(algorithm) if algorithm else None
+        offset = first
+        reported = first
+        with contextlib.closing(body):
+            while chunk := await body.read(CHUNK):
+                if offset + len(chunk) > last + 1:
+                    raise TransferError(f"range overrun for {job.key!r}", "network")
+                os.pwrite(fd, chunk, offset)
+                offset += len(chunk)
+                if digest is not None:
+                    digest.update(chunk)
+                if offset - reported >= _PROGRESS_STEP:
+                    ctx.report(TransferEvent("bytes", job.key, offset - reported, job.size))
+                    reported = offset
+        _check_length(job.key, offset - first, last + 1 - first)
+        if offset > reported:
+            ctx.report(TransferEvent("bytes", job.key, offset - reported, job.size))
+        return digest.digest() if digest is not None else b""
+
+
+def _verify_ranged(
+    job: Job, expected: Expected, digests: list[bytes], starts: list[int], size: int, fd: int
+) -> None:
+    if expected.parts:
+        combined = checksums.new_digest(expected.algorithm)
+        combined.update(b"".join(digests))
+        got = checksums.b64(combined.digest())
+    elif expected.algorithm in ("CRC32", "CRC32C"):
+        crc = int.from_bytes(digests[0], "big")
+        for index in range(1, len(starts)):
+            length = min(size, starts[index] + (starts[1] - starts[0])) - starts[index]
+            crc = checksums.crc_combine(
+                expected.algorithm, crc, int.from_bytes(digests[index], "big"), length
+            )
+        got = checksums.b64(crc.to_bytes(4, "big"))
+    else:
+        whole = checksums.new_digest(expected.algorithm)
+        offset = 0
+        while block := os.pread(fd, 8 * 1024 * 1024, offset):
+            whole.update(block)
+            offset += len(block)
+        got = checksums.b64(whole.digest())
+    if got != expected.value:
+        raise ChecksumMismatch(f"{expected.algorithm} mismatch on {job.key!r}")

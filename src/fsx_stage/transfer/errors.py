@@ -1,0 +1,168 @@
+"""Classifying failures and retrying transient ones with exponential backoff and jitter."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import aiohttp
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    HTTPClientError,
+    NoCredentialsError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
+)
+
+from fsx_stage.transfer.models import FailureCategory
+
+T = TypeVar("T")
+
+_NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "404", "NotFound", "NoSuchUpload"}
+_DENIED = {
+    "AccessDenied",
+    "403",
+    "Forbidden",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "AllAccessDisabled",
+    "ExpiredToken",
+    "InvalidToken",
+    "AccountProblem",
+    "KMS.AccessDeniedException",
+}
+_THROTTLED = {
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "TooManyRequests",
+    "TooManyRequestsException",
+    "RequestThrottled",
+    "ServiceUnavailable",
+    "503",
+    "429",
+}
+_CHECKSUM = {"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch", "InvalidChecksum"}
+_TRANSIENT = {"InternalError", "RequestTimeout", "RequestTimeTooSkewed", "500", "502", "504"}
+
+
+class TransferError(Exception):
+    """A failure of one object with its category; the message is safe to show."""
+
+    def __init__(self, reason: str, category: FailureCategory) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.category: FailureCategory = category
+
+
+class UnsafePath(TransferError):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, "unsafe_key")
+
+
+class ChecksumMismatch(TransferError):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, "checksum")
+
+
+class ObjectChanged(TransferError):
+    """The source changed while we read it (S3 412, or a local file rewritten)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, "other")
+
+
+def client_error_code(exc: ClientError) -> str:
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code") or "")
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code or str(status or "")
+
+
+def classify(exc: BaseException) -> tuple[FailureCategory, str]:
+    """The failure category and a message that carries no secrets."""
+    if isinstance(exc, TransferError):
+        return exc.category, exc.reason
+    if isinstance(exc, ClientError):
+        code = client_error_code(exc)
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0
+        message = str(exc.response.get("Error", {}).get("Message") or "")
+        text = f"{code} (HTTP {status})" + (f": {message}" if message else "")
+        if code in _NOT_FOUND:
+            return "not_found", text
+        if code in _DENIED:
+            return "access_denied", text
+        if code in _THROTTLED or status in (429, 503):
+            return "throttled", text
+        if code in _CHECKSUM:
+            return "checksum", text
+        if code in ("PreconditionFailed", "412"):
+            return "other", "object changed during the transfer (" + text + ")"
+        if code in _TRANSIENT or status >= 500:
+            return "network", text
+        if 400 <= status < 500:
+            return "invalid", text
+        return "other", text
+    if isinstance(exc, NoCredentialsError):
+        return "access_denied", "no AWS credentials found"
+    if isinstance(
+        exc,
+        BotoConnectionError
+        | HTTPClientError
+        | ReadTimeoutError
+        | ResponseStreamingError
+        | aiohttp.ClientError
+        | asyncio.TimeoutError
+        | ConnectionError,
+    ):
+        return "network", f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, BotoCoreError):
+        return "other", f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, OSError):
+        return "local_io", f"{exc.strerror or type(exc).__name__}" + (
+            f" ({exc.filename})" if exc.filename else ""
+        )
+    return "other", f"{type(exc).__name__}: {exc}"
+
+
+def is_retryable(category: FailureCategory, exc: BaseException) -> bool:
+    if isinstance(exc, ObjectChanged):
+        return True
+    if isinstance(exc, ClientError) and client_error_code(exc) in ("PreconditionFailed", "412"):
+        return True
+    return category in ("network", "throttled", "checksum")
+
+
+class RetryPolicy:
+    """Full-jitter exponential backoff; throttling backs off harder than other faults."""
+
+    def __init__(self, max_attempts: int, base_s: float = 0.1, cap_s: float = 20.0) -> None:
+        self.max_attempts = max_attempts
+        self.base_s = base_s
+        self.cap_s = cap_s
+
+    def delay(self, attempt: int, category: FailureCategory) -> float:
+        base = self.base_s * (5 if category == "throttled" else 1)
+        return random.uniform(0, min(self.cap_s, base * 2**attempt))  # noqa: S311
+
+    async def run(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run ``operation`` until it succeeds, fails for good or runs out of attempts."""
+        attempt = 0
+        while True:
+            try:
+                return await operation()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                category, _ = classify(exc)
+                attempt += 1
+                if attempt >= self.max_attempts or not is_retryable(category, exc):
+                    raise
+                await asyncio.sleep(self.delay(attempt, category))

@@ -1,0 +1,206 @@
+"""Filesystem -> S3: one file, with its POSIX metadata and a checksum S3 must confirm."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import hashlib
+import os
+import stat
+import zlib
+from typing import Any, Literal
+
+from fsx_stage.transfer import checksums, posixmeta, safefs
+from fsx_stage.transfer.context import Context, Job
+from fsx_stage.transfer.errors import ChecksumMismatch, ObjectChanged, TransferError
+from fsx_stage.transfer.models import TransferEvent
+
+Outcome = tuple[Literal["done", "skipped"], int]
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def _crc32_b64(data: bytes | memoryview) -> str:
+    return checksums.b64(zlib.crc32(data).to_bytes(4, "big"))
+
+
+def _confirmed(response: dict[str, Any], sent_crc: str, body: bytes | memoryview) -> None:
+    """S3 must echo the checksum we sent (or, for servers that do not, the body's MD5)."""
+    echoed = response.get("ChecksumCRC32")
+    if echoed is not None:
+        if echoed != sent_crc:
+            raise ChecksumMismatch(f"S3 stored CRC32 {echoed}, we sent {sent_crc}")
+        return
+    etag = str(response.get("ETag") or "").strip('"')
+    if etag != hashlib.md5(body, usedforsecurity=False).hexdigest():
+        raise ChecksumMismatch("S3 confirmed neither our CRC32 nor the body's MD5")
+
+
+def _same_file(before: os.stat_result, after: os.stat_result, what: str) -> None:
+    if (before.st_size, before.st_mtime_ns, before.st_ino) != (
+        after.st_size,
+        after.st_mtime_ns,
+        after.st_ino,
+    ):
+        raise ObjectChanged(f"{what} changed while it was being uploaded")
+
+
+async def upload(ctx: Context, root_fd: int, job: Job) -> Outcome:
+    is_dir = job.rel.endswith("/")
+    parts = safefs.split_relative(job.rel.rstrip("/"))
+    parent = safefs.open_parent(root_fd, parts, create=False)
+    try:
+        name = parts[-1]
+        try:
+            fd = os.open(name, _OPEN_FLAGS | (os.O_DIRECTORY if is_dir else 0), dir_fd=parent)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            return await _upload_symlink(ctx, parent, name, job)
+        try:
+            st = os.fstat(fd)
+            if is_dir:
+                return await _put_small(ctx, job, b"", st)
+            if not stat.S_ISREG(st.st_mode):
+                raise TransferError(f"{job.rel!r} is not a regular file", "invalid")
+            if ctx.options.sync and await _exists_identical(ctx, job, st):
+                return "skipped", 0
+            if st.st_size <= ctx.options.multipart_threshold:
+                return await ctx.retry.run(lambda: _upload_small(ctx, fd, job, st))
+            return "done", await _multipart(ctx, fd, job, st)
+        finally:
+            os.close(fd)
+    finally:
+        os.close(parent)
+
+
+async def _exists_identical(ctx: Context, job: Job, st: os.stat_result) -> bool:
+    """Sync: the object has this file's size and mtime (from its file-mtime metadata)."""
+    try:
+        head = await ctx.retry.run(
+            lambda: ctx.client.head_object(Bucket=ctx.bucket, Key=job.key, **ctx.sse_read)
+        )
+    except Exception as exc:
+        response = getattr(exc, "response", None)
+        if isinstance(response, dict):
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status == 404:
+                return False
+        raise
+    meta = posixmeta.from_metadata(head.get("Metadata") or {})
+    return int(head.get("ContentLength", -1)) == st.st_size and meta.mtime_ns == st.st_mtime_ns
+
+
+async def _upload_symlink(ctx: Context, parent: int, name: str, job: Job) -> Outcome:
+    st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+    target = os.fsencode(os.readlink(name, dir_fd=parent))
+    return await _put_small(ctx, job, target, st)
+
+
+async def _put_small(ctx: Context, job: Job, body: bytes, st: os.stat_result) -> Outcome:
+    async def attempt() -> Outcome:
+        await _put(ctx, job, body, st)
+        return "done", len(body)
+
+    return await ctx.retry.run(attempt)
+
+
+async def _upload_small(ctx: Context, fd: int, job: Job, st: os.stat_result) -> Outcome:
+    size = st.st_size
+    await ctx.budget.acquire(size)
+    try:
+        body = os.pread(fd, size, 0) if size else b""
+        _same_file(st, os.fstat(fd), repr(job.rel))
+        if len(body) != size:
+            raise ObjectChanged(f"{job.rel!r} changed while it was being uploaded")
+        await _put(ctx, job, body, st)
+    finally:
+        await ctx.budget.release(size)
+    return "done", size
+
+
+async def _put(ctx: Context, job: Job, body: bytes, st: os.stat_result) -> None:
+    crc = _crc32_b64(body)
+    async with ctx.requests:
+        response = await ctx.client.put_object(
+            Bucket=ctx.bucket,
+            Key=job.key,
+            Body=body,
+            ContentLength=len(body),
+            ChecksumCRC32=crc,
+            Metadata=posixmeta.to_metadata(st),
+            **ctx.sse_write,
+        )
+    _confirmed(response, crc, body)
+
+
+async def _multipart(ctx: Context, fd: int, job: Job, st: os.stat_result) -> int:
+    size = st.st_size
+    span = ctx.part_size_for(size)
+    created = await ctx.retry.run(
+        lambda: ctx.client.create_multipart_upload(
+            Bucket=ctx.bucket,
+            Key=job.key,
+            ChecksumAlgorithm="CRC32",
+            Metadata=posixmeta.to_metadata(st),
+            **ctx.sse_write,
+        )
+    )
+    upload_id = created["UploadId"]
+    starts = list(range(0, size, span))
+    parts: list[dict[str, Any]] = [{} for _ in starts]
+
+    async def send(index: int) -> None:
+        first = starts[index]
+        length = min(size, first + span) - first
+        await ctx.budget.acquire(length)
+        try:
+            data = os.pread(fd, length, first)
+            if len(data) != length:
+                raise ObjectChanged(f"{job.rel!r} shrank while it was being uploaded")
+            crc = _crc32_b64(data)
+
+            async def attempt() -> dict[str, Any]:
+                async with ctx.requests:
+                    response: dict[str, Any] = await ctx.client.upload_part(
+                        Bucket=ctx.bucket,
+                        Key=job.key,
+                        UploadId=upload_id,
+                        PartNumber=index + 1,
+                        Body=data,
+                        ContentLength=length,
+                        ChecksumCRC32=crc,
+                        **ctx.sse_read,
+                    )
+                _confirmed(response, crc, data)
+                return response
+
+            response = await ctx.retry.run(attempt)
+        finally:
+            await ctx.budget.release(length)
+        parts[index] = {"PartNumber": index + 1, "ETag": response["ETag"], "ChecksumCRC32": crc}
+        ctx.report(TransferEvent("bytes", job.key, length, size))
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for index in range(len(starts)):
+                group.create_task(send(index))
+        _same_file(st, os.fstat(fd), repr(job.rel))
+        await ctx.retry.run(
+            lambda: ctx.client.complete_multipart_upload(
+                Bucket=ctx.bucket,
+                Key=job.key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+                **ctx.sse_read,
+            )
+        )
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(
+                ctx.client.abort_multipart_upload(
+                    Bucket=ctx.bucket, Key=job.key, UploadId=upload_id
+                )
+            )
+        raise
+    return size
