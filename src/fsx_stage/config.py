@@ -255,13 +255,13 @@ class SiteConfig(BaseModel):
         return value
 
 
-def config_path(
-    environ: Mapping[str, str] | None = None, default: Path = DEFAULT_CONFIG_PATH
-) -> Path:
-    """``$FSX_STAGE_CONFIG`` or the default path."""
+def config_path(environ: Mapping[str, str] | None = None, default: Path | None = None) -> Path:
+    """``$FSX_STAGE_CONFIG``, else ``default``, else :data:`DEFAULT_CONFIG_PATH`."""
     env = os.environ if environ is None else environ
     override = env.get(CONFIG_ENV)
-    return Path(override) if override else default
+    if override:
+        return Path(override)
+    return default if default is not None else DEFAULT_CONFIG_PATH
 
 
 def parse_config(data: Mapping[str, Any], source: str = "config") -> SiteConfig:
@@ -287,7 +287,7 @@ def load_config(path: Path | None = None) -> SiteConfig:
 
 
 def load_optional_config(
-    environ: Mapping[str, str] | None = None, default: Path = DEFAULT_CONFIG_PATH
+    environ: Mapping[str, str] | None = None, default: Path | None = None
 ) -> SiteConfig | None:
     """The site configuration, or None when no file exists at :func:`config_path`.
 

@@ -24,7 +24,9 @@ Handler = Callable[[argparse.Namespace], int]
 
 def _command_modules() -> list[ModuleType]:
     # One import per command module; keep this list in the order of --help.
-    modules: list[ModuleType] = []
+    from fsx_stage.cli import check, transfer
+
+    modules: list[ModuleType] = [check, transfer]
     return modules
 
 
