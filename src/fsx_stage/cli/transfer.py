@@ -1,0 +1,321 @@
+"""``fsx-stage cp`` and ``fsx-stage sync``: copy between S3 and a local directory."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import json
+import re
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import TextIO
+
+from fsx_stage.s3url import S3UrlError
+from fsx_stage.transfer import (
+    Encryption,
+    S3Settings,
+    TransferEvent,
+    TransferOptions,
+    TransferSummary,
+    TransferUsageError,
+    transfer,
+)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(I?B?)\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+_SSE_HELP = """\
+encryption (both directions):
+  --sse AES256                         SSE-S3
+  --sse aws:kms [--sse-kms-key-id ID]  SSE-KMS (default key if no ID)
+  --sse-c-key-file FILE                SSE-C; FILE holds the 32-byte key, raw or base64
+
+sizes: bytes, or a number with K, M, G, T (optionally KiB/KB...; all binary: 64M = 64 MiB)
+filters: --exclude/--include are globs on the path relative to SRC (* also matches /);
+  an --include re-includes what an --exclude removed, whatever their order.
+exit status: 0 all done, 1 some object failed (listed on stderr), 2 bad usage
+"""
+
+
+def parse_size(text: str) -> int:
+    """``8MiB``, ``64M``, ``1g`` or plain bytes; units are binary."""
+    match = _SIZE_RE.match(text)
+    if not match or (match.group(3) and not match.group(2) and match.group(3).lower() != "b"):
+        raise argparse.ArgumentTypeError(f"expected a size like 8MiB, 64M or 1048576, got {text!r}")
+    return int(match.group(1)) * _UNITS[match.group(2).upper()]
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    for name, summary in (
+        ("cp", "copy an object, a prefix or a tree between S3 and a local path"),
+        ("sync", "like cp --recursive, skipping files that are already identical"),
+    ):
+        parser = subparsers.add_parser(
+            name,
+            help=summary,
+            description=summary,
+            epilog=_SSE_HELP,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        parser.add_argument(
+            "src", metavar="SRC", help="s3://bucket/key, s3://bucket/prefix/ or a path"
+        )
+        parser.add_argument(
+            "dst", metavar="DST", help="s3://bucket/key, s3://bucket/prefix/ or a path"
+        )
+        if name == "cp":
+            parser.add_argument(
+                "--recursive",
+                "-r",
+                action="store_true",
+                help="copy everything under the prefix or directory",
+            )
+        parser.add_argument("--include", action="append", default=[], metavar="GLOB")
+        parser.add_argument("--exclude", action="append", default=[], metavar="GLOB")
+        parser.add_argument(
+            "--concurrency",
+            type=_positive,
+            default=32,
+            metavar="N",
+            help="requests in flight per worker process (default 32)",
+        )
+        parser.add_argument(
+            "--workers",
+            type=_positive,
+            default=None,
+            metavar="N",
+            help="worker processes for many objects (default: one per core)",
+        )
+        parser.add_argument(
+            "--part-size",
+            type=parse_size,
+            default=None,
+            metavar="SIZE",
+            help="multipart part / download range size (default: adaptive)",
+        )
+        parser.add_argument(
+            "--multipart-threshold",
+            type=parse_size,
+            default=16 << 20,
+            metavar="SIZE",
+            help="use parts above this size (default 16MiB)",
+        )
+        parser.add_argument(
+            "--endpoint-url",
+            metavar="URL",
+            help="S3 endpoint (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL)",
+        )
+        parser.add_argument("--region", metavar="REGION")
+        parser.add_argument("--profile", metavar="NAME")
+        parser.add_argument("--path-style", action="store_true", help="path-style addressing")
+        parser.add_argument("--sse", choices=["AES256", "aws:kms"], help="server-side encryption")
+        parser.add_argument("--sse-kms-key-id", metavar="ID")
+        parser.add_argument("--sse-c-key-file", type=Path, metavar="FILE")
+        parser.add_argument("--fsync", action="store_true", help="fsync each file before rename")
+        parser.add_argument(
+            "--preserve-owner",
+            action="store_true",
+            help="restore file-owner/file-group (root only)",
+        )
+        parser.add_argument(
+            "--json",
+            action="store_true",
+            help="one JSON line per event on stdout, then a summary line",
+        )
+        parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+        parser.set_defaults(handler=run, sync=name == "sync")
+
+
+def _encryption(args: argparse.Namespace) -> Encryption:
+    if args.sse_c_key_file is not None:
+        if args.sse:
+            raise TransferUsageError("--sse and --sse-c-key-file exclude each other")
+        raw = args.sse_c_key_file.read_bytes()
+        if len(raw) != 32:
+            try:
+                raw = base64.b64decode(raw.strip(), validate=True)
+            except (binascii.Error, ValueError):
+                raw = b""
+        if len(raw) != 32:
+            raise TransferUsageError(
+                f"--sse-c-key-file {args.sse_c_key_file}: expected 32 raw bytes or their base64"
+            )
+        return Encryption(mode="sse-c", customer_key=base64.b64encode(raw).decode())
+    if args.sse_kms_key_id and args.sse != "aws:kms":
+        raise TransferUsageError("--sse-kms-key-id needs --sse aws:kms")
+    if args.sse == "AES256":
+        return Encryption(mode="sse-s3")
+    if args.sse == "aws:kms":
+        return Encryption(mode="sse-kms", kms_key_id=args.sse_kms_key_id)
+    return Encryption()
+
+
+class Progress:
+    """A one-line progress bar with rate and ETA, redrawn at most 5 times a second."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.started = time.monotonic()
+        self.drawn = 0.0
+        self.total = 0
+        self.done_bytes = 0
+        self.objects = 0
+        self.finished = 0
+        self.partial: dict[str, int] = {}
+
+    def __call__(self, event: TransferEvent) -> None:
+        if event.kind == "queued":
+            self.objects += 1
+            self.total += max(event.total, 0)
+        elif event.kind == "bytes":
+            self.partial[event.key] = self.partial.get(event.key, 0) + event.bytes
+        else:
+            self.partial.pop(event.key, None)
+            self.finished += 1
+            self.done_bytes += event.bytes if event.kind == "done" else max(event.total, 0)
+        now = time.monotonic()
+        if now - self.drawn >= 0.2:
+            self.drawn = now
+            self.draw(now)
+
+    def draw(self, now: float) -> None:
+        moved = self.done_bytes + sum(self.partial.values())
+        elapsed = max(now - self.started, 1e-6)
+        rate = moved / elapsed
+        fraction = moved / self.total if self.total else 0.0
+        bar = "#" * int(fraction * 20)
+        eta = (self.total - moved) / rate if rate > 0 and self.total > moved else 0.0
+        self.stream.write(
+            f"\r[{bar:<20}] {_human(moved)}/{_human(self.total)} {_human(rate)}/s "
+            f"ETA {int(eta) // 60}:{int(eta) % 60:02d} {self.finished}/{self.objects} objects "
+        )
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.draw(time.monotonic())
+        self.stream.write("\n")
+        self.stream.flush()
+
+
+def _human(amount: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if amount < 1024:
+            return f"{amount:.1f}{unit}" if unit != "B" else f"{int(amount)}B"
+        amount /= 1024
+    return f"{amount:.1f}TiB"
+
+
+def _json_emitter(stream: TextIO) -> Callable[[TransferEvent], None]:
+    def emit(event: TransferEvent) -> None:
+        record = {"event": event.kind, "key": event.key, "bytes": event.bytes, "total": event.total}
+        if event.kind == "failed":
+            record.update(reason=event.reason, category=event.category)
+        stream.write(json.dumps(record) + "\n")
+
+    return emit
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        options = TransferOptions(
+            concurrency=args.concurrency,
+            workers=args.workers,
+            part_size=args.part_size,
+            multipart_threshold=args.multipart_threshold,
+            include=args.include,
+            exclude=args.exclude,
+            sync=args.sync,
+            fsync=args.fsync,
+            preserve_owner=args.preserve_owner,
+            encryption=_encryption(args),
+        )
+        s3 = S3Settings(
+            endpoint_url=args.endpoint_url,
+            region=args.region,
+            profile=args.profile,
+            addressing_style="path" if args.path_style else "auto",
+        )
+    except (ValueError, OSError) as exc:
+        print(f"fsx-stage {args.command}: {_usage_text(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+
+    progress: Progress | None = (
+        Progress(sys.stderr)
+        if not args.json and not args.no_progress and sys.stderr.isatty()
+        else None
+    )
+    on_event: Callable[[TransferEvent], None] | None = (
+        _json_emitter(sys.stdout) if args.json else progress
+    )
+    cancel = threading.Event()
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        cancel.set()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        summary = transfer(
+            args.src,
+            args.dst,
+            recursive=args.sync or args.recursive,
+            options=options,
+            s3=s3,
+            on_event=on_event,
+            cancel=cancel,
+        )
+    except (TransferUsageError, S3UrlError) as exc:
+        print(f"fsx-stage {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if progress is not None:
+            progress.close()
+    return _report(args, summary)
+
+
+def _usage_text(exc: BaseException) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors())
+    return str(exc)
+
+
+def _report(args: argparse.Namespace, summary: TransferSummary) -> int:
+    for failure in summary.failures:
+        print(
+            f"fsx-stage {args.command}: failed: {failure.key}: "
+            f"{failure.reason} [{failure.category}]",
+            file=sys.stderr,
+        )
+    if summary.cancelled:
+        print(f"fsx-stage {args.command}: cancelled", file=sys.stderr)
+    if args.json:
+        record = {"event": "summary", "ok": summary.ok, **summary.model_dump(mode="json")}
+        sys.stdout.write(json.dumps(record) + "\n")
+    elif not args.no_progress:
+        print(
+            f"fsx-stage {args.command}: {summary.objects_done} done, {summary.objects_skipped} "
+            f"skipped, {len(summary.failures)} failed, {summary.bytes_done} bytes in "
+            f"{summary.elapsed_s:.1f}s",
+            file=sys.stderr,
+        )
+    return EXIT_OK if summary.ok else EXIT_FAILED
