@@ -114,43 +114,62 @@ static size_t field_len(const char *s)
 	return i;
 }
 
+/* 1-based character position of byte `offset` (UTF-8: continuation bytes do not count). */
+static size_t char_position(const char *s, size_t offset)
+{
+	size_t pos = 1;
+	size_t i;
+
+	for (i = 0; i < offset && s[i]; i++) {
+		if (((unsigned char)s[i] & 0xC0) != 0x80)
+			pos++;
+	}
+	return pos;
+}
+
 /*
  * Check the shape of a SPEC: KIND in|out|checkpoint, then non-empty SRC and
- * DST. Positions are 1-based field numbers. Returns 0 when fine.
+ * DST. Positions are 1-based character positions in the value, as in the
+ * Python parser's messages. Returns 0 when fine.
  */
 static int check_spec(const char *spec)
 {
 	static const char *const kinds[] = { "in", "out", "checkpoint" };
-	const char *field = spec;
-	size_t len = field_len(field);
+	size_t len = field_len(spec);
+	size_t src, dst;
 	size_t i;
 	int kind_ok = 0;
 
 	for (i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
-		if (len == strlen(kinds[i]) && strncmp(field, kinds[i], len) == 0)
+		if (len == strlen(kinds[i]) && strncmp(spec, kinds[i], len) == 0)
 			kind_ok = 1;
 	}
-	if (!kind_ok || field[len] != ',') {
+	if (!kind_ok) {
 		slurm_error("--%s: '%s': expected KIND in|out|checkpoint at position 1",
 			    OPTION_NAME, spec);
 		return -1;
 	}
-	field += len + 1;
-	len = field_len(field);
+	if (spec[len] != ',') {
+		slurm_error("--%s: '%s': expected ',SRC' after KIND at position %zu",
+			    OPTION_NAME, spec, char_position(spec, len));
+		return -1;
+	}
+	src = len + 1;
+	len = field_len(spec + src);
 	if (len == 0) {
-		slurm_error("--%s: '%s': expected a non-empty SRC at position 2",
-			    OPTION_NAME, spec);
+		slurm_error("--%s: '%s': expected a non-empty SRC at position %zu",
+			    OPTION_NAME, spec, char_position(spec, src));
 		return -1;
 	}
-	if (field[len] != ',') {
-		slurm_error("--%s: '%s': expected ',DST' after SRC at position 3",
-			    OPTION_NAME, spec);
+	if (spec[src + len] != ',') {
+		slurm_error("--%s: '%s': expected ',DST' after SRC at position %zu",
+			    OPTION_NAME, spec, char_position(spec, src + len));
 		return -1;
 	}
-	field += len + 1;
-	if (field_len(field) == 0) {
-		slurm_error("--%s: '%s': expected a non-empty DST at position 3",
-			    OPTION_NAME, spec);
+	dst = src + len + 1;
+	if (field_len(spec + dst) == 0) {
+		slurm_error("--%s: '%s': expected a non-empty DST at position %zu",
+			    OPTION_NAME, spec, char_position(spec, dst));
 		return -1;
 	}
 	return 0;

@@ -122,13 +122,14 @@ def test_a_job_without_the_option_gets_no_variable(
     assert values_seen_by(records, "epilog") == [None]
 
 
-MALFORMED = [
+MALFORMED = [  # positions are 1-based characters, as in the Python parser's messages
     ("inn,s3://b/k,/fsx/x", "expected KIND in|out|checkpoint at position 1"),
-    ("in", "expected KIND in|out|checkpoint at position 1"),
-    ("in,,/fsx/x", "expected a non-empty SRC at position 2"),
-    ("out,/fsx/x", "expected ',DST' after SRC at position 3"),
-    ("out,/fsx/x,", "expected a non-empty DST at position 3"),
-    ("in,s3://b/k\\,/fsx/x", "expected ',DST' after SRC at position 3"),
+    ("in", "expected ',SRC' after KIND at position 3"),
+    ("in,,/fsx/x", "expected a non-empty SRC at position 4"),
+    ("out,/fsx/x", "expected ',DST' after SRC at position 11"),
+    ("out,/fsx/x,", "expected a non-empty DST at position 12"),
+    ("in,s3://b/k\\,/fsx/x", "expected ',DST' after SRC at position 20"),
+    ("out,/fsx/é/ü", "expected ',DST' after SRC at position 13"),
 ]
 
 
@@ -183,4 +184,4 @@ def test_salloc_and_srun_refuse_a_malformed_value(
         cwd=slurm_cluster.user_workdir(job_user),
     )
     assert proc.returncode != 0
-    assert "--fsx-stage: 'in,s3://b/k': expected ',DST' after SRC at position 3" in proc.stderr
+    assert "--fsx-stage: 'in,s3://b/k': expected ',DST' after SRC at position 12" in proc.stderr

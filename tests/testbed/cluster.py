@@ -153,6 +153,11 @@ class ClusterLayout:
     def fsx_stage_config(self) -> Path:
         return self.root / "fsx-stage.toml"
 
+    @property
+    def aws_dir(self) -> Path:
+        """Optional ``credentials``/``config`` for the hooks (root's ~/.aws on a real node)."""
+        return self.root / "aws"
+
     def pid_file(self, daemon: str) -> Path:
         return self.run_dir / f"{daemon}.pid"
 
@@ -320,6 +325,7 @@ class SlurmCluster:
                 fsx_stage_home=repo_venv(),
                 fsx_stage_config=self.layout.fsx_stage_config,
                 slurm_conf=self.layout.slurm_conf,
+                aws_dir=self.layout.aws_dir,
                 product_hook=PLUGIN_DIR / hook,
             )
             _write_text(self.layout.hook_script(hook), text, mode=0o755)
@@ -557,6 +563,7 @@ def render_hook_wrapper(
     fsx_stage_home: Path,
     fsx_stage_config: Path,
     slurm_conf: Path,
+    aws_dir: Path,
     product_hook: Path,
 ) -> str:
     """The test-bed Prolog/Epilog wrapper (POSIX sh, absolute paths only)."""
@@ -572,6 +579,15 @@ FSX_STAGE_HOME={q(str(fsx_stage_home))}
 FSX_STAGE_CONFIG={q(str(fsx_stage_config))}
 SLURM_CONF={q(str(slurm_conf))}
 export FSX_STAGE_HOME FSX_STAGE_CONFIG SLURM_CONF
+# Optional S3 credentials for the hooks (what root's ~/.aws holds on a real node).
+if [ -f {q(str(aws_dir / "credentials"))} ]; then
+    AWS_SHARED_CREDENTIALS_FILE={q(str(aws_dir / "credentials"))}
+    export AWS_SHARED_CREDENTIALS_FILE
+fi
+if [ -f {q(str(aws_dir / "config"))} ]; then
+    AWS_CONFIG_FILE={q(str(aws_dir / "config"))}
+    export AWS_CONFIG_FILE
+fi
 # 3. Hand over to the product hook.
 exec {q(str(product_hook))}
 """
