@@ -271,3 +271,14 @@ def test_invalid_site_config_is_a_failure(
     status, _, err = run(script(tmp_path, ""), capsys=capsys)
     assert status == 1
     assert "site configuration" in err
+
+
+def test_non_utf8_bytes_in_a_directive(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "latin1.sh"
+    path.write_bytes(b"#SBATCH --fsx-stage=in,s3://bkt/caf\xe9,/fsx/x\n")
+    status, _, err = run(path, capsys=capsys)
+    assert status == 2
+    assert err == (
+        f"{path}:1: --fsx-stage=in,s3://bkt/caf\\udce9,/fsx/x: position 16: "
+        "invalid character U+DCE9 (not valid UTF-8)\n"
+    )

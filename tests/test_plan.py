@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fsx_stage.config import parse_config
 from fsx_stage.directives import Kind, When, parse_directive
@@ -155,3 +157,16 @@ def test_plan_round_trips_through_json() -> None:
     restored = StagePlan.model_validate_json(original.model_dump_json())
     assert restored == original
     assert restored.entries[-1].selects("a.h5") and not restored.entries[-1].selects("a.txt")
+
+
+@given(st.text(max_size=20))
+def test_no_job_name_can_leave_the_users_prefix_or_root(name: str) -> None:
+    job = JOB.model_copy(update={"job_name": name})
+    directive = parse_directive("in,s3://bkt/u/%u/%x/,/fsx/%u/%x/")
+    try:
+        (entry,) = build_plan([directive], job, CONFIG).entries
+    except PlanError:
+        return
+    assert entry.source.startswith("s3://bkt/u/alice/")
+    assert entry.destination.startswith("/fsx/alice/")
+    assert ".." not in entry.source.split("/")
