@@ -132,6 +132,7 @@ def test_encryption_modes() -> None:
         ({"s3": {"endpoint_url": "localhost:8333"}}, "s3.endpoint_url"),
         ({"s3": {"addressing_style": "dns"}}, "s3.addressing_style"),
         ({"state_dir": "relative"}, "state_dir"),
+        ({"s3": {"credentials_file": "creds"}}, "s3.credentials_file"),
     ],
 )
 def test_each_error_names_its_key(section: dict[str, object], fragment: str) -> None:

@@ -172,12 +172,20 @@ class S3Config(BaseModel):
     endpoint_url: str | None = None
     region: str | None = None
     profile: str | None = None
+    credentials_file: Path | None = None  # an AWS shared credentials file (root-only)
     addressing_style: Literal["auto", "path", "virtual"] = "auto"
     connect_timeout: float = Field(default=10.0, gt=0)
     read_timeout: float = Field(default=60.0, gt=0)
     max_attempts: int = Field(default=5, ge=1, le=20)
     encryption: Encryption = Encryption()
     allow: tuple[AllowRule, ...] = ()
+
+    @field_validator("credentials_file")
+    @classmethod
+    def _credentials_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_absolute():
+            raise ValueError("expected an absolute path")
+        return value
 
     @field_validator("endpoint_url")
     @classmethod
