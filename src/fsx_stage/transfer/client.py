@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
+from botocore.utils import parse_timestamp
 
 from fsx_stage.transfer.models import Encryption, S3Settings
 
@@ -21,6 +23,9 @@ def create_client(settings: S3Settings, pool_size: int) -> AbstractAsyncContextM
     verify checksums ourselves, streaming.
     """
     session = AioSession(profile=settings.profile)
+    session.get_component("response_parser_factory").set_parser_defaults(
+        timestamp_parser=fast_timestamp
+    )
     config = AioConfig(
         max_pool_connections=pool_size,
         connect_timeout=settings.connect_timeout_s,
@@ -43,7 +48,57 @@ def create_client(settings: S3Settings, pool_size: int) -> AbstractAsyncContextM
         kwargs["aws_secret_access_key"] = creds.secret_access_key.get_secret_value()
         if creds.session_token is not None:
             kwargs["aws_session_token"] = creds.session_token.get_secret_value()
-    return session.create_client("s3", **kwargs)  # type: ignore[no-any-return]
+    return _Client(session.create_client("s3", **kwargs))
+
+
+class _Client:
+    """Enters the client and trims per-request work that does not change between requests."""
+
+    def __init__(self, creator: AbstractAsyncContextManager[Any]) -> None:
+        self._creator = creator
+
+    async def __aenter__(self) -> Any:
+        client = await self._creator.__aenter__()
+        creator = getattr(client, "_user_agent_creator", None)
+        if creator is not None and callable(getattr(creator, "to_string", None)):
+            agent = creator.to_string()  # rebuilt for every request otherwise
+            creator.to_string = lambda: agent
+        return client
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self._creator.__aexit__(*exc)
+
+
+_MONTHS = {
+    m: i
+    for i, m in enumerate(
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1
+    )
+}
+
+
+def fast_timestamp(value: str) -> datetime.datetime:
+    """Botocore's timestamp parsing (dateutil) is a measurable share of a small GET;
+    S3 sends only two formats, parsed here directly, anything else goes to botocore."""
+    try:
+        if value.endswith("Z") and "T" in value:  # 2026-11-26T04:59:39.000Z (listings)
+            return datetime.datetime.fromisoformat(value[:-1]).replace(tzinfo=datetime.UTC)
+        if value.endswith(" GMT"):  # Thu, 26 Nov 2026 04:59:39 GMT (headers)
+            _, day, month, year, clock, _ = value.split(" ")
+            hour, minute, second = clock.split(":")
+            return datetime.datetime(
+                int(year),
+                _MONTHS[month],
+                int(day),
+                int(hour),
+                int(minute),
+                int(second),
+                tzinfo=datetime.UTC,
+            )
+    except (ValueError, KeyError):
+        pass
+    parsed: datetime.datetime = parse_timestamp(value)
+    return parsed
 
 
 def sse_write_params(enc: Encryption) -> dict[str, str]:
