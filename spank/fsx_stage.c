@@ -220,6 +220,13 @@ int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
 		return 0;
 	if (encoded_len == 0)
 		return 0;
+	/* srun inside an allocation launches a step: the Prolog ran already. */
+	if (ctx == S_CTX_LOCAL && (getenv("SLURM_JOB_ID") || getenv("SLURM_JOBID"))) {
+		slurm_spank_log("warning: --%s is ignored for a step of an existing job: "
+				"give it to sbatch or salloc (or to srun outside a job)",
+				OPTION_NAME);
+		return 0;
+	}
 	rc = spank_job_control_setenv(sp, ENV_NAME, encoded, 1);
 	if (rc != ESPANK_SUCCESS) {
 		slurm_error("--%s: cannot pass the values to the job: %s", OPTION_NAME,

@@ -185,3 +185,17 @@ def test_salloc_and_srun_refuse_a_malformed_value(
     )
     assert proc.returncode != 0
     assert "--fsx-stage: 'in,s3://b/k': expected ',DST' after SRC at position 12" in proc.stderr
+
+
+def test_srun_inside_a_job_warns_that_the_option_has_no_effect(
+    slurm_cluster: SlurmCluster, job_user: str, cleanup_jobs: list[int]
+) -> None:
+    script = "#!/bin/sh\nsrun --fsx-stage=out,/fsx/x/,s3://b/x/ true\n"
+    job_id = slurm_cluster.submit(script, job_user, ["--output=step-%j.out"])
+    cleanup_jobs.append(job_id)
+    record = slurm_cluster.wait(job_id, timeout=120)
+    output = (slurm_cluster.user_workdir(job_user) / f"step-{job_id}.out").read_text()
+    assert record["JobState"] == "COMPLETED"
+    assert "--fsx-stage is ignored for a step of an existing job" in output
+    records = slurm_cluster.wait_hook_records(job_id, ["prolog", "epilog"])
+    assert values_seen_by(records, "prolog") == [None]
