@@ -24,9 +24,9 @@ Handler = Callable[[argparse.Namespace], int]
 
 def _command_modules() -> list[ModuleType]:
     # One import per command module; keep this list in the order of --help.
-    from fsx_stage.cli import check, transfer
+    from fsx_stage.cli import check, hooks, transfer
 
-    modules: list[ModuleType] = [check, transfer]
+    modules: list[ModuleType] = [check, transfer, hooks]
     return modules
 
 

@@ -1,0 +1,136 @@
+"""``fsx-stage prolog|epilog|flush --pending|status JOBID``: the Slurm side.
+
+``prolog`` and ``epilog`` are run by slurmd through ``plugin/prolog`` and ``plugin/epilog``
+(as root, with the job in the environment). ``flush --pending`` retries kept flushes (an
+admin, cron, or ``slurm-conf-examples/fsx-stage-flush.timer``). ``status`` shows a job's
+staging state to its user or an admin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from fsx_stage.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from fsx_stage.config import ConfigError, config_path, load_config
+from fsx_stage.hooks.state import JobState, StateError, StateStore
+
+
+def register(subparsers: Any) -> None:
+    prolog = subparsers.add_parser(
+        "prolog", help="Slurm Prolog: stage a job's inputs in (run by slurmd as root)"
+    )
+    prolog.set_defaults(handler=_prolog)
+    epilog = subparsers.add_parser(
+        "epilog", help="Slurm Epilog: flush a job's results out (run by slurmd as root)"
+    )
+    epilog.set_defaults(handler=_epilog)
+    flush = subparsers.add_parser(
+        "flush", help="retry the flushes S3 did not accept at the end of their job (root)"
+    )
+    flush.add_argument(
+        "--pending", action="store_true", required=True, help="retry the pending flush queue"
+    )
+    flush.add_argument("--job", type=int, action="append", metavar="JOBID", help="only this job")
+    flush.set_defaults(handler=_flush)
+    status = subparsers.add_parser("status", help="show what the hooks did for a job")
+    status.add_argument("job_id", type=int, metavar="JOBID")
+    status.add_argument("--json", action="store_true", help="print the state as JSON")
+    status.set_defaults(handler=_status)
+
+
+def _prolog(args: argparse.Namespace) -> int:
+    from fsx_stage.hooks import prolog
+
+    return prolog.run(os.environ)
+
+
+def _epilog(args: argparse.Namespace) -> int:
+    from fsx_stage.hooks import epilog
+
+    return epilog.run(os.environ)
+
+
+def _flush(args: argparse.Namespace) -> int:
+    from fsx_stage.hooks import flush
+
+    if os.geteuid() != 0:
+        print("fsx-stage flush: must run as root (it acts as each job's user)", file=sys.stderr)
+        return EXIT_USAGE
+    return flush.run(os.environ, args.job)
+
+
+def _status(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(config_path())
+    except ConfigError as exc:
+        print(f"fsx-stage status: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    store = StateStore(config.state_dir)
+    try:
+        state = store.load(args.job_id)
+    except PermissionError:
+        print(f"fsx-stage status: job {args.job_id}: not yours to see", file=sys.stderr)
+        return EXIT_FAILED
+    except StateError as exc:
+        print(f"fsx-stage status: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if state is None:
+        print(f"fsx-stage status: no staging state for job {args.job_id}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(state.model_dump(mode="json"), indent=2))
+    else:
+        print(render_status(state))
+    return EXIT_OK
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def render_status(state: JobState) -> str:
+    """The human view of a job's state: hooks, then one block per entry."""
+    lines = [f"job {state.job_id}  user {state.user}  restarts {state.restart_count}"]
+    if state.job_succeeded is not None:
+        lines.append(f"job result: {'succeeded' if state.job_succeeded else 'did not succeed'}")
+    for name, run in (("prolog", state.prolog), ("epilog", state.epilog)):
+        line = f"{name}: {run.status.value}"
+        if run.host:
+            line += f" on {run.host}"
+        if run.started_at:
+            line += f" at {_when(run.started_at)}"
+        if run.started_at and run.finished_at:
+            line += f" ({run.finished_at - run.started_at:.1f} s)"
+        lines.append(line)
+        if run.message:
+            lines.append(f"  {run.message}")
+    if state.failure_reason:
+        lines.append(f"reason: {state.failure_reason}")
+    if state.entries:
+        lines.append("")
+        header = f"{'#':>2}  {'PHASE':<8}  {'KIND':<10}  {'STATUS':<8}  {'BYTES':>10}  {'TIME':>7}"
+        lines.append(header)
+    for entry in state.entries:
+        seconds = f"{entry.duration_s:.1f}s" if entry.duration_s is not None else "-"
+        lines.append(
+            f"{entry.index:>2}  {entry.phase.value:<8}  {entry.kind:<10}  "
+            f"{entry.status.value:<8}  {_size(entry.bytes):>10}  {seconds:>7}"
+        )
+        lines.append(f"    {entry.source} -> {entry.destination}")
+        if entry.error:
+            lines.append(f"    error: {entry.error}")
+    return "\n".join(lines)

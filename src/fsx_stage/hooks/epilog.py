@@ -1,0 +1,301 @@
+"""``fsx-stage epilog``: flush a job's results and checkpoints to S3 after it ends.
+
+Runs as root from slurmd on every node of the allocation after the job ends, whatever
+the end (success, failure, time limit, cancellation, preemption, requeue); flushes once,
+on the first node. ``out`` entries follow their ``when=``; checkpoints always flush
+(incrementally: sync uploads only what changed). Nothing is lost: an entry S3 did not take
+(unreachable, refused, time budget spent) stays on scratch untouched and goes to the
+pending queue before the epilog returns, and the epilog still exits 0 (an S3 outage is no
+reason to take the node down). Scratch is removed, when the site asks for it, only after
+every entry is verified in S3.
+
+Did the job succeed? In the Epilog Slurm shows the job as COMPLETING, and on 22.05 the
+environment's ``SLURM_JOB_EXIT_CODE2`` stays ``0:0`` even for a time limit or a
+cancellation, so the exit status comes from ``scontrol show job``'s ``ExitCode`` (a time
+limit or scancel shows as signal 15) together with the environment. A requeued job
+(``SLURM_JOB_RESTART_COUNT`` above the Prolog's) did not finish: only its checkpoints flush.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+
+from fsx_stage.directives import Kind
+from fsx_stage.hooks import jobinfo
+from fsx_stage.hooks.jobinfo import HookContext, JobInfoError
+from fsx_stage.hooks.logging import EventLog
+from fsx_stage.hooks.outcome import Fault, HookFault
+from fsx_stage.hooks.pending import PendingFlush
+from fsx_stage.hooks.planning import carry_over, decode_directives, entry_state, plan_job
+from fsx_stage.hooks.privileges import UserCredentials
+from fsx_stage.hooks.prolog import context, fresh_state, user_credentials
+from fsx_stage.hooks.runtime import (
+    Runtime,
+    check_scratch,
+    encryption,
+    resolve_credentials,
+    s3_settings,
+    start,
+    transfer_options,
+)
+from fsx_stage.hooks.staging import remove_as_user, run_entry
+from fsx_stage.hooks.state import EntryState, EntryStatus, HookRun, HookStatus, JobState, Phase
+from fsx_stage.plan import StagePlan
+from fsx_stage.transfer import Encryption, S3Settings
+
+EXIT_OK = 0
+EXIT_NODE_FAULT = 1
+_JOB_NOT_RUN = (HookStatus.FAILED_JOB, HookStatus.NODE_FAULT)
+
+
+def job_succeeded(ctx: HookContext, env: Mapping[str, str], requeued: bool) -> bool:
+    if requeued:
+        return False
+    env_exit, env_signal = jobinfo.parse_exit_code2(env.get("SLURM_JOB_EXIT_CODE2"))
+    if env_exit is not None and (env_exit != 0 or env_signal):
+        return False
+    return jobinfo.job_succeeded(ctx)
+
+
+class Epilog:
+    def __init__(self, rt: Runtime, env: Mapping[str, str]) -> None:
+        self.rt = rt
+        self.env = env
+        self.log = rt.log
+        self.started = time.monotonic()
+
+    def run(self) -> int:
+        ctx = context(self.env, self.log)
+        if not jobinfo.is_first_node(ctx, self.env):
+            self.log.info("epilog.skip", reason="not the first node", node=ctx.node_name)
+            return EXIT_OK
+        with self.rt.store.lock(ctx.job_id):
+            return self._run_locked(ctx)
+
+    def _run_locked(self, ctx: HookContext) -> int:
+        store = self.rt.store
+        state = store.load(ctx.job_id) or fresh_state(ctx, [])
+        if state.epilog.status is HookStatus.DONE:
+            self.log.info("epilog.already_done")
+            return EXIT_OK
+        if state.prolog.status in _JOB_NOT_RUN:
+            state.epilog = HookRun(
+                status=HookStatus.SKIPPED,
+                host=ctx.node_name,
+                started_at=time.time(),
+                finished_at=time.time(),
+                message="the job did not run (its stage-in failed): nothing to flush",
+            )
+            store.save(state)
+            self.log.info(
+                "epilog.skip", reason="the job did not run", prolog=state.prolog.status.value
+            )
+            return EXIT_OK
+        requeued = ctx.restart_count > state.restart_count
+        succeeded = job_succeeded(ctx, self.env, requeued)
+        state.job_succeeded = succeeded
+        state.epilog = HookRun(
+            status=HookStatus.RUNNING, host=ctx.node_name, started_at=time.time()
+        )
+        store.save(state)
+        self.log.info(
+            "epilog.start",
+            succeeded=succeeded,
+            requeued=requeued,
+            exit_code=ctx.exit_code,
+            signal=ctx.exit_signal,
+        )
+        try:
+            texts, directives = decode_directives(self.env.get("SPANK_FSX_STAGE", ""))
+            plan = plan_job(directives, ctx.identity, self.rt.config)
+        except HookFault as fault:
+            # The Prolog refuses such a job before it runs; nothing was produced under it.
+            state.epilog.status = HookStatus.DONE
+            state.epilog.message = f"no flush: {fault.message}"
+            state.epilog.finished_at = time.time()
+            store.save(state)
+            self.log.error("epilog.bad_plan", error=fault.message)
+            return EXIT_OK
+        state.directives = texts
+        state.plan = plan.model_dump(mode="json")
+        fresh = self._flush_states(plan, succeeded, requeued)
+        state.replace_phase(Phase.FLUSH, carry_over(fresh, state.phase_entries(Phase.FLUSH)))
+        store.save(state)
+        try:
+            self._flush(ctx, state)
+        except HookFault as fault:
+            return self._node_fault(ctx, state, fault)
+        pending = [e for e in state.phase_entries(Phase.FLUSH) if e.status is EntryStatus.PENDING]
+        cleanup = [] if requeued else self._cleanup_paths(plan)
+        remove = self.rt.config.scratch_after_flush == "remove"
+        if pending:
+            self._record_pending(ctx, state, remove, cleanup)
+        elif remove and cleanup:
+            problems = remove_as_user(user_credentials(ctx), cleanup)
+            self.log.info("scratch.removed", paths=cleanup, problems=problems)
+        state.epilog.status = HookStatus.DONE
+        state.epilog.finished_at = time.time()
+        if pending:
+            state.epilog.message = (
+                f"{len(pending)} entr{'ies' if len(pending) != 1 else 'y'} pending"
+            )
+        store.save(state)
+        self.log.info(
+            "epilog.done",
+            pending=len(pending),
+            seconds=round(time.monotonic() - self.started, 3),
+        )
+        return EXIT_OK
+
+    def _flush_states(self, plan: StagePlan, succeeded: bool, requeued: bool) -> list[EntryState]:
+        wanted = {e.index for e in plan.flush_entries(succeeded)}
+        states = []
+        for entry in plan.entries:
+            if entry.kind is Kind.IN:
+                continue
+            state = entry_state(entry, Phase.FLUSH)
+            if requeued and entry.kind is Kind.OUT:
+                state.status = EntryStatus.SKIPPED
+                state.error = "job requeued: results flush when it ends"
+            elif entry.index not in wanted:
+                state.status = EntryStatus.SKIPPED
+                state.error = (
+                    f"when={entry.when.value} and the job {'succeeded' if succeeded else 'failed'}"
+                )
+            states.append(state)
+        return states
+
+    def _cleanup_paths(self, plan: StagePlan) -> list[str]:
+        paths = []
+        for entry in plan.entries:
+            paths.append(entry.destination if entry.kind is Kind.IN else entry.source)
+        return paths
+
+    def _flush(self, ctx: HookContext, state: JobState) -> None:
+        config = self.rt.config
+        todo = [e for e in state.phase_entries(Phase.FLUSH) if e.status is EntryStatus.WAITING]
+        todo += [
+            e
+            for e in state.phase_entries(Phase.FLUSH)
+            if e.status in (EntryStatus.RUNNING, EntryStatus.PENDING)
+        ]
+        if not todo:
+            return
+        check_scratch(config, [e.source for e in todo], need_space=False)
+        credentials = resolve_credentials(config)
+        s3 = s3_settings(config, credentials)
+        enc = encryption(config)
+        creds = user_credentials(ctx)
+        deadline = self.started + config.timeouts.flush
+        for entry in todo:
+            self._flush_one(state, entry, creds, s3, enc, deadline)
+
+    def _flush_one(
+        self,
+        state: JobState,
+        entry: EntryState,
+        creds: UserCredentials,
+        s3: S3Settings,
+        enc: Encryption,
+        deadline: float,
+    ) -> None:
+        entry.start()
+        self.rt.store.save(state)
+        options = transfer_options(
+            self.rt.config, enc, include=entry.include, exclude=entry.exclude
+        )
+        result = run_entry(creds, entry, options, s3, deadline - time.monotonic())
+        entry.bytes, entry.objects = result.bytes, result.objects
+        entry.skipped_objects = result.skipped
+        status = result.status
+        if status is EntryStatus.FAILED and result.category != "not_found":
+            # Only a missing source is final at flush; anything else is kept and retried.
+            status = EntryStatus.PENDING
+        entry.finish(status, result.error, result.category)
+        self.rt.store.save(state)
+        self.log.event(
+            "flush.entry",
+            logging.INFO if status in (EntryStatus.DONE, EntryStatus.SKIPPED) else logging.WARNING,
+            index=entry.index,
+            kind=entry.kind,
+            source=entry.source,
+            destination=entry.destination,
+            status=status.value,
+            bytes=entry.bytes,
+            objects=entry.objects,
+            seconds=entry.duration_s,
+            error=entry.error,
+        )
+
+    def _record_pending(
+        self, ctx: HookContext, state: JobState, remove: bool, cleanup: list[str]
+    ) -> None:
+        entries = [
+            e.model_copy()
+            for e in state.phase_entries(Phase.FLUSH)
+            if e.status is EntryStatus.PENDING
+        ]
+        existing = self.rt.pending.load(ctx.job_id)
+        if existing is not None:
+            # A requeued job flushing again: newer entries replace the older ones.
+            keep = [
+                e
+                for e in existing.entries
+                if e.status is EntryStatus.PENDING
+                and (e.index, e.source) not in {(n.index, n.source) for n in entries}
+            ]
+            entries = keep + entries
+        ident = ctx.identity
+        record = PendingFlush(
+            job_id=ident.job_id,
+            user=ident.user,
+            uid=ident.uid,
+            gid=ident.gid,
+            groups=ident.groups,
+            entries=entries,
+            remove_scratch=remove,
+            cleanup=cleanup,
+            last_error="; ".join(f"directive {e.index}: {e.error}" for e in entries if e.error)
+            or None,
+        )
+        self.rt.pending.save(record)
+        self.log.warning("flush.pending", entries=len(entries), error=record.last_error)
+
+    def _node_fault(self, ctx: HookContext, state: JobState, fault: HookFault) -> int:
+        """No credentials, scratch gone: record everything as pending first, then report."""
+        for entry in state.phase_entries(Phase.FLUSH):
+            if entry.status in (EntryStatus.WAITING, EntryStatus.RUNNING):
+                entry.finish(EntryStatus.PENDING, fault.message, "node")
+        self._record_pending(ctx, state, self.rt.config.scratch_after_flush == "remove", [])
+        state.epilog.status = HookStatus.NODE_FAULT
+        state.epilog.message = fault.message
+        state.epilog.finished_at = time.time()
+        self.rt.store.save(state)
+        self.log.error("epilog.node_fault", error=fault.message)
+        return EXIT_NODE_FAULT if fault.fault is Fault.NODE else EXIT_OK
+
+
+def run(env: Mapping[str, str]) -> int:
+    """The ``fsx-stage epilog`` command."""
+    if not env.get("SPANK_FSX_STAGE"):
+        return EXIT_OK
+    job_id = int(env.get("SLURM_JOB_ID", "0") or 0) or None
+    try:
+        rt = start(env, job_id)
+    except HookFault as fault:
+        EventLog(job_id).error("epilog.node_fault", error=fault.message)
+        return EXIT_NODE_FAULT
+    try:
+        return Epilog(rt, env).run()
+    except HookFault as fault:
+        rt.log.error("epilog.node_fault", error=fault.message)
+        return EXIT_NODE_FAULT if fault.fault is Fault.NODE else EXIT_OK
+    except (JobInfoError, OSError) as exc:
+        rt.log.exception("epilog.node_fault", error=str(exc))
+        return EXIT_NODE_FAULT
+    except Exception as exc:
+        # A bug must not take nodes down; the data is still on scratch, and the log says why.
+        rt.log.exception("epilog.internal_error", error=str(exc))
+        return EXIT_OK

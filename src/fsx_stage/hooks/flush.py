@@ -1,0 +1,138 @@
+"""``fsx-stage flush --pending``: retry the flushes S3 did not accept at the job's end.
+
+Run by an admin, cron or the systemd timer (``slurm-conf-examples/fsx-stage-flush.*``).
+Each pending record is retried as its job's user, with sync (only what is not in S3 yet
+moves), within the flush time budget. A record is removed only when every entry in it is
+verified in S3; then, if the site removes scratch after a flush, its paths are removed.
+A job whose epilog (or another flush) is running right now is skipped, not waited for.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+from fsx_stage.hooks.atomic import LockBusy
+from fsx_stage.hooks.logging import EventLog
+from fsx_stage.hooks.outcome import HookFault
+from fsx_stage.hooks.pending import PendingFlush
+from fsx_stage.hooks.privileges import UserCredentials
+from fsx_stage.hooks.runtime import (
+    Runtime,
+    encryption,
+    resolve_credentials,
+    s3_settings,
+    start,
+    transfer_options,
+)
+from fsx_stage.hooks.staging import remove_as_user, run_entry
+from fsx_stage.hooks.state import EntryState, EntryStatus, Phase
+
+
+def record_creds(record: PendingFlush) -> UserCredentials:
+    return UserCredentials.lookup(record.user, record.uid, record.gid, record.groups)
+
+
+def _update_job_state(rt: Runtime, job_id: int, entries: list[EntryState]) -> None:
+    state = rt.store.load(job_id)
+    if state is None:
+        return
+    by_index = {(e.index, e.source): e for e in entries}
+    for pos, entry in enumerate(state.entries):
+        if entry.phase is Phase.FLUSH and (entry.index, entry.source) in by_index:
+            state.entries[pos] = by_index[(entry.index, entry.source)]
+    rt.store.save(state)
+
+
+def retry(
+    rt: Runtime, record: PendingFlush, creds: UserCredentials | None = None
+) -> PendingFlush | None:
+    """Retry ``record`` (caller holds the job's lock); None once everything is in S3."""
+    log = EventLog(record.job_id)
+    config = rt.config
+    creds = creds or record_creds(record)
+    credentials = resolve_credentials(config)
+    s3 = s3_settings(config, credentials)
+    enc = encryption(config)
+    deadline = time.monotonic() + config.timeouts.flush
+    record.attempts += 1
+    record.last_attempt_at = time.time()
+    errors = []
+    for entry in record.entries:
+        if entry.status is EntryStatus.DONE:
+            continue
+        entry.start()
+        options = transfer_options(config, enc, include=entry.include, exclude=entry.exclude)
+        result = run_entry(creds, entry, options, s3, deadline - time.monotonic())
+        entry.bytes += result.bytes
+        entry.objects += result.objects
+        entry.skipped_objects = result.skipped
+        # A retry cannot turn a kept flush into a loss: anything not done stays pending.
+        status = EntryStatus.DONE if result.status is EntryStatus.DONE else EntryStatus.PENDING
+        if result.status is EntryStatus.SKIPPED:
+            status = EntryStatus.SKIPPED
+        entry.finish(status, result.error, result.category)
+        log.info(
+            "flush_pending.entry",
+            index=entry.index,
+            source=entry.source,
+            destination=entry.destination,
+            status=entry.status.value,
+            bytes=result.bytes,
+            error=entry.error,
+        )
+        if entry.error and status is EntryStatus.PENDING:
+            errors.append(f"directive {entry.index}: {entry.error}")
+    record.last_error = "; ".join(errors) or None
+    _update_job_state(rt, record.job_id, record.entries)
+    if any(e.status is EntryStatus.PENDING for e in record.entries):
+        rt.pending.save(record)
+        log.warning(
+            "flush_pending.still_pending", attempts=record.attempts, error=record.last_error
+        )
+        return record
+    if record.remove_scratch and record.cleanup:
+        problems = remove_as_user(creds, record.cleanup)
+        log.info("scratch.removed", paths=record.cleanup, problems=problems)
+    rt.pending.remove(record.job_id)
+    log.info("flush_pending.done", attempts=record.attempts)
+    return None
+
+
+def run(env: Mapping[str, str], job_ids: list[int] | None = None) -> int:
+    """Retry every pending flush (or those of ``job_ids``); 0 when none is left pending."""
+    try:
+        rt = start(env, None)
+    except HookFault as fault:
+        EventLog(None).error("flush_pending.cannot_start", error=fault.message)
+        print(f"fsx-stage flush: {fault.message}")
+        return 1
+    records, broken = rt.pending.load_all()
+    for path, why in broken:
+        rt.log.error("flush_pending.unreadable_record", path=str(path), error=why)
+        print(f"fsx-stage flush: unreadable pending record {path}: {why}")
+    left = len(broken)
+    for record in records:
+        if job_ids and record.job_id not in job_ids:
+            continue
+        try:
+            with rt.store.lock(record.job_id, wait=False):
+                current = rt.pending.load(record.job_id)  # the epilog may have changed it
+                if current is None:
+                    continue
+                remaining = retry(rt, current)
+        except LockBusy:
+            print(f"job {record.job_id}: busy (its epilog or another flush runs), skipped")
+            left += 1
+            continue
+        except HookFault as fault:
+            rt.log.error("flush_pending.failed", job=record.job_id, error=fault.message)
+            print(f"job {record.job_id}: {fault.message}")
+            left += 1
+            continue
+        if remaining is None:
+            print(f"job {record.job_id}: flushed")
+        else:
+            left += 1
+            print(f"job {record.job_id}: still pending: {remaining.last_error}")
+    return 0 if left == 0 else 1

@@ -1,0 +1,211 @@
+"""Structured, redacted logging for the hooks.
+
+Every event is one line: a JSON object with ``event``, ``job_id`` and the event's fields,
+written to syslog (the default), a file, or stderr. A hook's own stdout/stderr are seen by
+no one, so this log is where an administrator learns why a hook did what it did.
+
+Secrets never reach the log: `REDACTOR` knows the secret values this process resolved
+(registered with `register_secret` as soon as they are read) and the shapes of credentials
+(``aws_secret_access_key=...``, presigned-URL signatures, access key ids); a
+`RedactingFilter` on every handler rewrites each record before it is formatted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+import os
+import re
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+LOGGER_NAME = "fsx_stage"
+SYSLOG_SOCKET = "/dev/log"
+MASK = "***"
+
+_SECRET_SHAPES: tuple[tuple[re.Pattern[str], str], ...] = (
+    # key=value / key: value / "key": "value" for names that hold secrets.
+    (
+        re.compile(
+            r"(?i)\b((?:aws_)?secret(?:_access)?_key|secretaccesskey|session_?token|"
+            r"security_?token|sse_?customer_?key|customer_key|password|passwd|"
+            r"authorization|x-amz-security-token)"
+            r"(\"?\s*[=:]\s*\"?)([^\s\"',;&]+)"
+        ),
+        r"\1\2" + MASK,
+    ),
+    # Query-string credentials of presigned URLs.
+    (re.compile(r"(?i)(X-Amz-(?:Signature|Security-Token|Credential)=)[^&\s\"']+"), r"\1" + MASK),
+    # SigV4 Authorization header values.
+    (re.compile(r"(?i)(Signature=)[0-9a-f]{16,}"), r"\1" + MASK),
+    # Access key ids: keep the kind (AKIA long-term, ASIA temporary), hide the rest.
+    (re.compile(r"\b(AKIA|ASIA)[A-Z0-9]{12,}\b"), r"\1" + MASK),
+)
+
+
+class Redactor:
+    """Removes registered secret values and credential-shaped text from strings."""
+
+    def __init__(self) -> None:
+        self._secrets: set[str] = set()
+        self._lock = threading.Lock()
+
+    def register(self, secret: str | None) -> None:
+        # Very short values would mask innocent text everywhere; real secrets are long.
+        if secret and len(secret) >= 6:
+            with self._lock:
+                self._secrets.add(secret)
+
+    def redact(self, text: str) -> str:
+        with self._lock:
+            secrets = sorted(self._secrets, key=len, reverse=True)
+        for secret in secrets:
+            if secret in text:
+                text = text.replace(secret, MASK)
+        for pattern, replacement in _SECRET_SHAPES:
+            text = pattern.sub(replacement, text)
+        return text
+
+    def redact_value(self, value: Any) -> Any:
+        """Redact strings nested in JSON-like values."""
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, dict):
+            return {k: self.redact_value(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.redact_value(v) for v in value]
+        return value
+
+
+REDACTOR = Redactor()
+
+
+def register_secret(secret: str | None) -> None:
+    """Make sure ``secret`` is masked wherever it would appear in a log line."""
+    REDACTOR.register(secret)
+
+
+def redact(text: str) -> str:
+    return REDACTOR.redact(text)
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites each record's message and structured fields without any secret."""
+
+    def __init__(self, redactor: Redactor = REDACTOR) -> None:
+        super().__init__()
+        self._redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self._redactor.redact(record.getMessage())
+        record.args = None
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            record.fields = self._redactor.redact_value(fields)
+        if record.exc_info:
+            # Tracebacks are rendered here so that they are redacted like everything else.
+            text = logging.Formatter().formatException(record.exc_info)
+            record.exc_text = self._redactor.redact(text)
+            record.exc_info = None
+        return True
+
+
+class JsonLineFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, event, job_id, then the event's fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "event": getattr(record, "event", None) or record.getMessage(),
+        }
+        job_id = getattr(record, "job_id", None)
+        if job_id is not None:
+            line["job_id"] = job_id
+        line["pid"] = record.process
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            for key, value in fields.items():
+                line.setdefault(key, value)
+        if getattr(record, "event", None) is None:
+            line.pop("event")
+            line["message"] = record.getMessage()
+        if record.exc_text:
+            line["traceback"] = record.exc_text
+        return json.dumps(line, default=str, ensure_ascii=False, separators=(",", ":"))
+
+
+def _handler_for(destination: str, fallback_file: Path | None) -> logging.Handler:
+    if destination == "stderr":
+        return logging.StreamHandler(sys.stderr)
+    if destination == "syslog":
+        if Path(SYSLOG_SOCKET).exists():
+            handler = logging.handlers.SysLogHandler(
+                address=SYSLOG_SOCKET, facility=logging.handlers.SysLogHandler.LOG_DAEMON
+            )
+            handler.ident = "fsx-stage: "
+            return handler
+        # No syslog daemon on this node: a file under the state directory keeps the record.
+        if fallback_file is not None:
+            return _file_handler(fallback_file)
+        return logging.StreamHandler(sys.stderr)
+    return _file_handler(Path(destination))
+
+
+def _file_handler(path: Path) -> logging.Handler:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Create it private (the log may name users' paths and buckets); logrotate-friendly.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+    os.close(fd)
+    return logging.handlers.WatchedFileHandler(path, encoding="utf-8")
+
+
+def setup_logging(
+    destination: str = "syslog", level: str = "info", *, fallback_file: Path | None = None
+) -> logging.Logger:
+    """Send the ``fsx_stage`` logger's records to ``destination`` (syslog|stderr|a path)."""
+    logger = logging.getLogger(LOGGER_NAME)
+    for old in list(logger.handlers):
+        logger.removeHandler(old)
+        old.close()
+    handler = _handler_for(destination, fallback_file)
+    handler.addFilter(RedactingFilter())
+    handler.setFormatter(JsonLineFormatter())
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
+    logger.propagate = False
+    return logger
+
+
+class EventLog:
+    """Writes one structured line per event, each carrying the job id."""
+
+    def __init__(self, job_id: int | None, logger: logging.Logger | None = None) -> None:
+        self.job_id = job_id
+        self._logger = logger or logging.getLogger(LOGGER_NAME)
+
+    def event(self, event: str, level: int = logging.INFO, **fields: Any) -> None:
+        self._logger.log(
+            level, event, extra={"event": event, "job_id": self.job_id, "fields": fields}
+        )
+
+    def info(self, event: str, **fields: Any) -> None:
+        self.event(event, logging.INFO, **fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self.event(event, logging.WARNING, **fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self.event(event, logging.ERROR, **fields)
+
+    def exception(self, event: str, **fields: Any) -> None:
+        self._logger.error(
+            event,
+            exc_info=True,
+            extra={"event": event, "job_id": self.job_id, "fields": fields},
+        )

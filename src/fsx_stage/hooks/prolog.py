@@ -1,0 +1,266 @@
+"""``fsx-stage prolog``: stage a job's inputs and checkpoints in before it starts.
+
+Runs as root from slurmd (``PrologFlags=Alloc``: once per node at allocation time), only
+for jobs with ``--fsx-stage`` directives (the ``plugin/prolog`` wrapper exits before
+Python otherwise). Stage-in happens once per job, on the allocation's first node (scratch
+is shared); the other nodes return at once. Exit status: 0, except for a node fault
+(see `fsx_stage.hooks.outcome`), which drains the node and requeues the job.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+
+from fsx_stage.hooks import flush, jobinfo
+from fsx_stage.hooks.jobinfo import HookContext, JobInfoError
+from fsx_stage.hooks.logging import EventLog
+from fsx_stage.hooks.outcome import Fault, HookFault, worst
+from fsx_stage.hooks.planning import carry_over, decode_directives, entry_state, plan_job
+from fsx_stage.hooks.privileges import UserCredentials
+from fsx_stage.hooks.runtime import (
+    Runtime,
+    check_scratch,
+    encryption,
+    resolve_credentials,
+    s3_settings,
+    start,
+    transfer_options,
+)
+from fsx_stage.hooks.slurmctl import SlurmCommandError, cancel_job, requeue_hold, set_admin_comment
+from fsx_stage.hooks.staging import run_entry, tell_user
+from fsx_stage.hooks.state import EntryStatus, HookRun, HookStatus, JobState, Phase
+
+EXIT_OK = 0
+EXIT_NODE_FAULT = 1
+
+
+def context(env: Mapping[str, str], log: EventLog | None = None) -> HookContext:
+    """The job's context: environment first, one ``scontrol show job`` for the rest."""
+    job_id = int(env.get("SLURM_JOB_ID", "0") or 0)
+    line = None
+    try:
+        line = jobinfo.scontrol_show_job(job_id, env)
+    except JobInfoError as exc:
+        if log is not None:
+            log.warning("scontrol.unavailable", error=str(exc))
+    base = jobinfo.hook_context(env, scontrol_line=line)
+    creds = UserCredentials.lookup(base.identity.user, base.identity.uid, base.identity.gid)
+    return jobinfo.hook_context(env, scontrol_line=line, groups=creds.groups)
+
+
+def user_credentials(ctx: HookContext) -> UserCredentials:
+    ident = ctx.identity
+    return UserCredentials.lookup(ident.user, ident.uid, ident.gid, ident.groups)
+
+
+def fresh_state(ctx: HookContext, directives: list[str]) -> JobState:
+    ident = ctx.identity
+    return JobState(
+        job_id=ident.job_id,
+        user=ident.user,
+        uid=ident.uid,
+        gid=ident.gid,
+        restart_count=ctx.restart_count,
+        directives=directives,
+    )
+
+
+def is_same_run(state: JobState, ctx: HookContext) -> bool:
+    """The saved state belongs to this run of the job (not a requeued earlier run)."""
+    return state.restart_count == ctx.restart_count and state.epilog.status is HookStatus.NOT_RUN
+
+
+class Prolog:
+    def __init__(self, rt: Runtime, env: Mapping[str, str]) -> None:
+        self.rt = rt
+        self.env = env
+        self.log = rt.log
+        self.started = time.monotonic()
+
+    def run(self) -> int:
+        ctx = context(self.env, self.log)
+        if not jobinfo.is_first_node(ctx, self.env):
+            self.log.info("prolog.skip", reason="not the first node", node=ctx.node_name)
+            return EXIT_OK
+        with self.rt.store.lock(ctx.job_id):
+            return self._run_locked(ctx)
+
+    def _run_locked(self, ctx: HookContext) -> int:
+        store = self.rt.store
+        raw = self.env.get("SPANK_FSX_STAGE", "")
+        state = store.load(ctx.job_id)
+        if state is not None and is_same_run(state, ctx):
+            if state.prolog.status is HookStatus.DONE:
+                self.log.info("prolog.already_done")
+                return EXIT_OK
+            self.log.info("prolog.resume", previous=state.prolog.status.value)
+        else:
+            state = fresh_state(ctx, [])
+        state.prolog = HookRun(
+            status=HookStatus.RUNNING, host=ctx.node_name, started_at=time.time()
+        )
+        store.save(state)
+        self.log.info("prolog.start", user=ctx.identity.user, restart=ctx.restart_count)
+        try:
+            texts, directives = decode_directives(raw)
+            state.directives = texts
+            plan = plan_job(directives, ctx.identity, self.rt.config)
+            state.plan = plan.model_dump(mode="json")
+            fresh = [entry_state(e, Phase.STAGE_IN) for e in plan.stage_in_entries()]
+            state.replace_phase(Phase.STAGE_IN, carry_over(fresh, state.entries))
+            store.save(state)
+            self._stage_in(ctx, state)
+        except HookFault as fault:
+            return self._fault(ctx, state, fault)
+        state.prolog.status = HookStatus.DONE
+        state.prolog.finished_at = time.time()
+        store.save(state)
+        self.log.info("prolog.done", seconds=round(time.monotonic() - self.started, 3))
+        return EXIT_OK
+
+    def _stage_in(self, ctx: HookContext, state: JobState) -> None:
+        config = self.rt.config
+        todo = [e for e in state.phase_entries(Phase.STAGE_IN) if e.status is not EntryStatus.DONE]
+        todo = [e for e in todo if e.status is not EntryStatus.SKIPPED]
+        if not todo:
+            return
+        check_scratch(config, [e.destination for e in todo], need_space=True)
+        credentials = resolve_credentials(config)
+        s3 = s3_settings(config, credentials)
+        enc = encryption(config)
+        creds = user_credentials(ctx)
+        self._protect_pending_checkpoints(ctx, state, creds)
+        deadline = self.started + config.timeouts.stage_in
+        faults: list[HookFault] = []
+        for entry in state.phase_entries(Phase.STAGE_IN):
+            if entry.status in (EntryStatus.DONE, EntryStatus.SKIPPED):
+                continue
+            entry.start()
+            self.rt.store.save(state)
+            options = transfer_options(config, enc, include=entry.include, exclude=entry.exclude)
+            result = run_entry(creds, entry, options, s3, deadline - time.monotonic())
+            entry.bytes, entry.objects = result.bytes, result.objects
+            entry.skipped_objects = result.skipped
+            entry.finish(result.status, result.error, result.category)
+            self.rt.store.save(state)
+            self.log.event(
+                "stage_in.entry",
+                logging.INFO if result.fault is None else logging.WARNING,
+                index=entry.index,
+                kind=entry.kind,
+                source=entry.source,
+                destination=entry.destination,
+                status=entry.status.value,
+                bytes=entry.bytes,
+                objects=entry.objects,
+                seconds=entry.duration_s,
+                error=entry.error,
+            )
+            if result.fault is not None:
+                faults.append(
+                    HookFault(
+                        result.fault, f"directive {entry.index}: {entry.source}: {result.error}"
+                    )
+                )
+                if result.fault is Fault.NODE:
+                    break
+        decisive = worst(f.fault for f in faults)
+        if decisive is not None:
+            messages = [f.message for f in faults if f.fault is decisive]
+            raise HookFault(decisive, "; ".join(messages))
+
+    def _protect_pending_checkpoints(
+        self, ctx: HookContext, state: JobState, creds: UserCredentials
+    ) -> None:
+        """A requeued job whose last checkpoint flush is still pending: flush it now, and if
+        S3 still refuses, keep the newer data on scratch instead of restoring older data."""
+        record = self.rt.pending.load(ctx.job_id)
+        if record is None:
+            return
+        self.log.info("prolog.pending_flush_first")
+        record = flush.retry(self.rt, record, creds)
+        if record is None:
+            return
+        waiting = {e.source for e in record.entries if e.status is not EntryStatus.DONE}
+        for entry in state.phase_entries(Phase.STAGE_IN):
+            if entry.kind == "checkpoint" and entry.destination in waiting:
+                entry.status = EntryStatus.SKIPPED
+                entry.error = "newer checkpoint on scratch is still waiting to be flushed"
+        self.rt.store.save(state)
+
+    def _fault(self, ctx: HookContext, state: JobState, fault: HookFault) -> int:
+        store = self.rt.store
+        state.prolog.finished_at = time.time()
+        state.prolog.message = fault.message
+        if fault.fault is Fault.NODE:
+            state.prolog.status = HookStatus.NODE_FAULT
+            store.save(state)
+            self.log.error("prolog.node_fault", error=fault.message)
+            return EXIT_NODE_FAULT
+        state.prolog.status = HookStatus.FAILED_JOB
+        held = fault.fault is Fault.S3
+        what = "held (S3 unavailable)" if held else "not started"
+        reason = f"fsx-stage: job {ctx.job_id} {what}: {fault.message}"
+        if held:
+            reason += f" -- release it with `scontrol release {ctx.job_id}` once S3 is back"
+        state.failure_reason = reason
+        store.save(state)
+        self.log.error("prolog.job_failed", fault=fault.fault.value, reason=fault.message)
+        written = tell_user(
+            user_credentials(ctx), [ctx.std_out or "", ctx.std_err or ""], reason + "\n"
+        )
+        self.log.info("prolog.user_told", files=written)
+        try:
+            set_admin_comment(ctx.job_id, reason, self.env)
+            if held:
+                requeue_hold(ctx.job_id, self.env)
+            else:
+                cancel_job(ctx.job_id, self.env)
+        except SlurmCommandError as exc:
+            # The job must not run without its data: as a last resort let Slurm requeue it.
+            self.log.error("prolog.cannot_stop_job", error=str(exc))
+            state.prolog.status = HookStatus.NODE_FAULT
+            store.save(state)
+            return EXIT_NODE_FAULT
+        return EXIT_OK
+
+
+def run(env: Mapping[str, str]) -> int:
+    """The ``fsx-stage prolog`` command."""
+    if not env.get("SPANK_FSX_STAGE"):
+        return EXIT_OK
+    job_id = int(env.get("SLURM_JOB_ID", "0") or 0) or None
+    try:
+        rt = start(env, job_id)
+    except HookFault as fault:
+        EventLog(job_id).error("prolog.node_fault", error=fault.message)
+        return EXIT_NODE_FAULT
+    try:
+        return Prolog(rt, env).run()
+    except HookFault as fault:
+        rt.log.error("prolog.node_fault", error=fault.message)
+        return EXIT_NODE_FAULT if fault.fault is Fault.NODE else EXIT_OK
+    except (JobInfoError, OSError) as exc:
+        rt.log.exception("prolog.node_fault", error=str(exc))
+        return EXIT_NODE_FAULT
+    except Exception as exc:
+        # A bug must not drain nodes (a user could trigger it at will), nor let the job
+        # run without its data: stop the job, keep the node.
+        rt.log.exception("prolog.internal_error", error=str(exc))
+        return _stop_after_internal_error(job_id, env, rt.log)
+
+
+def _stop_after_internal_error(job_id: int | None, env: Mapping[str, str], log: EventLog) -> int:
+    if job_id is None:
+        return EXIT_NODE_FAULT
+    try:
+        set_admin_comment(
+            job_id, "fsx-stage: internal error while staging in; see the node's log", env
+        )
+        cancel_job(job_id, env)
+    except SlurmCommandError as exc:
+        log.error("prolog.cannot_stop_job", error=str(exc))
+        return EXIT_NODE_FAULT
+    return EXIT_OK

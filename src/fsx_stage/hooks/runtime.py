@@ -1,0 +1,175 @@
+"""What every hook needs before it does anything: config, log, state, S3 settings.
+
+Everything here runs as root. S3 credentials are resolved once, here, through botocore's
+chain (the config's profile, root's shared files, instance metadata), registered with the
+log redactor, and handed to the privilege-dropped worker in memory as `StaticCredentials`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from fsx_stage.config import ConfigError, SiteConfig, config_path, load_config
+from fsx_stage.hooks.logging import EventLog, register_secret, setup_logging
+from fsx_stage.hooks.outcome import Fault, HookFault
+from fsx_stage.hooks.pending import PendingStore
+from fsx_stage.hooks.state import StateStore
+from fsx_stage.transfer import Encryption, S3Settings, StaticCredentials, TransferOptions
+
+LOG_FALLBACK_NAME = "fsx-stage.log"
+
+
+@dataclass
+class Runtime:
+    config: SiteConfig
+    store: StateStore
+    pending: PendingStore
+    log: EventLog
+
+
+def load_site_config(env: Mapping[str, str]) -> SiteConfig:
+    """The site config; a missing or invalid one is the node's fault (admin setup)."""
+    try:
+        return load_config(config_path(env))
+    except ConfigError as exc:
+        raise HookFault(Fault.NODE, f"site configuration: {exc}") from None
+
+
+def start(env: Mapping[str, str], job_id: int | None) -> Runtime:
+    """Load the config, open the log and the state directory."""
+    config = load_site_config(env)
+    setup_logging(
+        config.log.destination,
+        config.log.level,
+        fallback_file=config.state_dir / LOG_FALLBACK_NAME,
+    )
+    store = StateStore(config.state_dir)
+    try:
+        store.ensure()
+    except OSError as exc:
+        raise HookFault(
+            Fault.NODE, f"state directory {config.state_dir} unusable: {exc.strerror}"
+        ) from None
+    return Runtime(config=config, store=store, pending=PendingStore(store), log=EventLog(job_id))
+
+
+def resolve_credentials(config: SiteConfig) -> StaticCredentials:
+    """Resolve S3 credentials as root via botocore's chain; a node fault when there are none."""
+    import botocore.session
+    from botocore.exceptions import BotoCoreError
+
+    try:
+        session = botocore.session.Session(profile=config.s3.profile)
+        credentials_file = getattr(config.s3, "credentials_file", None)
+        if credentials_file:
+            session.set_config_variable("credentials_file", str(credentials_file))
+        found = session.get_credentials()
+        frozen = found.get_frozen_credentials() if found is not None else None
+    except BotoCoreError as exc:
+        raise HookFault(Fault.NODE, f"S3 credentials unavailable on this node: {exc}") from None
+    if frozen is None or not frozen.access_key or not frozen.secret_key:
+        raise HookFault(
+            Fault.NODE,
+            "S3 credentials unavailable on this node"
+            + (f" (profile {config.s3.profile!r})" if config.s3.profile else ""),
+        )
+    register_secret(frozen.secret_key)
+    register_secret(frozen.token)
+    return StaticCredentials(
+        access_key_id=frozen.access_key,
+        secret_access_key=SecretStr(frozen.secret_key),
+        session_token=SecretStr(frozen.token) if frozen.token else None,
+    )
+
+
+def s3_settings(config: SiteConfig, credentials: StaticCredentials) -> S3Settings:
+    s3 = config.s3
+    return S3Settings(
+        endpoint_url=s3.endpoint_url,
+        region=s3.region,
+        profile=None,  # credentials are already resolved; the worker must not read files
+        addressing_style=s3.addressing_style,
+        credentials=credentials,
+        max_attempts=s3.max_attempts,
+        connect_timeout_s=s3.connect_timeout,
+        read_timeout_s=s3.read_timeout,
+    )
+
+
+def encryption(config: SiteConfig) -> Encryption:
+    """The transfer core's encryption settings; an SSE-C key file is read here, as root."""
+    enc = config.s3.encryption
+    mode = str(enc.mode.value)
+    if mode == "sse-c":
+        assert enc.sse_c_key_file is not None
+        try:
+            key = Path(enc.sse_c_key_file).read_text().strip()
+        except OSError as exc:
+            raise HookFault(Fault.NODE, f"SSE-C key file unreadable: {exc.strerror}") from None
+        register_secret(key)
+        return Encryption(mode="sse-c", customer_key=SecretStr(key))
+    if mode == "sse-kms":
+        return Encryption(mode="sse-kms", kms_key_id=enc.kms_key_id)
+    if mode == "sse-s3":
+        return Encryption(mode="sse-s3")
+    return Encryption()
+
+
+def transfer_options(
+    config: SiteConfig,
+    enc: Encryption,
+    *,
+    include: tuple[str, ...] = (),
+    exclude: tuple[str, ...] = (),
+    sync: bool = True,
+) -> TransferOptions:
+    t = config.transfer
+    return TransferOptions(
+        concurrency=t.max_concurrency,
+        workers=t.workers,
+        part_size=t.part_size,
+        multipart_threshold=t.multipart_threshold,
+        include=list(include),
+        exclude=list(exclude),
+        sync=sync,
+        fsync=True,
+        encryption=enc,
+    )
+
+
+def scratch_bases(config: SiteConfig) -> list[str]:
+    """The fixed part of each scratch root template (``/fsx/{user}/`` gives ``/fsx/``)."""
+    bases = []
+    for template in config.scratch_roots:
+        fixed = template.split("{", 1)[0]
+        base = fixed if fixed.endswith("/") else str(Path(fixed).parent).rstrip("/") + "/"
+        bases.append(base)
+    return bases
+
+
+def check_scratch(config: SiteConfig, paths: list[str], *, need_space: bool) -> None:
+    """Node health for the scratch trees these paths live in: present, writable, not full.
+
+    Runs as root and only looks at the site's scratch bases (``stat``/``statvfs``), never
+    at the user's files.
+    """
+    for base in scratch_bases(config):
+        if not any(p.startswith(base) for p in paths):
+            continue
+        try:
+            info = os.statvfs(base)
+        except OSError as exc:
+            raise HookFault(
+                Fault.NODE, f"scratch {base} is not available on this node: {exc.strerror}"
+            ) from None
+        if not Path(base).is_dir():
+            raise HookFault(Fault.NODE, f"scratch {base} is not a directory on this node")
+        if need_space and info.f_flag & os.ST_RDONLY:
+            raise HookFault(Fault.NODE, f"scratch {base} is mounted read-only on this node")
+        if need_space and info.f_bavail == 0:
+            raise HookFault(Fault.NODE, f"scratch {base} is full on this node")

@@ -1,0 +1,63 @@
+"""Ending or holding a job from the Prolog without draining the node.
+
+A non-zero Prolog exit drains the node and requeues the job: right for a broken node,
+wrong for a user's mistake. So for a user error the Prolog exits 0 after
+
+1. setting the job's ``AdminComment`` to the reason (users cannot change it, and it shows
+   in ``scontrol show job``), then
+2. ``scancel JOBID``: the job ends CANCELLED with ``Reason=Prolog``; the batch script never
+   starts (with ``PrologFlags=Alloc`` slurmd launches it only after the Prolog returns,
+   and the job is gone by then). Checked on Slurm 22.05; the same RPCs exist in 24.11.
+
+For an S3 outage at stage-in the job is instead requeued held,
+``scontrol requeuehold State=SpecialExit JOBID``: it waits in ``SPECIAL_EXIT`` until the
+user or an admin runs ``scontrol release JOBID`` once S3 is back.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+
+SCONTROL = "/usr/bin/scontrol"
+SCANCEL = "/usr/bin/scancel"
+COMMAND_TIMEOUT_S = 30.0
+MAX_COMMENT = 900  # Slurm truncates long comments; keep the reason readable
+
+
+class SlurmCommandError(Exception):
+    """A Slurm client command failed; the message has its stderr."""
+
+
+def _run(argv: Sequence[str], env: Mapping[str, str] | None) -> None:
+    try:
+        proc = subprocess.run(
+            list(argv),
+            env=dict(env if env is not None else os.environ),
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT_S,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SlurmCommandError(f"{argv[0]}: {exc}") from exc
+    if proc.returncode != 0:
+        raise SlurmCommandError(f"{' '.join(argv[:3])}: {proc.stderr.strip() or proc.returncode}")
+
+
+def one_line(text: str, limit: int = MAX_COMMENT) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def set_admin_comment(job_id: int, text: str, env: Mapping[str, str] | None = None) -> None:
+    _run([SCONTROL, "update", f"JobId={int(job_id)}", f"AdminComment={one_line(text)}"], env)
+
+
+def cancel_job(job_id: int, env: Mapping[str, str] | None = None) -> None:
+    _run([SCANCEL, str(int(job_id))], env)
+
+
+def requeue_hold(job_id: int, env: Mapping[str, str] | None = None) -> None:
+    _run([SCONTROL, "requeuehold", "State=SpecialExit", str(int(job_id))], env)

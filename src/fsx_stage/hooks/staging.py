@@ -1,0 +1,231 @@
+"""Running one plan entry through the transfer core, as the job's user.
+
+The parent (root) keeps the state; the privilege-dropped child moves the data and reports
+a `TransferSummary` back. The result is turned into an entry status and, for failures,
+into the `Fault` that decides what the hook does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fsx_stage.hooks.outcome import Fault, classify_failure, worst
+from fsx_stage.hooks.privileges import (
+    UserCredentials,
+    WorkerCrashed,
+    WorkerError,
+    WorkerTimeout,
+    run_as_user,
+)
+from fsx_stage.hooks.state import EntryState, EntryStatus
+from fsx_stage.transfer import S3Settings, TransferOptions, TransferSummary, transfer
+from fsx_stage.transfer.engine import TransferUsageError
+
+# Seconds kept back from a time budget so the worker can stop cleanly and report.
+STOP_MARGIN_S = 5.0
+MAX_LISTED_FAILURES = 3
+
+
+@dataclass(frozen=True)
+class _Counts:
+    bytes: int
+    objects: int
+    skipped: int
+
+
+@dataclass(frozen=True)
+class EntryResult:
+    status: EntryStatus
+    fault: Fault | None = None
+    error: str | None = None
+    category: str | None = None
+    bytes: int = 0
+    objects: int = 0
+    skipped: int = 0
+
+
+def _transfer_in_child(
+    src: str,
+    dst: str,
+    recursive: bool,
+    options: TransferOptions,
+    s3: S3Settings,
+    budget_s: float | None,
+) -> dict[str, Any]:
+    """Runs as the user. Stops itself (cancel) when ``budget_s`` runs out."""
+    cancel = threading.Event()
+    if budget_s is not None:
+        signal.signal(signal.SIGALRM, lambda _sig, _frame: cancel.set())
+        signal.setitimer(signal.ITIMER_REAL, max(budget_s, 0.1))
+    try:
+        summary = transfer(src, dst, recursive=recursive, options=options, s3=s3, cancel=cancel)
+    except TransferUsageError as exc:
+        return {"usage_error": str(exc)}
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    return {"summary": summary.model_dump(mode="json")}
+
+
+def _failure_text(summary: TransferSummary) -> str:
+    shown = "; ".join(f"{f.key}: {f.reason}" for f in summary.failures[:MAX_LISTED_FAILURES])
+    more = len(summary.failures) - MAX_LISTED_FAILURES
+    count = len(summary.failures)
+    head = f"{count} object{'s' if count != 1 else ''} failed: "
+    return head + shown + (f" (and {more} more)" if more > 0 else "")
+
+
+def interpret(entry: EntryState, summary: TransferSummary) -> EntryResult:
+    """An entry's status from the transfer core's summary."""
+    counts = _Counts(summary.bytes_done, summary.objects_done, summary.objects_skipped)
+    if summary.failures:
+        faults = [classify_failure(f.category, f.reason) for f in summary.failures]
+        if entry.optional and all(f.category == "not_found" for f in summary.failures):
+            return EntryResult(
+                EntryStatus.SKIPPED,
+                error="source not found (optional)",
+                bytes=counts.bytes,
+                objects=counts.objects,
+                skipped=counts.skipped,
+            )
+        fault = worst(faults)
+        categories = {f.category for f in summary.failures}
+        return EntryResult(
+            EntryStatus.FAILED if fault is Fault.USER else EntryStatus.PENDING,
+            fault=fault,
+            error=_failure_text(summary),
+            category=",".join(sorted(categories)),
+            bytes=counts.bytes,
+            objects=counts.objects,
+            skipped=counts.skipped,
+        )
+    if summary.cancelled:
+        return EntryResult(
+            EntryStatus.PENDING,
+            fault=Fault.S3,
+            error="time budget exhausted before the transfer finished",
+            category="timeout",
+            bytes=counts.bytes,
+            objects=counts.objects,
+            skipped=counts.skipped,
+        )
+    nothing_listed = summary.objects_done + summary.objects_skipped == 0
+    is_download = entry.source.startswith("s3://")
+    if nothing_listed and entry.recursive and is_download and not entry.optional:
+        return EntryResult(
+            EntryStatus.FAILED,
+            fault=Fault.USER,
+            error=f"no objects under {entry.source}",
+            category="not_found",
+        )
+    return EntryResult(
+        EntryStatus.DONE, bytes=counts.bytes, objects=counts.objects, skipped=counts.skipped
+    )
+
+
+def run_entry(
+    creds: UserCredentials,
+    entry: EntryState,
+    options: TransferOptions,
+    s3: S3Settings,
+    budget_s: float | None,
+) -> EntryResult:
+    """Transfer ``entry`` as ``creds`` within ``budget_s`` seconds (None: no limit)."""
+    if budget_s is not None and budget_s <= STOP_MARGIN_S:
+        return EntryResult(
+            EntryStatus.PENDING,
+            fault=Fault.S3,
+            error="time budget exhausted before the transfer started",
+            category="timeout",
+        )
+    soft = None if budget_s is None else budget_s - STOP_MARGIN_S
+    try:
+        reply = run_as_user(
+            creds,
+            _transfer_in_child,
+            entry.source,
+            entry.destination,
+            entry.recursive,
+            options,
+            s3,
+            soft,
+            timeout=budget_s,
+        )
+    except WorkerTimeout as exc:
+        return EntryResult(
+            EntryStatus.PENDING, fault=Fault.S3, error=exc.message, category="timeout"
+        )
+    except WorkerCrashed as exc:
+        return EntryResult(EntryStatus.PENDING, fault=Fault.S3, error=exc.message, category="other")
+    except WorkerError as exc:
+        fault = classify_failure("local_io", exc.message, exc.errno)
+        return EntryResult(
+            EntryStatus.FAILED if fault is Fault.USER else EntryStatus.PENDING,
+            fault=fault,
+            error=f"{exc.type_name}: {exc.message}",
+            category="local_io",
+        )
+    if "usage_error" in reply:
+        message = str(reply["usage_error"])
+        if entry.optional:
+            return EntryResult(EntryStatus.SKIPPED, error=f"{message} (optional)")
+        return EntryResult(
+            EntryStatus.FAILED, fault=Fault.USER, error=message, category="not_found"
+        )
+    return interpret(entry, TransferSummary.model_validate(reply["summary"]))
+
+
+# -- small filesystem actions done as the user -------------------------------------------
+
+
+def _append_text(path: str, text: str) -> None:
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o644)
+    try:
+        data = text.encode("utf-8", "replace")
+        while data:
+            data = data[os.write(fd, data) :]
+    finally:
+        os.close(fd)
+
+
+def tell_user(creds: UserCredentials, paths: list[str], text: str) -> list[str]:
+    """Append ``text`` to the job's output/error files, as the user; the ones written."""
+    written = []
+    for path in dict.fromkeys(p for p in paths if p and p.startswith("/")):
+        try:
+            run_as_user(creds, _append_text, path, text, timeout=30, umask=0o022)
+        except WorkerError:
+            continue
+        written.append(path)
+    return written
+
+
+def _remove_paths(paths: list[str]) -> list[str]:
+    problems = []
+    for path in paths:
+        try:
+            target = Path(path)
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    target.unlink()
+        except OSError as exc:
+            problems.append(f"{path}: {exc.strerror}")
+    return problems
+
+
+def remove_as_user(creds: UserCredentials, paths: list[str]) -> list[str]:
+    """Remove scratch paths as the user; returns the problems (empty when all went)."""
+    try:
+        problems = run_as_user(creds, _remove_paths, paths, timeout=600)
+    except WorkerError as exc:
+        return [exc.message]
+    return [str(p) for p in problems]

@@ -1,0 +1,166 @@
+"""Per-job state: what the hooks planned, did, and still owe, per entry.
+
+One JSON file per job, ``<state_dir>/jobs/<job_id>.json``, replaced atomically on every
+change, owned by root and readable by the job's group (mode 0640, directory 0711 so job ids
+cannot be listed). ``fsx-stage status JOBID`` renders it. A hook that crashed and runs again
+finds it and resumes: entries already ``done`` in this run of the job are not redone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+from fsx_stage.hooks.atomic import ensure_dir, locked, write_atomic
+
+
+class Phase(StrEnum):
+    STAGE_IN = "stage_in"
+    FLUSH = "flush"
+
+
+class EntryStatus(StrEnum):
+    WAITING = "waiting"  # not attempted yet
+    RUNNING = "running"
+    DONE = "done"
+    SKIPPED = "skipped"  # nothing to do (optional source missing, when= not met, ...)
+    FAILED = "failed"  # the user's error; retrying cannot help
+    PENDING = "pending"  # S3 refused or was unreachable: kept on scratch, retried later
+
+
+class HookStatus(StrEnum):
+    NOT_RUN = "not_run"
+    RUNNING = "running"
+    DONE = "done"
+    SKIPPED = "skipped"  # not the first node of the allocation
+    FAILED_JOB = "failed_job"  # the job was failed for a user error (node kept in service)
+    NODE_FAULT = "node_fault"  # the hook exited non-zero: Slurm drains the node
+
+
+class EntryState(BaseModel):
+    """One directive's transfer in one phase."""
+
+    index: int
+    phase: Phase
+    kind: str
+    source: str
+    destination: str
+    recursive: bool = False
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    optional: bool = False
+    status: EntryStatus = EntryStatus.WAITING
+    bytes: int = 0
+    objects: int = 0
+    skipped_objects: int = 0
+    attempts: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+    duration_s: float | None = None
+    error: str | None = None
+    error_category: str | None = None
+
+    def start(self) -> None:
+        self.status = EntryStatus.RUNNING
+        self.attempts += 1
+        self.started_at = time.time()
+        self.finished_at = None
+        self.duration_s = None
+        self.error = None
+        self.error_category = None
+
+    def finish(
+        self, status: EntryStatus, error: str | None = None, category: str | None = None
+    ) -> None:
+        self.status = status
+        self.finished_at = time.time()
+        if self.started_at is not None:
+            self.duration_s = round(self.finished_at - self.started_at, 3)
+        self.error = error
+        self.error_category = category
+
+
+class HookRun(BaseModel):
+    status: HookStatus = HookStatus.NOT_RUN
+    host: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    message: str | None = None
+
+
+class JobState(BaseModel):
+    """Everything ``fsx-stage status`` shows for one job."""
+
+    version: int = 1
+    job_id: int
+    user: str
+    uid: int
+    gid: int
+    restart_count: int = 0
+    directives: list[str] = Field(default_factory=list)
+    plan: dict[str, Any] | None = None
+    failure_reason: str | None = None
+    job_succeeded: bool | None = None
+    prolog: HookRun = Field(default_factory=HookRun)
+    epilog: HookRun = Field(default_factory=HookRun)
+    entries: list[EntryState] = Field(default_factory=list)
+    updated_at: float = Field(default_factory=time.time)
+
+    def phase_entries(self, phase: Phase) -> list[EntryState]:
+        return [e for e in self.entries if e.phase == phase]
+
+    def replace_phase(self, phase: Phase, entries: list[EntryState]) -> None:
+        self.entries = [e for e in self.entries if e.phase != phase] + entries
+
+
+class StateStore:
+    """The hooks' state directory: ``jobs/`` (job state) and ``pending/`` (flush queue)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.root = state_dir
+        self.jobs_dir = state_dir / "jobs"
+        self.pending_dir = state_dir / "pending"
+        self.locks_dir = state_dir / "locks"
+
+    def ensure(self) -> None:
+        ensure_dir(self.root, 0o711)
+        ensure_dir(self.jobs_dir, 0o711)
+        ensure_dir(self.pending_dir, 0o700)
+        ensure_dir(self.locks_dir, 0o700)
+
+    def path(self, job_id: int) -> Path:
+        return self.jobs_dir / f"{int(job_id)}.json"
+
+    @contextlib.contextmanager
+    def lock(self, job_id: int, *, wait: bool = True) -> Iterator[None]:
+        """Serialise the prolog, the epilog and ``flush --pending`` for one job."""
+        with locked(self.locks_dir / f"{int(job_id)}.lock", wait=wait):
+            yield
+
+    def load(self, job_id: int) -> JobState | None:
+        try:
+            data = self.path(job_id).read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            return JobState.model_validate_json(data)
+        except ValidationError as exc:
+            raise StateError(f"state file {self.path(job_id)} is unreadable: {exc}") from exc
+
+    def save(self, state: JobState) -> None:
+        state.updated_at = time.time()
+        data = json.dumps(state.model_dump(mode="json"), indent=1).encode("utf-8") + b"\n"
+        group = state.gid if os.geteuid() == 0 else None
+        write_atomic(self.path(state.job_id), data, mode=0o640, group=group)
+
+
+class StateError(Exception):
+    """A state file exists but cannot be read."""
