@@ -42,6 +42,17 @@ unit: venv ## the fast tests only (no Slurm, no long scenarios)
 test: venv check system-deps spank ## everything, including the real-Slurm end-to-end tests
 	$(PY) -m pytest -m "not chaos"
 
+# --- S3 test bed (SeaweedFS `weed mini` on loopback) and benchmarks ----------------
+S3_DIR ?= $(TESTBED)/s3
+
+.PHONY: s3-up s3-down
+
+s3-up: venv ## start SeaweedFS on free loopback ports (state in $(TESTBED)/s3)
+	$(PY) -m tests.testbed.seaweed up --dir $(S3_DIR)
+
+s3-down: ## stop the SeaweedFS started by s3-up
+	$(PY) -m tests.testbed.seaweed down --dir $(S3_DIR)
+
 # --- Slurm: system packages, SPANK plugin, single-node test cluster, install, demo -------
 SLURM_DIR ?= $(TESTBED)/slurm
 PREFIX    ?= /opt/fsx-stage

@@ -1,0 +1,1 @@
+"""The local test bed: real servers on loopback (SeaweedFS S3, Slurm), a fault-injecting proxy."""
