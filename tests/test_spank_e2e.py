@@ -12,6 +12,7 @@ tests/e2e/): the job may end FAILED or held once the real hooks run.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import uuid
@@ -108,6 +109,21 @@ def test_prolog_and_epilog_receive_every_value_in_order_byte_for_byte(
             assert ENCODED_ALPHABET.fullmatch(raw), raw
             assert decode(raw) == [v.encode() for v in expected]
             assert raw == encode(expected)
+
+
+def test_every_byte_but_nul_survives(
+    slurm_cluster: SlurmCluster, job_user: str, cleanup_jobs: list[int]
+) -> None:
+    value = b"in,s3://b/k," + bytes(range(1, 256))  # any byte a command line can carry
+    job_id = slurm_cluster.submit(
+        "#!/bin/sh\ntrue\n", job_user, [f"--fsx-stage={os.fsdecode(value)}"]
+    )
+    cleanup_jobs.append(job_id)
+    records = slurm_cluster.wait_hook_records(job_id, ["prolog"])
+    raw = values_seen_by(records, "prolog")[0]
+    assert raw is not None
+    assert ENCODED_ALPHABET.fullmatch(raw), raw
+    assert decode(raw) == [value]
 
 
 def test_a_job_without_the_option_gets_no_variable(
