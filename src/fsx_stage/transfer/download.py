@@ -41,18 +41,18 @@ def _encrypted_etag(ctx: Context, response: dict[str, Any]) -> bool:
 def _up_to_date(dir_fd: int, name: str, job: Job) -> bool:
     """Sync: the local file is what this object would produce.
 
-    A file we downloaded carries the ETag it came from (an xattr, valid while size and
-    mtime are unchanged); otherwise equal size and a local mtime not older than the
-    object's LastModified count as identical, as ``aws s3 sync`` does.
+    A file we downloaded carries the ETag it came from (an xattr): it is identical while
+    that ETag, its size and its mtime are unchanged. Files without the record (or on
+    filesystems without user xattrs) count as identical with equal size and a local
+    mtime not older than the object's LastModified, as ``aws s3 sync`` does.
     """
     st = safefs.lstat_or_none(dir_fd, name)
     if st is None or not stat.S_ISREG(st.st_mode) or st.st_size != job.size:
         return False
     recorded = posixmeta.recorded_source(dir_fd, name)
-    if recorded is not None and job.etag:
+    if recorded is not None:
         etag, size, mtime = recorded
-        if size == st.st_size and mtime == st.st_mtime_ns:
-            return etag == job.etag.strip('"')
+        return (etag, size, mtime) == ((job.etag or "").strip('"'), st.st_size, st.st_mtime_ns)
     return job.mtime_ns is not None and st.st_mtime_ns >= job.mtime_ns
 
 

@@ -1,0 +1,129 @@
+"""Pure units of the transfer core: path safety, filters, sizes, checksums, metadata."""
+
+from __future__ import annotations
+
+import os
+import stat
+import zlib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fsx_stage.cli.transfer import parse_size
+from fsx_stage.transfer import Encryption
+from fsx_stage.transfer.checksums import crc_combine, expected_from_response
+from fsx_stage.transfer.errors import UnsafePath, classify
+from fsx_stage.transfer.posixmeta import from_metadata, to_metadata
+from fsx_stage.transfer.safefs import is_temp_name, split_relative, temp_name
+from fsx_stage.transfer.sources import PathFilter
+
+
+@pytest.mark.parametrize(
+    "relative",
+    ["/etc/passwd", "a/../b", "..", "../x", "a/./b", "./a", "a//b", "a/", "", "a\x00b", "x" * 256],
+)
+def test_unsafe_relative_keys_are_refused(relative: str) -> None:
+    with pytest.raises(UnsafePath):
+        split_relative(relative)
+
+
+@pytest.mark.parametrize("relative", ["a", "a/b c/d+e%f", "ünï/cødé", "...", "a..b/.hidden"])
+def test_ordinary_relative_keys_split_into_components(relative: str) -> None:
+    assert split_relative(relative) == relative.split("/")
+
+
+def test_temp_names_are_hidden_bounded_and_recognised() -> None:
+    assert temp_name("data.h5") == ".data.h5.fsxpart"
+    long = temp_name("x" * 255)
+    assert len(long) <= 255 and is_temp_name(long)
+    assert not is_temp_name("data.h5")
+
+
+def test_filters_follow_aws_semantics() -> None:
+    everything = PathFilter([], [])
+    assert everything("a/b.txt")
+    only_txt = PathFilter(include=["*.txt"], exclude=["*"])
+    assert only_txt("deep/dir/b.txt") and not only_txt("b.bin")
+    no_logs = PathFilter(include=[], exclude=["logs/*"])
+    assert not no_logs("logs/x/y.log") and no_logs("data/logs.txt")
+    include_alone = PathFilter(include=["*.txt"], exclude=[])
+    assert include_alone("b.bin")  # as aws: --include alone excludes nothing
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("8MiB", 8 << 20),
+        ("64M", 64 << 20),
+        ("1048576", 1 << 20),
+        ("2g", 2 << 30),
+        ("16KB", 16 << 10),
+    ],
+)
+def test_sizes(text: str, value: int) -> None:
+    assert parse_size(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "8 parsecs", "-1", "1.5M", "MiB"])
+def test_bad_sizes(text: str) -> None:
+    with pytest.raises(Exception, match="expected a size"):
+        parse_size(text)
+
+
+@given(st.binary(max_size=3000), st.binary(max_size=3000))
+def test_crc32_combine_equals_crc_of_concatenation(a: bytes, b: bytes) -> None:
+    assert crc_combine("CRC32", zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)
+
+
+def test_composite_checksums_carry_their_part_count() -> None:
+    expected = expected_from_response({"ChecksumCRC32": "XFX2sg==-3", "ChecksumType": "COMPOSITE"})
+    assert expected is not None and (expected.value, expected.parts) == ("XFX2sg==", 3)
+    assert expected_from_response({"ETag": '"abc"'}) is None
+
+
+def test_posix_metadata_uses_fsx_conventions(tmp_path: os.PathLike[str]) -> None:
+    path = os.path.join(tmp_path, "f")
+    with open(path, "w") as handle:
+        handle.write("x")
+    os.chmod(path, 0o640)
+    os.utime(path, ns=(1_000_000_001, 2_000_000_002))
+    meta = to_metadata(os.lstat(path))
+    assert meta["file-permissions"] == "0100640"
+    assert meta["file-mtime"] == "2000000002ns" and meta["file-atime"] == "1000000001ns"
+    assert meta["file-owner"] == str(os.getuid())
+    parsed = from_metadata(meta)
+    assert parsed.mode == stat.S_IFREG | 0o640 and parsed.mtime_ns == 2_000_000_002
+
+
+def test_malformed_metadata_is_ignored_not_trusted() -> None:
+    parsed = from_metadata(
+        {"file-permissions": "rwxrwxrwx", "file-mtime": "-5ns", "file-owner": "root"}
+    )
+    assert (parsed.mode, parsed.mtime_ns, parsed.uid) == (None, None, None)
+
+
+def test_sse_c_key_must_be_base64_of_32_bytes() -> None:
+    with pytest.raises(ValueError, match="32 bytes"):
+        Encryption(mode="sse-c", customer_key="c2hvcnQ=")
+    with pytest.raises(ValueError, match="needs customer_key"):
+        Encryption(mode="sse-c")
+
+
+def test_failure_reasons_never_carry_the_secret() -> None:
+    from botocore.exceptions import ClientError
+
+    error = ClientError(
+        {
+            "Error": {"Code": "SlowDown", "Message": "Reduce your request rate"},
+            "ResponseMetadata": {"HTTPStatusCode": 503},
+        },
+        "GetObject",
+    )
+    assert classify(error) == ("throttled", "SlowDown (HTTP 503): Reduce your request rate")
+    denied = ClientError(
+        {"Error": {"Code": "AccessDenied"}, "ResponseMetadata": {"HTTPStatusCode": 403}},
+        "GetObject",
+    )
+    assert classify(denied)[0] == "access_denied"
+    assert classify(UnsafePath("bad"))[0] == "unsafe_key"
