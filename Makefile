@@ -2,7 +2,9 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-PYTHON  ?= python3
+# The hooks run this interpreter after dropping to the job user: prefer the system
+# python (readable by every user) over e.g. a pyenv one under /root.
+PYTHON  ?= $(or $(wildcard /usr/bin/python3),python3)
 VENV    ?= $(CURDIR)/.venv
 PY      := $(VENV)/bin/python
 # Everything the local test bed runs (SeaweedFS, Slurm, munge) lives here.
