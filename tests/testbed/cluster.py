@@ -49,10 +49,32 @@ def default_dir() -> Path:
 
 
 def repo_venv() -> Path:
-    """The venv the hooks run ``fsx-stage`` from: the running one, else ``REPO/.venv``."""
+    """The venv the hooks run ``fsx-stage`` from.
+
+    ``$FSX_STAGE_HOME`` when set, else the running venv, else ``REPO/.venv``. The
+    hooks drop privileges to the job user, so its interpreter must be readable
+    by every user (a venv over a python under /root, e.g. pyenv, is not).
+    """
+    override = os.environ.get("FSX_STAGE_HOME")
+    if override:
+        return Path(override)
     if sys.prefix != sys.base_prefix:
         return Path(sys.prefix)
     return REPO_ROOT / ".venv"
+
+
+def private_interpreter_dir(venv: Path) -> Path | None:
+    """The first directory on the path to ``venv``'s interpreter that other users cannot
+    traverse (e.g. /root for a pyenv python), or None when every user can run it.
+
+    The hooks drop privileges to the job user; an interpreter such a user cannot read
+    fails on its first lazy standard-library import.
+    """
+    target = (venv / "bin" / "python3").resolve()
+    for directory in reversed(target.parents):
+        if not directory.stat().st_mode & 0o001:
+            return directory
+    return None
 
 
 def free_port() -> int:
@@ -245,12 +267,15 @@ class SlurmCluster:
         """Create the directory tree, the munge key and every config file."""
         layout = self.layout
         layout.root.mkdir(parents=True, exist_ok=True)
-        for path in (layout.root, layout.spool_dir, layout.hooks_dir, layout.jobs_dir):
+        # Job users traverse these; slurmd runs the hooks with the log dir as cwd
+        # (0755 like Debian's /var/log/slurm).
+        public = (layout.root, layout.spool_dir, layout.hooks_dir, layout.jobs_dir)
+        for path in (*public, layout.munge_dir, layout.log_dir):
             path.mkdir(parents=True, exist_ok=True)
-            path.chmod(0o755)  # job users traverse these
-        for path in (layout.munge_dir, layout.state_dir, layout.log_dir, layout.run_dir):
+            path.chmod(0o755)
+        for path in (layout.state_dir, layout.run_dir):
             path.mkdir(parents=True, exist_ok=True)
-            path.chmod(0o700 if path != layout.munge_dir else 0o755)
+            path.chmod(0o700)
         if not layout.munge_key.is_file():
             fd = os.open(layout.munge_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
             with os.fdopen(fd, "wb") as key:
@@ -689,6 +714,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cluster = SlurmCluster(args.dir)
     if args.action == "up":
+        private = private_interpreter_dir(repo_venv())
+        if private is not None:
+            print(
+                f"warning: {repo_venv()} runs a python under {private}, which job users cannot"
+                " read: the hooks will fail once they drop privileges. Point FSX_STAGE_HOME at"
+                " a venv made from /usr/bin/python3.",
+                file=sys.stderr,
+            )
         started = time.monotonic()
         fresh = cluster.up()
         verb = "started" if fresh else "reused"

@@ -30,6 +30,7 @@ from tests.testbed.cluster import (
     HookRecord,
     SlurmCluster,
     ensure_user,
+    private_interpreter_dir,
     repo_venv,
 )
 from tests.testbed.seaweed import SeaweedServer
@@ -177,6 +178,13 @@ def main() -> int:
     script = JOB_TEMPLATE.read_text().replace("@SCRATCH@", str(scratch))
     script = script.replace("@BUCKET@", BUCKET)
     hooks_ready = product_hooks_available()
+    private = private_interpreter_dir(repo_venv())
+    if private is not None:
+        say(
+            f"WARNING: the hooks run {repo_venv()}, whose python lives under {private}: "
+            "job users cannot read it, so staging will fail after the privilege drop. "
+            "Set FSX_STAGE_HOME to a venv made from /usr/bin/python3."
+        )
     job_id = cluster.submit(script, user)
     say(f"submitted {JOB_TEMPLATE.name} as {user}: job {job_id}")
 
@@ -204,6 +212,7 @@ def main() -> int:
         say("top words:\n" + textwrap.indent("\n".join(top.splitlines()[:8]), "      "))
     status = subprocess.run(
         [str(repo_venv() / "bin" / "fsx-stage"), "status", str(job_id)],
+        env={**os.environ, "FSX_STAGE_CONFIG": str(cluster.layout.fsx_stage_config)},
         capture_output=True,
         text=True,
         check=False,
