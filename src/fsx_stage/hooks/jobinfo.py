@@ -228,9 +228,11 @@ def hook_context(
     )
     restart_text = env.get("SLURM_JOB_RESTART_COUNT", "")
     restart_count = int(restart_text) if restart_text.isdigit() else (info.restarts or 0)
-    exit_code, exit_signal = parse_exit_code2(env.get("SLURM_JOB_EXIT_CODE2"))
+    # scontrol first: on 22.05 the Epilog's SLURM_JOB_EXIT_CODE2 says 0:0 after a time
+    # limit or a cancellation, while scontrol's ExitCode shows the signal.
+    exit_code, exit_signal = parse_exit_code2(info.exit_code)
     if exit_code is None:
-        exit_code, exit_signal = parse_exit_code2(info.exit_code)
+        exit_code, exit_signal = parse_exit_code2(env.get("SLURM_JOB_EXIT_CODE2"))
     return HookContext(
         identity=identity,
         node_name=env.get("SLURMD_NODENAME") or short_hostname(),

@@ -31,9 +31,8 @@ _SECRET_SHAPES: tuple[tuple[re.Pattern[str], str], ...] = (
     # key=value / key: value / "key": "value" for names that hold secrets.
     (
         re.compile(
-            r"(?i)\b((?:aws_)?secret(?:_access)?_key|secretaccesskey|session_?token|"
-            r"security_?token|sse_?customer_?key|customer_key|password|passwd|"
-            r"authorization|x-amz-security-token)"
+            r"(?i)(?<![a-z0-9])((?:[a-z0-9]+[_-])*(?:secret_?(?:access_?)?key|session_?token|"
+            r"security_?token|customer_?key|password|passwd|authorization))"
             r"(\"?\s*[=:]\s*\"?)([^\s\"',;&]+)"
         ),
         r"\1\2" + MASK,

@@ -68,8 +68,9 @@ def fresh_state(ctx: HookContext, directives: list[str]) -> JobState:
 
 
 def is_same_run(state: JobState, ctx: HookContext) -> bool:
-    """The saved state belongs to this run of the job (not a requeued earlier run)."""
-    return state.restart_count == ctx.restart_count and state.epilog.status is HookStatus.NOT_RUN
+    """The saved state belongs to this run of the job, not to a run before a requeue
+    (Slurm counts restarts: a requeued or released job runs with a higher count)."""
+    return state.restart_count == ctx.restart_count
 
 
 class Prolog:

@@ -65,9 +65,8 @@ def resolve_credentials(config: SiteConfig) -> StaticCredentials:
 
     try:
         session = botocore.session.Session(profile=config.s3.profile)
-        credentials_file = getattr(config.s3, "credentials_file", None)
-        if credentials_file:
-            session.set_config_variable("credentials_file", str(credentials_file))
+        if config.s3.credentials_file is not None:
+            session.set_config_variable("credentials_file", str(config.s3.credentials_file))
         found = session.get_credentials()
         frozen = found.get_frozen_credentials() if found is not None else None
     except BotoCoreError as exc:

@@ -1,0 +1,250 @@
+"""The Prolog and Epilog end to end against SeaweedFS, without Slurm.
+
+slurmd is replaced by a hook environment like the one it builds, and the Slurm commands
+by recorders; everything else is real: the site config, the privilege-dropped worker
+acting as the job user, the transfer core, the state directory and the pending queue.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import random
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from tests.hooks.sitecfg import Site, make_site
+from tests.testbed.ports import free_port
+
+from fsx_stage.directives import encode_spank_values
+from fsx_stage.hooks import epilog, flush, jobinfo, prolog
+from fsx_stage.hooks.pending import PendingStore
+from fsx_stage.hooks.state import EntryStatus, HookStatus, Phase, StateStore
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the hooks run as root")
+
+HOST = socket.gethostname().split(".")[0]
+
+
+@pytest.fixture
+def site(s3_server: Any, bucket: str) -> Iterator[Site]:
+    s = make_site(s3_server.access_key, s3_server.secret_key)
+    s.write_config(s3_server.endpoint_url, [bucket])
+    yield s
+    s.cleanup()
+
+
+class SlurmRecorder:
+    """Stands in for scontrol/scancel: records what the Prolog asked Slurm to do."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int, str]] = []
+        self.std_out = ""
+        self.exit_code = "0:0"
+
+    def line(self, job_id: int, env: Any = None) -> str:
+        user = env["SLURM_JOB_USER"]
+        uid = env["SLURM_JOB_UID"]
+        return (
+            f"JobId={job_id} JobName=test UserId={user}({uid}) GroupId=g({uid}) MCS_label=N/A "
+            f"Priority=1 Nice=0 Account=(null) QOS=(null) JobState=RUNNING Reason=None "
+            f"Restarts=0 BatchFlag=1 ExitCode={self.exit_code} NodeList={HOST} "
+            f"StdErr={self.std_out} StdIn=/dev/null StdOut={self.std_out} Power="
+        )
+
+
+@pytest.fixture
+def slurm(monkeypatch: pytest.MonkeyPatch) -> SlurmRecorder:
+    rec = SlurmRecorder()
+    monkeypatch.setattr(jobinfo, "scontrol_show_job", rec.line)
+    monkeypatch.setattr(
+        prolog, "set_admin_comment", lambda j, t, e=None: rec.calls.append(("comment", j, t))
+    )
+    monkeypatch.setattr(prolog, "cancel_job", lambda j, e=None: rec.calls.append(("cancel", j, "")))
+    monkeypatch.setattr(prolog, "requeue_hold", lambda j, e=None: rec.calls.append(("hold", j, "")))
+    return rec
+
+
+def hook_env(
+    site: Site, user: str, directives: list[str], job_id: int | None = None
+) -> dict[str, str]:
+    entry = pwd.getpwnam(user)
+    return {
+        "SLURM_JOB_ID": str(job_id or random.randint(100000, 999999)),
+        "SLURM_JOB_USER": user,
+        "SLURM_JOB_UID": str(entry.pw_uid),
+        "SLURM_JOB_GID": str(entry.pw_gid),
+        "SLURMD_NODENAME": HOST,
+        "SLURM_NODELIST": HOST,
+        "SLURM_JOB_RESTART_COUNT": "0",
+        "SPANK_FSX_STAGE": encode_spank_values(directives),
+        "FSX_STAGE_CONFIG": str(site.config),
+    }
+
+
+def state_of(site: Site, env: dict[str, str]) -> Any:
+    return StateStore(site.state_dir).load(int(env["SLURM_JOB_ID"]))
+
+
+def test_stage_in_compute_flush_out(
+    site: Site, s3_client: Any, bucket: str, job_user: str, slurm: SlurmRecorder
+) -> None:
+    s3_client.put_object(Bucket=bucket, Key="data/a.txt", Body=b"alpha")
+    s3_client.put_object(Bucket=bucket, Key="data/sub/b.txt", Body=b"beta")
+    s3_client.put_object(Bucket=bucket, Key="ref/one.bin", Body=b"1" * 1000)
+    home = site.user_dir(job_user)
+    env = hook_env(
+        site,
+        job_user,
+        [
+            f"in,s3://{bucket}/data/,{home}/in/",
+            f"in,s3://{bucket}/ref/one.bin,{home}/ref/",
+            f"out,{home}/results/,s3://{bucket}/results/%j/",
+        ],
+    )
+    assert prolog.run(env) == 0
+    uid = pwd.getpwnam(job_user).pw_uid
+    assert (home / "in" / "a.txt").read_bytes() == b"alpha"
+    assert (home / "in" / "sub" / "b.txt").read_bytes() == b"beta"
+    assert (home / "ref" / "one.bin").stat().st_size == 1000
+    for path in (home / "in", home / "in" / "sub", home / "in" / "sub" / "b.txt"):
+        assert path.stat().st_uid == uid  # created for the user, owned by the user
+    state = state_of(site, env)
+    assert state.prolog.status is HookStatus.DONE
+    assert [e.status for e in state.phase_entries(Phase.STAGE_IN)] == [EntryStatus.DONE] * 2
+    assert slurm.calls == []
+
+    # The job computes, as the user.
+    results = home / "results"
+    results.mkdir()
+    (results / "count.txt").write_text("2\n")
+    os.chown(results, uid, -1)
+    os.chown(results / "count.txt", uid, -1)
+
+    assert epilog.run(env) == 0
+    key = f"results/{env['SLURM_JOB_ID']}/count.txt"
+    obj = s3_client.get_object(Bucket=bucket, Key=key)
+    assert obj["Body"].read() == b"2\n"
+    assert obj["Metadata"]["file-owner"] == str(uid)
+    state = state_of(site, env)
+    assert state.epilog.status is HookStatus.DONE and state.job_succeeded is True
+    flushed = state.phase_entries(Phase.FLUSH)
+    assert [(e.kind, e.status) for e in flushed] == [("out", EntryStatus.DONE)]
+    assert flushed[0].bytes == 2
+
+    # A second run of either hook (slurmd retrying after a crash) changes nothing.
+    assert prolog.run(env) == 0
+    assert epilog.run(env) == 0
+    assert '"event":"prolog.already_done"' in site.log_file.read_text()
+
+
+def test_policy_refusal_fails_the_job_and_tells_the_user(
+    site: Site, bucket: str, job_user: str, slurm: SlurmRecorder
+) -> None:
+    home = site.user_dir(job_user)
+    slurm.std_out = str(home / "job.out")
+    env = hook_env(site, job_user, [f"in,s3://not-allowed-bucket/x/,{home}/in/"])
+    assert prolog.run(env) == 0  # the node stays in service
+    job_id = int(env["SLURM_JOB_ID"])
+    kinds = [c[0] for c in slurm.calls]
+    assert kinds == ["comment", "cancel"]
+    reason = slurm.calls[0][2]
+    assert "directive 1" in reason and "not-allowed-bucket" in reason
+    told = (home / "job.out").read_text()
+    assert told.startswith(f"fsx-stage: job {job_id} not started: directive 1")
+    assert (home / "job.out").stat().st_uid == pwd.getpwnam(job_user).pw_uid
+    state = state_of(site, env)
+    assert state.prolog.status is HookStatus.FAILED_JOB
+    assert "not-allowed-bucket" in state.failure_reason
+    assert '"event":"prolog.job_failed"' in site.log_file.read_text()
+    # The epilog of such a job flushes nothing.
+    assert epilog.run(env) == 0
+    assert state_of(site, env).epilog.status is HookStatus.SKIPPED
+
+
+def test_bad_directive_fails_the_job(site: Site, job_user: str, slurm: SlurmRecorder) -> None:
+    env = hook_env(site, job_user, ["in,s3://b/k,relative/path"])
+    assert prolog.run(env) == 0
+    assert [c[0] for c in slurm.calls] == ["comment", "cancel"]
+    assert "directive 1" in slurm.calls[0][2]
+
+
+def test_missing_object_fails_the_job(
+    site: Site, bucket: str, job_user: str, slurm: SlurmRecorder
+) -> None:
+    home = site.user_dir(job_user)
+    env = hook_env(site, job_user, [f"in,s3://{bucket}/nothing-here.dat,{home}/in/"])
+    assert prolog.run(env) == 0
+    assert [c[0] for c in slurm.calls] == ["comment", "cancel"]
+    assert "nothing-here.dat" in slurm.calls[0][2]
+    entry = state_of(site, env).entries[0]
+    assert entry.status is EntryStatus.FAILED and entry.error_category == "not_found"
+
+
+def test_missing_optional_input_is_fine(
+    site: Site, bucket: str, job_user: str, slurm: SlurmRecorder
+) -> None:
+    home = site.user_dir(job_user)
+    env = hook_env(site, job_user, [f"in,s3://{bucket}/absent.dat,{home}/in/,optional=yes"])
+    assert prolog.run(env) == 0
+    assert slurm.calls == []
+    assert state_of(site, env).entries[0].status is EntryStatus.SKIPPED
+
+
+def test_scratch_not_mounted_is_a_node_fault(
+    site: Site, bucket: str, job_user: str, slurm: SlurmRecorder
+) -> None:
+    home = site.user_dir(job_user)
+    env = hook_env(site, job_user, [f"in,s3://{bucket}/k,{home}/in/"])
+    site.scratch.rename(site.root / "unmounted")
+    assert prolog.run(env) == 1  # Slurm drains the node and requeues the job
+    assert slurm.calls == []
+    assert state_of(site, env).prolog.status is HookStatus.NODE_FAULT
+
+
+def test_no_credentials_on_the_node_is_a_node_fault(
+    site: Site, bucket: str, job_user: str, slurm: SlurmRecorder
+) -> None:
+    site.credentials.unlink()
+    home = site.user_dir(job_user)
+    env = hook_env(site, job_user, [f"in,s3://{bucket}/k,{home}/in/"])
+    assert prolog.run(env) == 1
+    assert "credentials unavailable" in site.log_file.read_text()
+
+
+def test_flush_during_an_outage_is_kept_and_completed_later(
+    s3_server: Any,
+    site: Site,
+    s3_client: Any,
+    bucket: str,
+    job_user: str,
+    slurm: SlurmRecorder,
+) -> None:
+    home = site.user_dir(job_user)
+    uid = pwd.getpwnam(job_user).pw_uid
+    ckpt = home / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "step-1").write_bytes(b"state" * 100)
+    for p in (ckpt, ckpt / "step-1"):
+        os.chown(p, uid, -1)
+    env = hook_env(site, job_user, [f"checkpoint,{ckpt}/,s3://{bucket}/ckpt/"])
+    assert prolog.run(env) == 0  # nothing to restore yet
+    site.write_config(f"http://127.0.0.1:{free_port()}", [bucket], scratch_after_flush="remove")
+    assert epilog.run(env) == 0  # an S3 outage never takes the node down
+    job_id = int(env["SLURM_JOB_ID"])
+    pending = PendingStore(StateStore(site.state_dir))
+    record = pending.load(job_id)
+    assert record is not None and record.remove_scratch
+    assert [e.status for e in record.entries] == [EntryStatus.PENDING]
+    assert (ckpt / "step-1").read_bytes() == b"state" * 100  # data untouched
+    assert state_of(site, env).phase_entries(Phase.FLUSH)[0].status is EntryStatus.PENDING
+
+    assert flush.run({"FSX_STAGE_CONFIG": str(site.config)}) == 1  # still down
+    site.write_config(s3_server.endpoint_url, [bucket], scratch_after_flush="remove")
+    assert flush.run({"FSX_STAGE_CONFIG": str(site.config)}) == 0
+    assert s3_client.get_object(Bucket=bucket, Key="ckpt/step-1")["Body"].read() == b"state" * 100
+    assert pending.load(job_id) is None
+    assert state_of(site, env).phase_entries(Phase.FLUSH)[0].status is EntryStatus.DONE
+    assert not ckpt.exists()  # removed only once verified in S3

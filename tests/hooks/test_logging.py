@@ -1,0 +1,95 @@
+"""One JSON line per event, with the job id, and never a secret."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from fsx_stage.hooks.logging import (
+    LOGGER_NAME,
+    EventLog,
+    Redactor,
+    register_secret,
+    setup_logging,
+)
+
+
+@pytest.fixture
+def log_file(tmp_path: Path) -> Path:
+    path = tmp_path / "hooks.log"
+    setup_logging(str(path), "info")
+    yield path
+    logging.getLogger(LOGGER_NAME).handlers.clear()
+
+
+def _lines(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_one_json_line_per_event_with_the_job_id(log_file: Path) -> None:
+    log = EventLog(123)
+    log.info("stage_in.entry", index=1, bytes=10, source="s3://b/k")
+    log.warning("flush.pending", entries=2)
+    lines = _lines(log_file)
+    assert [line["event"] for line in lines] == ["stage_in.entry", "flush.pending"]
+    assert all(line["job_id"] == 123 for line in lines)
+    assert lines[0]["bytes"] == 10 and lines[0]["level"] == "info"
+    assert lines[1]["level"] == "warning"
+
+
+def test_registered_secrets_never_reach_the_log(log_file: Path) -> None:
+    register_secret("wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKEY")
+    EventLog(1).error("boom", error="signing with wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKEY failed")
+    text = log_file.read_text()
+    assert "wJalrXUtnFEMI" not in text
+    assert "***" in text
+
+
+def test_exception_tracebacks_are_redacted(log_file: Path) -> None:
+    register_secret("tok3n-value-that-is-secret")
+    try:
+        raise RuntimeError("session token tok3n-value-that-is-secret rejected")
+    except RuntimeError:
+        EventLog(5).exception("prolog.internal_error")
+    text = log_file.read_text()
+    assert "tok3n-value-that-is-secret" not in text
+    assert "RuntimeError" in _lines(log_file)[0]["traceback"]
+
+
+@pytest.mark.parametrize(
+    ("text", "leak"),
+    [
+        ("aws_secret_access_key=abcDEF123/xyz", "abcDEF123/xyz"),
+        ('{"SecretAccessKey": "abcDEF123xyz"}', "abcDEF123xyz"),
+        ("AWS_SESSION_TOKEN=FwoGZXIvYXdzEJr", "FwoGZXIvYXdzEJr"),
+        ("https://b.s3/k?X-Amz-Signature=deadbeef00&X-Amz-Credential=AKIA/x", "deadbeef00"),
+        (
+            "Authorization: AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/2024, "
+            "Signature=0123456789abcdef0123456789abcdef",
+            "0123456789abcdef0123",
+        ),
+        ("key id AKIAIOSFODNN7EXAMPLE", "IOSFODNN7EXAMPLE"),
+        ("sse_customer_key=c2VjcmV0IGtleQ==", "c2VjcmV0IGtleQ=="),
+    ],
+)
+def test_credential_shapes_are_masked(text: str, leak: str) -> None:
+    assert leak not in Redactor().redact(text)
+
+
+def test_ordinary_text_is_untouched() -> None:
+    text = "directive 2: s3://bucket/key: NoSuchKey (HTTP 404)"
+    assert Redactor().redact(text) == text
+
+
+def test_stderr_destination(capsys: pytest.CaptureFixture[str]) -> None:
+    setup_logging("stderr", "warning")
+    try:
+        EventLog(9).info("quiet")  # below the level
+        EventLog(9).error("loud", x=1)
+    finally:
+        logging.getLogger(LOGGER_NAME).handlers.clear()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and json.loads(err[0])["event"] == "loud"
