@@ -33,6 +33,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.testbed.ports import free_port
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SPANK_SO = REPO_ROOT / "spank" / "fsx_stage.so"
 PLUGIN_DIR = REPO_ROOT / "plugin"
@@ -75,14 +77,6 @@ def private_interpreter_dir(venv: Path) -> Path | None:
         if not directory.stat().st_mode & 0o001:
             return directory
     return None
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def pid_alive(pid: int) -> bool:
