@@ -281,6 +281,10 @@ class SlurmCluster:
         self.write_hook_wrappers()
         _write_text(layout.plugstack_conf, render_plugstack_conf(SPANK_SO))
         _write_text(layout.slurm_conf, self.render_slurm_conf(free_port(), free_port()))
+        if slurm_version() >= (24, 5):
+            # No cgroup interaction at all (linuxproc tracking, no task plugin);
+            # `disabled` exists from 24.05 on, 22.05 never reads cgroup.conf here.
+            _write_text(layout.root / "cgroup.conf", "CgroupPlugin=disabled\n")
 
     def render_slurm_conf(self, slurmctld_port: int, slurmd_port: int) -> str:
         """slurm.conf for this directory (valid for Slurm 22.05 and 24.11)."""
@@ -610,6 +614,15 @@ fi
 # 3. Hand over to the product hook.
 exec {q(str(product_hook))}
 """
+
+
+def slurm_version() -> tuple[int, int]:
+    """(major, minor) of the installed slurmd, e.g. (22, 5)."""
+    out = subprocess.run(
+        [str(SBIN / "slurmd"), "-V"], capture_output=True, text=True, check=True
+    ).stdout
+    major, minor = out.split()[-1].split(".")[:2]
+    return int(major), int(minor)
 
 
 def _node_line(node_name: str) -> str:
