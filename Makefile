@@ -55,6 +55,22 @@ s3-up: venv ## start SeaweedFS on free loopback ports (state in $(TESTBED)/s3)
 s3-down: ## stop the SeaweedFS started by s3-up
 	$(PY) -m tests.testbed.seaweed down --dir $(S3_DIR)
 
+# awscli v1 pins botocore (conflicts with aiobotocore): it gets its own venv, for `make bench` only.
+AWSCLI_VENV  ?= $(CURDIR)/.venv-bench-awscli
+AWSCLI_STAMP := $(AWSCLI_VENV)/.installed-stamp
+
+.PHONY: bench bench-awscli
+
+bench-awscli: $(AWSCLI_STAMP) ## the aws CLI (v1, PyPI awscli) in .venv-bench-awscli
+$(AWSCLI_STAMP):
+	$(PYTHON) -m venv $(AWSCLI_VENV)
+	$(AWSCLI_VENV)/bin/pip install -q --upgrade pip
+	$(AWSCLI_VENV)/bin/pip install -q awscli
+	touch $@
+
+bench: venv $(AWSCLI_STAMP) ## benchmark fsx-stage vs s5cmd, aws CLI, rclone (BENCH_REPS, BENCH_QUICK=1)
+	BENCH_AWS=$(AWSCLI_VENV)/bin/aws $(PY) -m tests.bench
+
 # --- Slurm: system packages, SPANK plugin, single-node test cluster, install, demo -------
 SLURM_DIR ?= $(TESTBED)/slurm
 PREFIX    ?= /opt/fsx-stage
