@@ -9,6 +9,8 @@ import os
 import stat
 from typing import Any, Literal
 
+from aiobotocore.httpchecksum import AioStreamingChecksumBody
+
 from fsx_stage.transfer import checksums, lustre, posixmeta, safefs
 from fsx_stage.transfer.checksums import Expected
 from fsx_stage.transfer.context import CHUNK, Context, Job
@@ -143,7 +145,9 @@ async def _whole(ctx: Context, parent: int, name: str, job: Job) -> int:
             etag = _etag(response)
             digest: checksums.Digest | None = None
             md5 = False
-            if expected is not None and expected.parts == 0:
+            if isinstance(body, AioStreamingChecksumBody):
+                pass  # botocore verifies the full-object checksum as the body is read
+            elif expected is not None and expected.parts == 0:
                 digest = checksums.new_digest(expected.algorithm)
             elif checksums.is_md5_etag(etag) and not _encrypted_etag(ctx, response):
                 digest, md5 = hashlib.md5(usedforsecurity=False), True

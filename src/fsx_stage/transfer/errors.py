@@ -11,6 +11,7 @@ import aiohttp
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    FlexibleChecksumError,
     HTTPClientError,
     NoCredentialsError,
     ReadTimeoutError,
@@ -110,6 +111,8 @@ def classify(exc: BaseException) -> tuple[FailureCategory, str]:
         if 400 <= status < 500:
             return "invalid", text
         return "other", text
+    if isinstance(exc, FlexibleChecksumError):
+        return "checksum", str(exc)
     if isinstance(exc, NoCredentialsError):
         return "access_denied", "no AWS credentials found"
     if isinstance(
@@ -149,7 +152,7 @@ class RetryPolicy:
         self.cap_s = cap_s
 
     def delay(self, attempt: int, category: FailureCategory) -> float:
-        base = self.base_s * (5 if category == "throttled" else 1)
+        base = self.base_s * (2 if category == "throttled" else 1)
         return random.uniform(0, min(self.cap_s, base * 2**attempt))  # noqa: S311
 
     async def run(self, operation: Callable[[], Awaitable[T]]) -> T:

@@ -1,0 +1,126 @@
+"""Integrity and retries through the fault proxy: every transfer ends byte-identical or fails
+with the key named, and nothing lands under a final name unverified."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.transfer.conftest import Run, settings_for, tree
+
+MiB = 1024 * 1024
+SMALL_PARTS = {"part_size": 5 * MiB, "multipart_threshold": 5 * MiB}
+
+
+@pytest.fixture
+def proxied(s3_server: Any, fault_proxy: Any) -> Any:
+    return settings_for(s3_server, fault_proxy.endpoint_url)
+
+
+@pytest.fixture
+def uploaded(run: Run, bucket: str, tmp_path: Path) -> dict[str, bytes]:
+    """A small object and a 3-part multipart object under ``src/``."""
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "small.bin").write_bytes(os.urandom(300_000))
+    (source / "multi.bin").write_bytes(os.urandom(12 * MiB + 3))
+    assert run(source, f"s3://{bucket}/src/", recursive=True, **SMALL_PARTS).ok
+    return tree(source)
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [
+        {"corrupt_count": 2},
+        {"reset_count": 3},
+        {"truncate_count": 3},
+        {"slowdown_count": 3},
+        {"error500_count": 2},
+        {"reset_rate": 0.2, "truncate_rate": 0.1, "corrupt_rate": 0.1, "seed": 7},
+    ],
+    ids=["corrupt", "reset", "truncate", "slowdown", "error500", "mixed"],
+)
+def test_downloads_survive_faults_byte_identical(
+    run: Run,
+    bucket: str,
+    tmp_path: Path,
+    uploaded: dict[str, bytes],
+    proxied: Any,
+    fault_proxy: Any,
+    faults: dict[str, Any],
+) -> None:
+    fault_proxy.set_faults(methods={"GET"}, **faults)
+    summary = run(
+        f"s3://{bucket}/src/", tmp_path / "dst", recursive=True, s3=proxied, **SMALL_PARTS
+    )
+    assert summary.ok, summary.failures
+    assert tree(tmp_path / "dst") == uploaded
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [{"reset_count": 3}, {"slowdown_count": 3}, {"error500_count": 2}],
+    ids=["reset", "slowdown", "error500"],
+)
+def test_uploads_survive_faults(
+    run: Run,
+    bucket: str,
+    tmp_path: Path,
+    proxied: Any,
+    fault_proxy: Any,
+    faults: dict[str, Any],
+    s3_client: Any,
+) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "small.bin").write_bytes(os.urandom(200_000))
+    (source / "multi.bin").write_bytes(os.urandom(11 * MiB))
+    fault_proxy.set_faults(methods={"PUT", "POST"}, **faults)
+    summary = run(source, f"s3://{bucket}/up/", recursive=True, s3=proxied, **SMALL_PARTS)
+    assert summary.ok, summary.failures
+    fault_proxy.set_faults()
+    for name in ("small.bin", "multi.bin"):
+        body = s3_client.get_object(Bucket=bucket, Key=f"up/{name}")["Body"].read()
+        assert body == (source / name).read_bytes()
+
+
+@pytest.mark.parametrize("name", ["small.bin", "multi.bin"])
+def test_persistent_corruption_is_reported_and_never_lands(
+    run: Run,
+    bucket: str,
+    tmp_path: Path,
+    uploaded: dict[str, bytes],
+    s3_server: Any,
+    fault_proxy: Any,
+    name: str,
+) -> None:
+    fault_proxy.set_faults(methods={"GET"}, corrupt_rate=1.0)
+    s3 = settings_for(s3_server, fault_proxy.endpoint_url, max_attempts=2)
+    dst = tmp_path / "dst"
+    summary = run(f"s3://{bucket}/src/{name}", f"{dst}/", s3=s3, **SMALL_PARTS)
+    assert [(f.key, f.category) for f in summary.failures] == [(f"src/{name}", "checksum")], (
+        summary.failures
+    )
+    assert os.listdir(dst) == []  # neither the final name nor a temporary
+
+
+def test_an_upload_whose_checksum_s3_rejects_fails_and_stores_nothing(
+    run: Run,
+    bucket: str,
+    tmp_path: Path,
+    s3_client: Any,
+    s3_server: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Upload success means S3 confirmed the checksum we sent; a wrong one never lands."""
+    from fsx_stage.transfer import upload
+
+    source = tmp_path / "f.bin"
+    source.write_bytes(b"payload")
+    real = upload._crc32_b64
+    monkeypatch.setattr(upload, "_crc32_b64", lambda data: real(bytes(data) + b"x"))
+    summary = run(source, f"s3://{bucket}/bad.bin", s3=settings_for(s3_server, max_attempts=2))
+    assert [(f.key, f.category) for f in summary.failures] == [("bad.bin", "checksum")]
+    assert "Contents" not in s3_client.list_objects_v2(Bucket=bucket)
