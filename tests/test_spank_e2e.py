@@ -65,10 +65,15 @@ def find_job_by_name(cluster: SlurmCluster, name: str) -> int:
 
 @pytest.fixture
 def cleanup_jobs(slurm_cluster: SlurmCluster) -> Iterator[list[int]]:
-    """Job ids to cancel afterwards (a job held after a failed Prolog would linger)."""
+    """Job ids to cancel afterwards (a job held after a failed Prolog would linger).
+
+    Each job is first let settle: cancelling while its Prolog still runs would race
+    with what the hooks do to the job.
+    """
     jobs: list[int] = []
     yield jobs
     for job_id in jobs:
+        slurm_cluster.wait(job_id, timeout=120)
         subprocess.run(
             [str(BIN / "scancel"), str(job_id)], env=slurm_cluster.command_env(), check=False
         )
