@@ -79,6 +79,39 @@ def private_interpreter_dir(venv: Path) -> Path | None:
     return None
 
 
+def hooks_home(venv: Path, directory: Path) -> Path:
+    """The ``FSX_STAGE_HOME`` the hooks get: ``venv`` when every user can run its python.
+
+    Otherwise (e.g. a venv over a pyenv python under /root) a thin venv in
+    ``directory`` over the system python of the same version (/usr/bin/python3.X),
+    which loads ``venv``'s site-packages (the same packages, editable install
+    included) and has its own ``bin/fsx-stage``. Without such a python, ``venv``
+    is returned and the hooks will fail after dropping privileges (``up`` warns).
+    """
+    lib_dirs = sorted((venv / "lib").glob("python3.*"))
+    if private_interpreter_dir(venv) is None or len(lib_dirs) != 1:
+        return venv
+    version = lib_dirs[0].name.removeprefix("python")
+    system_python = Path(f"/usr/bin/python{version}")
+    if not system_python.exists():
+        return venv
+    python = directory / "bin" / "python3"
+    if not python.exists():
+        _run([str(system_python), "-m", "venv", "--without-pip", str(directory)], os.environ)
+    site_packages = directory / "lib" / f"python{version}" / "site-packages"
+    source = lib_dirs[0] / "site-packages"
+    _write_text(
+        site_packages / "fsx_stage_repo_venv.pth",
+        f"import site; site.addsitedir({str(source)!r})\n",
+    )
+    _write_text(
+        directory / "bin" / "fsx-stage",
+        f"#!{python}\nimport sys\n\nfrom fsx_stage.cli import main\n\nsys.exit(main())\n",
+        mode=0o755,
+    )
+    return directory
+
+
 def pid_alive(pid: int) -> bool:
     """True when ``pid`` exists and is not a zombie."""
     try:
@@ -168,6 +201,11 @@ class ClusterLayout:
     @property
     def fsx_stage_config(self) -> Path:
         return self.root / "fsx-stage.toml"
+
+    @property
+    def hooks_venv(self) -> Path:
+        """A venv job users can run, made only when the repository's venv is private."""
+        return self.root / "hooks-venv"
 
     @property
     def aws_dir(self) -> Path:
@@ -338,6 +376,10 @@ class SlurmCluster:
             ]
         )
 
+    def hooks_home(self) -> Path:
+        """The ``FSX_STAGE_HOME`` the hook wrappers export (see :func:`hooks_home`)."""
+        return hooks_home(repo_venv(), self.layout.hooks_venv)
+
     def write_hook_wrappers(self) -> None:
         """(Re)write the Prolog/Epilog wrappers; safe while the cluster runs."""
         self.layout.hooks_dir.mkdir(parents=True, exist_ok=True)
@@ -345,7 +387,7 @@ class SlurmCluster:
             text = render_hook_wrapper(
                 hook=hook,
                 record_log=self.layout.hook_record_log,
-                fsx_stage_home=repo_venv(),
+                fsx_stage_home=self.hooks_home(),
                 fsx_stage_config=self.layout.fsx_stage_config,
                 slurm_conf=self.layout.slurm_conf,
                 aws_dir=self.layout.aws_dir,
@@ -721,16 +763,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cluster = SlurmCluster(args.dir)
     if args.action == "up":
-        private = private_interpreter_dir(repo_venv())
+        started = time.monotonic()
+        fresh = cluster.up()
+        private = private_interpreter_dir(cluster.hooks_home())
         if private is not None:
             print(
-                f"warning: {repo_venv()} runs a python under {private}, which job users cannot"
-                " read: the hooks will fail once they drop privileges. Point FSX_STAGE_HOME at"
+                f"warning: the hooks run a python under {private}, which job users cannot"
+                " read: they will fail once they drop privileges. Point FSX_STAGE_HOME at"
                 " a venv made from /usr/bin/python3.",
                 file=sys.stderr,
             )
-        started = time.monotonic()
-        fresh = cluster.up()
         verb = "started" if fresh else "reused"
         print(f"slurm cluster {verb} in {time.monotonic() - started:.2f}s: {cluster.layout.root}")
         print(f"export SLURM_CONF={cluster.layout.slurm_conf}")

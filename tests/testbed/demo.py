@@ -178,11 +178,11 @@ def main() -> int:
     script = JOB_TEMPLATE.read_text().replace("@SCRATCH@", str(scratch))
     script = script.replace("@BUCKET@", BUCKET)
     hooks_ready = product_hooks_available()
-    private = private_interpreter_dir(repo_venv())
+    private = private_interpreter_dir(cluster.hooks_home())
     if private is not None:
         say(
-            f"WARNING: the hooks run {repo_venv()}, whose python lives under {private}: "
-            "job users cannot read it, so staging will fail after the privilege drop. "
+            f"WARNING: the hooks run a python under {private}: job users cannot read it, "
+            "so staging will fail after the privilege drop. "
             "Set FSX_STAGE_HOME to a venv made from /usr/bin/python3."
         )
     job_id = cluster.submit(script, user)
