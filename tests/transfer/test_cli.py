@@ -1,0 +1,188 @@
+"""The ``fsx-stage cp``/``sync`` contract: exit statuses, output, interruption and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.transfer.conftest import tree
+
+MiB = 1024 * 1024
+
+
+def cli(
+    *args: str, env: dict[str, str] | None = None, **kwargs: Any
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fsx_stage", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+        **kwargs,
+    )
+
+
+def spawn(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "fsx_stage", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["cp", "/tmp/a", "/tmp/b"],
+        ["cp", "s3://bucket/a", "s3://bucket/b"],
+        ["cp", "s3://bucket/a", "/tmp/b", "--part-size", "lots"],
+        ["cp", "s3://bucket/a", "/tmp/b", "--concurrency", "0"],
+        ["cp", "s3://bucket/prefix/", "/tmp/b"],
+        ["cp", "s3://Bad_Bucket/a", "/tmp/b"],
+        ["sync", "s3://bucket/a"],
+    ],
+)
+def test_bad_usage_exits_2(args: list[str]) -> None:
+    result = cli(*args)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip()
+
+
+def test_json_events_and_summary(bucket: str, s3_env: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    for name in ("a", "b"):
+        (tmp_path / "src" / name).write_bytes(b"x" * 10)
+    result = cli(
+        "cp", str(tmp_path / "src"), f"s3://{bucket}/j/", "--recursive", "--json", env=s3_env
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert sorted(r["key"] for r in lines if r["event"] == "done") == ["j/a", "j/b"]
+    assert lines[-1]["event"] == "summary" and lines[-1]["ok"] is True
+    assert lines[-1]["objects_done"] == 2 and lines[-1]["bytes_done"] == 20
+
+
+def test_failures_exit_1_and_are_listed_on_stderr(
+    bucket: str, s3_env: dict[str, str], tmp_path: Path, s3_client: Any
+) -> None:
+    s3_client.put_object(Bucket=bucket, Key="p/good", Body=b"g")
+    result = cli("cp", f"s3://{bucket}/p/missing", str(tmp_path / "m"), "--no-progress", env=s3_env)
+    assert result.returncode == 1
+    assert "p/missing" in result.stderr and "not_found" in result.stderr
+    assert s3_env["AWS_SECRET_ACCESS_KEY"] not in result.stderr + result.stdout
+
+
+def test_endpoint_url_option_wins(
+    bucket: str, s3_env: dict[str, str], tmp_path: Path, s3_client: Any
+) -> None:
+    s3_client.put_object(Bucket=bucket, Key="e", Body=b"endpoint")
+    env = {**s3_env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}  # nothing listens there
+    result = cli(
+        "cp",
+        f"s3://{bucket}/e",
+        str(tmp_path / "e"),
+        "--no-progress",
+        "--endpoint-url",
+        s3_env["AWS_ENDPOINT_URL"],
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "e").read_bytes() == b"endpoint"
+
+
+def _slow_source(bucket: str, s3_client: Any) -> dict[str, bytes]:
+    contents = {f"f{i:03d}": os.urandom(50_000) for i in range(60)}
+    contents["big"] = os.urandom(12 * MiB)
+    for name, body in contents.items():
+        s3_client.put_object(Bucket=bucket, Key=f"k/{name}", Body=body)
+    return contents
+
+
+def _assert_no_torn_files(dst: Path, contents: dict[str, bytes]) -> None:
+    if not dst.exists():
+        return
+    for path in dst.iterdir():
+        if path.name.endswith(".fsxpart"):
+            continue  # a temporary may survive kill -9; it never has a final name
+        assert path.read_bytes() == contents[path.name], f"torn file {path.name}"
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_kill_9_leaves_no_torn_file_and_a_rerun_completes(
+    bucket: str,
+    s3_env: dict[str, str],
+    s3_client: Any,
+    fault_proxy: Any,
+    tmp_path: Path,
+    workers: str,
+) -> None:
+    contents = _slow_source(bucket, s3_client)
+    fault_proxy.set_faults(methods={"GET"}, latency_s=0.3, latency_rate=1.0)
+    dst = tmp_path / "dst"
+    env = {**s3_env, "AWS_ENDPOINT_URL": fault_proxy.endpoint_url}
+    args = (
+        "cp",
+        f"s3://{bucket}/k/",
+        str(dst),
+        "--recursive",
+        "--no-progress",
+        "--concurrency",
+        "4",
+        "--workers",
+        workers,
+        "--part-size",
+        "5MiB",
+        "--multipart-threshold",
+        "5MiB",
+    )
+    proc = spawn(*args, env=env)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(list(dst.glob("f*"))) < 5:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    _assert_no_torn_files(dst, contents)
+    assert len(list(dst.glob("f*"))) < len(contents)  # it really was interrupted
+
+    fault_proxy.set_faults()
+    rerun = cli(*args, env=env)
+    assert rerun.returncode == 0, rerun.stderr
+    assert tree(dst) == contents  # complete, and no temporaries left behind
+
+
+def test_sigterm_stops_cleanly(
+    bucket: str, s3_env: dict[str, str], s3_client: Any, fault_proxy: Any, tmp_path: Path
+) -> None:
+    contents = _slow_source(bucket, s3_client)
+    fault_proxy.set_faults(methods={"GET"}, latency_s=0.3, latency_rate=1.0)
+    dst = tmp_path / "dst"
+    env = {**s3_env, "AWS_ENDPOINT_URL": fault_proxy.endpoint_url}
+    proc = spawn(
+        "sync",
+        f"s3://{bucket}/k/",
+        str(dst),
+        "--no-progress",
+        "--concurrency",
+        "4",
+        "--workers",
+        "2",
+        env=env,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(list(dst.glob("f*"))) < 5:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 1 and "cancelled" in stderr
+    _assert_no_torn_files(dst, contents)
+    assert not list(dst.glob("*.fsxpart"))  # a clean stop removes its temporaries
