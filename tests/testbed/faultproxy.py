@@ -330,6 +330,9 @@ class FaultProxy:
                     client_w.write(_error_response(fault, request))
                     await client_w.drain()
                     continue
+                if upstream is not None and upstream[0].at_eof():  # server closed it (idle)
+                    upstream[1].close()
+                    upstream = None
                 if upstream is None:
                     upstream = await asyncio.open_connection(*self.upstream, limit=MAX_HEADER_BYTES)
                 up_r, up_w = upstream
