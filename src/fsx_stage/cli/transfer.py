@@ -6,6 +6,7 @@ import argparse
 import base64
 import binascii
 import json
+import logging
 import re
 import signal
 import sys
@@ -141,6 +142,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             help="one JSON line per event on stdout, then a summary line",
         )
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+        parser.add_argument(
+            "--verbose", "-v", action="store_true", help="log retries and their reasons on stderr"
+        )
         parser.set_defaults(handler=run, sync=name == "sync")
 
 
@@ -234,6 +238,9 @@ def _json_emitter(stream: TextIO) -> Callable[[TransferEvent], None]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.verbose:
+        logging.basicConfig(level=logging.WARNING, format="fsx-stage: %(message)s")
+        logging.getLogger("fsx_stage").setLevel(logging.INFO)
     try:
         options = TransferOptions(
             concurrency=args.concurrency,

@@ -156,10 +156,8 @@ async def _whole(ctx: Context, parent: int, name: str, job: Job) -> int:
                 offset = 0
                 reported = 0
                 while chunk := await body.read(CHUNK):
-                    os.pwrite(fd, chunk, offset)
+                    _store(fd, chunk, offset, digest)
                     offset += len(chunk)
-                    if digest is not None:
-                        digest.update(chunk)
                     if offset - reported >= _PROGRESS_STEP:
                         ctx.report(TransferEvent("bytes", job.key, offset - reported, length))
                         reported = offset
@@ -177,6 +175,17 @@ async def _whole(ctx: Context, parent: int, name: str, job: Job) -> int:
                 if tmp:
                     safefs.discard_temp(parent, tmp)
             return offset
+
+
+def _store(fd: int, data: bytes, offset: int, digest: checksums.Digest | None) -> None:
+    """Write ``data`` at ``offset`` (all of it) and feed it to ``digest``."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+    if digest is not None:
+        digest.update(data)
 
 
 def _check_length(key: str, got: int, want: int) -> None:
@@ -274,16 +283,28 @@ async def _get_range(
         offset = first
         reported = first
         with contextlib.closing(body):
-            while chunk := await body.read(CHUNK):
-                if offset + len(chunk) > last + 1:
-                    raise TransferError(f"range overrun for {job.key!r}", "network")
-                os.pwrite(fd, chunk, offset)
-                offset += len(chunk)
-                if digest is not None:
-                    digest.update(chunk)
-                if offset - reported >= _PROGRESS_STEP:
-                    ctx.report(TransferEvent("bytes", job.key, offset - reported, job.size))
-                    reported = offset
+            # Write (and checksum) each chunk in a thread while the next one is read:
+            # both release the GIL, so socket reads and page-cache copies overlap.
+            loop = asyncio.get_running_loop()
+            writing: asyncio.Future[None] | None = None
+            try:
+                while chunk := await body.read(CHUNK):
+                    if offset + len(chunk) > last + 1:
+                        raise TransferError(f"range overrun for {job.key!r}", "network")
+                    if writing is not None:
+                        await writing
+                    writing = loop.run_in_executor(None, _store, fd, chunk, offset, digest)
+                    offset += len(chunk)
+                    if offset - reported >= _PROGRESS_STEP:
+                        ctx.report(TransferEvent("bytes", job.key, offset - reported, job.size))
+                        reported = offset
+                if writing is not None:
+                    await writing
+            except BaseException:
+                if writing is not None:
+                    with contextlib.suppress(BaseException):
+                        await asyncio.shield(writing)
+                raise
         _check_length(job.key, offset - first, last + 1 - first)
         if offset > reported:
             ctx.report(TransferEvent("bytes", job.key, offset - reported, job.size))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -24,6 +25,7 @@ from botocore.exceptions import (
 from fsx_stage.transfer.models import FailureCategory
 
 T = TypeVar("T")
+log = logging.getLogger("fsx_stage.transfer")
 
 _NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "404", "NotFound", "NoSuchUpload"}
 _DENIED = {
@@ -164,8 +166,10 @@ class RetryPolicy:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                category, _ = classify(exc)
+                category, reason = classify(exc)
                 attempt += 1
                 if attempt >= self.max_attempts or not is_retryable(category, exc):
                     raise
-                await asyncio.sleep(self.delay(attempt, category))
+                delay = self.delay(attempt, category)
+                log.info("retry %d in %.2fs after %s: %s", attempt, delay, category, reason)
+                await asyncio.sleep(delay)
