@@ -79,7 +79,8 @@ read_timeout = 20
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def make_site(access_key: str, secret_key: str) -> Site:
+def make_site(access_key: str, secret_key: str, config: Path | None = None) -> Site:
+    """A fresh site tree in /tmp; ``config`` is where the TOML goes (default: inside it)."""
     root = Path(tempfile.mkdtemp(prefix="fsx-site-"))
     root.chmod(0o755)
     scratch = root / "fsx"
@@ -97,6 +98,6 @@ def make_site(access_key: str, secret_key: str) -> Site:
         scratch=scratch,
         state_dir=root / "state",
         log_file=root / "log" / "fsx-stage.log",
-        config=private / "fsx-stage.toml",
+        config=config or private / "fsx-stage.toml",
         credentials=credentials,
     )

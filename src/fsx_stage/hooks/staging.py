@@ -31,6 +31,7 @@ from fsx_stage.transfer.engine import TransferUsageError
 # Seconds kept back from a time budget so the worker can stop cleanly and report.
 STOP_MARGIN_S = 5.0
 MAX_LISTED_FAILURES = 3
+_NODE_ERRORS = frozenset({"InstallationError", "ImportError", "ModuleNotFoundError"})
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,20 @@ class EntryResult:
     skipped: int = 0
 
 
+class InstallationError(Exception):
+    """The job user cannot read the Python installation the hooks run from."""
+
+
+def check_installation() -> None:
+    """Run as the user: lazily imported modules must be readable after the privilege drop."""
+    for path in (Path(os.__file__).parent, Path(__file__).parents[1]):
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise InstallationError(
+                f"{path} is not readable by the job's user: install fsx-stage with a "
+                "Python that every user can read (e.g. /usr/bin/python3)"
+            )
+
+
 def _transfer_in_child(
     src: str,
     dst: str,
@@ -60,6 +75,7 @@ def _transfer_in_child(
     budget_s: float | None,
 ) -> dict[str, Any]:
     """Runs as the user. Stops itself (cancel) when ``budget_s`` runs out."""
+    check_installation()
     cancel = threading.Event()
     if budget_s is not None:
         signal.signal(signal.SIGALRM, lambda _sig, _frame: cancel.set())
@@ -164,6 +180,10 @@ def run_entry(
     except WorkerCrashed as exc:
         return EntryResult(EntryStatus.PENDING, fault=Fault.S3, error=exc.message, category="other")
     except WorkerError as exc:
+        if exc.type_name in _NODE_ERRORS:
+            return EntryResult(
+                EntryStatus.PENDING, fault=Fault.NODE, error=exc.message, category="node"
+            )
         fault = classify_failure("local_io", exc.message, exc.errno)
         return EntryResult(
             EntryStatus.FAILED if fault is Fault.USER else EntryStatus.PENDING,

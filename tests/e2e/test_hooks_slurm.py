@@ -1,0 +1,287 @@
+"""The hooks on the real Slurm cluster with SeaweedFS, as the non-root job user.
+
+Each test submits a real batch job with ``#SBATCH --fsx-stage`` lines; slurmd runs the
+product Prolog/Epilog (``plugin/prolog`` -> ``fsx-stage prolog``) as root. The site config
+these tests write is the cluster's ``fsx-stage.toml`` (restored afterwards).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.hooks.sitecfg import Site, make_site
+from tests.testbed.cluster import SlurmCluster, repo_venv
+from tests.testbed.ports import free_port
+
+from fsx_stage.hooks.state import HookStatus, JobState, StateStore
+
+pytestmark = pytest.mark.slurm
+
+# The same installation the cluster's hooks run (readable by the job user).
+FSX_STAGE = repo_venv() / "bin" / "fsx-stage"
+HOOK_SETTLED = {HookStatus.DONE, HookStatus.SKIPPED, HookStatus.NODE_FAULT}
+
+
+@dataclass
+class Bed:
+    cluster: SlurmCluster
+    s3: Any
+    client: Any
+    bucket: str
+    site: Site
+    user: str
+
+    @property
+    def scratch(self) -> Path:
+        return self.site.scratch
+
+    def live_config(self, **kwargs: Any) -> None:
+        self.site.write_config(self.s3.endpoint_url, [self.bucket], workers=2, **kwargs)
+
+    def dead_config(self) -> None:
+        self.site.write_config(f"http://127.0.0.1:{free_port()}", [self.bucket], workers=2)
+
+    def submit(self, script: str, *extra: str) -> int:
+        return self.cluster.submit(script, self.user, list(extra))
+
+    def state(self, job_id: int) -> JobState | None:
+        return StateStore(self.site.state_dir).load(job_id)
+
+    def wait_epilog(self, job_id: int, restart: int = 0, timeout: float = 90) -> JobState:
+        """The Epilog runs after Slurm reports the job ended: wait for its state."""
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.state(job_id)
+            if (
+                state is not None
+                and state.restart_count == restart
+                and state.epilog.status in HOOK_SETTLED
+            ):
+                return state
+            if time.monotonic() > deadline:
+                raise AssertionError(f"job {job_id}: epilog not done: {state}")
+            time.sleep(0.2)
+
+    def show_job(self, job_id: int) -> str:
+        return self.cluster.scontrol("show", "job", str(job_id))
+
+    def output(self, job_id: int) -> str:
+        path = self.cluster.user_workdir(self.user) / f"slurm-{job_id}.out"
+        return path.read_text() if path.exists() else ""
+
+    def node_state(self) -> str:
+        proc = subprocess.run(
+            ["/usr/bin/sinfo", "-h", "-N", "-o", "%T"],
+            env=self.cluster.command_env(),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return proc.stdout.strip()
+
+    def as_user(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        env = {"FSX_STAGE_CONFIG": str(self.site.config)}
+        return subprocess.run(
+            [
+                "/usr/sbin/runuser",
+                "-u",
+                self.user,
+                "--",
+                "/usr/bin/env",
+                *(f"{k}={v}" for k, v in env.items()),
+                *argv,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+
+@pytest.fixture(scope="module")
+def bed(
+    slurm_cluster: SlurmCluster, s3_server: Any, s3_client: Any, job_user: str
+) -> Iterator[Bed]:
+    config_path = slurm_cluster.layout.fsx_stage_config
+    previous = config_path.read_bytes() if config_path.exists() else None
+    site = make_site(s3_server.access_key, s3_server.secret_key, config=config_path)
+    bucket = f"e2e-{uuid.uuid4().hex[:12]}"
+    s3_client.create_bucket(Bucket=bucket)
+    b = Bed(slurm_cluster, s3_server, s3_client, bucket, site, job_user)
+    site.user_dir(job_user)
+    b.live_config()
+    yield b
+    if previous is None:
+        config_path.unlink(missing_ok=True)
+    else:
+        config_path.write_bytes(previous)
+    s3_client.delete_bucket(Bucket=bucket)
+    site.cleanup()
+
+
+def _objects(b: Bed, prefix: str) -> dict[str, bytes]:
+    listing = b.client.list_objects_v2(Bucket=b.bucket, Prefix=prefix).get("Contents", [])
+    return {
+        o["Key"]: b.client.get_object(Bucket=b.bucket, Key=o["Key"])["Body"].read() for o in listing
+    }
+
+
+def test_job_stages_in_computes_and_flushes_out(bed: Bed) -> None:
+    for name, text in {"a.txt": "one two", "b.txt": "three four five", "c.txt": "six"}.items():
+        bed.client.put_object(Bucket=bed.bucket, Key=f"data/{name}", Body=text.encode())
+    work = f"{bed.scratch}/%u/%j"
+    job_id = bed.submit(
+        f"""#!/bin/sh
+#SBATCH --fsx-stage=in,s3://{bed.bucket}/data/,{work}/in/
+#SBATCH --fsx-stage=out,{work}/out/,s3://{bed.bucket}/results/%j/
+cd {bed.scratch}/$(id -un)/$SLURM_JOB_ID
+mkdir out
+for f in in/*.txt; do wc -w < "$f" | tr -d ' ' > "out/$(basename "$f" .txt).count"; done
+"""
+    )
+    record = bed.cluster.wait(job_id, timeout=120)
+    assert record["JobState"] == "COMPLETED", bed.show_job(job_id)
+    state = bed.wait_epilog(job_id)
+    assert state.prolog.status is HookStatus.DONE and state.epilog.status is HookStatus.DONE
+    results = _objects(bed, f"results/{job_id}/")
+    assert results == {
+        f"results/{job_id}/a.count": b"2\n",
+        f"results/{job_id}/b.count": b"3\n",
+        f"results/{job_id}/c.count": b"1\n",
+    }
+    head = bed.client.head_object(Bucket=bed.bucket, Key=f"results/{job_id}/a.count")
+    uid = pwd.getpwnam(bed.user).pw_uid
+    meta = head["Metadata"]
+    assert meta["file-owner"] == str(uid)
+    assert {"file-group", "file-permissions", "file-mtime"} <= set(meta)
+    staged = bed.scratch / bed.user / str(job_id) / "in" / "a.txt"
+    assert staged.stat().st_uid == uid
+    status = bed.as_user(str(FSX_STAGE), "status", str(job_id))
+    assert status.returncode == 0, status.stderr
+    assert "stage_in" in status.stdout and "flush" in status.stdout and "done" in status.stdout
+
+
+def test_job_killed_by_its_time_limit_still_flushes_its_checkpoint(bed: Bed) -> None:
+    job_id = bed.submit(
+        f"""#!/bin/sh
+#SBATCH --time=0:05
+#SBATCH --fsx-stage=checkpoint,{bed.scratch}/%u/ckpt-%j/,s3://{bed.bucket}/ckpt/%j/
+d={bed.scratch}/$(id -un)/ckpt-$SLURM_JOB_ID
+mkdir -p $d
+echo "step 1 of a long run" > $d/state
+sleep 600
+"""
+    )
+    record = bed.cluster.wait(job_id, timeout=150)
+    assert record["JobState"] == "TIMEOUT"
+    state = bed.wait_epilog(job_id)
+    assert state.job_succeeded is False
+    assert _objects(bed, f"ckpt/{job_id}/") == {f"ckpt/{job_id}/state": b"step 1 of a long run\n"}
+
+
+def test_requeued_job_restores_its_checkpoint(bed: Bed) -> None:
+    job_id = bed.submit(
+        f"""#!/bin/sh
+#SBATCH --fsx-stage=checkpoint,{bed.scratch}/%u/ckpt-%j/,s3://{bed.bucket}/ckpt/%j/
+#SBATCH --fsx-stage=out,{bed.scratch}/%u/res-%j/,s3://{bed.bucket}/res/%j/
+me=$(id -un)
+d={bed.scratch}/$me/ckpt-$SLURM_JOB_ID
+r={bed.scratch}/$me/res-$SLURM_JOB_ID
+mkdir -p $d $r
+if [ -f $d/step ]; then echo "resumed after: $(cat $d/step)" > $r/result.txt; exit 0; fi
+echo "first run" > $d/step
+sleep 600
+"""
+    )
+    step = bed.scratch / bed.user / f"ckpt-{job_id}" / "step"
+    deadline = time.monotonic() + 60
+    while not step.exists():
+        assert time.monotonic() < deadline, bed.show_job(job_id)
+        time.sleep(0.2)
+    bed.cluster.scontrol("requeue", str(job_id))
+    first = bed.wait_epilog(job_id, restart=0)
+    assert first.job_succeeded is False
+    assert _objects(bed, f"ckpt/{job_id}/") == {f"ckpt/{job_id}/step": b"first run\n"}
+    assert _objects(bed, f"res/{job_id}/") == {}  # results flush when the job ends
+    # The rerun may land on another node: scratch there has no checkpoint.
+    shutil.rmtree(step.parent)
+    record = bed.cluster.wait(job_id, timeout=120)
+    assert record["JobState"] == "COMPLETED", bed.show_job(job_id)
+    assert record["Restarts"] == "1"
+    bed.wait_epilog(job_id, restart=1)
+    assert _objects(bed, f"res/{job_id}/") == {
+        f"res/{job_id}/result.txt": b"resumed after: first run\n"
+    }
+
+
+def _assert_refused(bed: Bed, directive: str, expected: str) -> None:
+    marker = bed.scratch / bed.user / f"ran-{uuid.uuid4().hex[:8]}"
+    job_id = bed.submit(f"#!/bin/sh\n#SBATCH --fsx-stage={directive}\ntouch {marker}\n")
+    record = bed.cluster.wait(job_id, timeout=90)
+    shown = bed.show_job(job_id)
+    assert record["JobState"] == "CANCELLED", shown
+    assert f"AdminComment=fsx-stage: job {job_id} not started:" in shown
+    assert expected in shown
+    assert not marker.exists()  # the user's script never ran
+    told = bed.output(job_id)
+    assert f"fsx-stage: job {job_id} not started" in told and expected in told
+    assert bed.node_state() == "idle"  # the node stays in service
+    state = bed.wait_epilog(job_id)
+    assert state.prolog.status is HookStatus.FAILED_JOB
+    assert state.epilog.status is HookStatus.SKIPPED
+
+
+def test_bad_directive_fails_the_job_not_the_node(bed: Bed) -> None:
+    # Passes the SPANK plugin's syntax check, fails Python validation.
+    _assert_refused(bed, f"in,s3://{bed.bucket}/data/,relative/dir/", "relative/dir/")
+
+
+def test_policy_refusal_fails_the_job_not_the_node(bed: Bed) -> None:
+    _assert_refused(bed, f"in,s3://not-{bed.bucket}/data/,{bed.scratch}/%u/x/", f"not-{bed.bucket}")
+
+
+def test_missing_object_fails_the_job_not_the_node(bed: Bed) -> None:
+    _assert_refused(bed, f"in,s3://{bed.bucket}/no/such.dat,{bed.scratch}/%u/m/", "no/such.dat")
+
+
+def test_flush_during_s3_outage_is_kept_then_completed(bed: Bed) -> None:
+    bed.dead_config()
+    try:
+        job_id = bed.submit(
+            f"""#!/bin/sh
+#SBATCH --fsx-stage=out,{bed.scratch}/%u/out-%j/,s3://{bed.bucket}/kept/%j/
+d={bed.scratch}/$(id -un)/out-$SLURM_JOB_ID
+mkdir -p $d && echo precious > $d/result.txt
+"""
+        )
+        record = bed.cluster.wait(job_id, timeout=90)
+        assert record["JobState"] == "COMPLETED", bed.show_job(job_id)
+        state = bed.wait_epilog(job_id)
+    finally:
+        bed.live_config()
+    assert state.epilog.status is HookStatus.DONE  # exit 0: the node is not drained
+    assert bed.node_state() == "idle"
+    kept = bed.scratch / bed.user / f"out-{job_id}" / "result.txt"
+    assert kept.read_text() == "precious\n"
+    assert (bed.site.state_dir / "pending" / f"{job_id}.json").exists()
+    status = bed.as_user(str(FSX_STAGE), "status", str(job_id))
+    assert "pending" in status.stdout, status.stdout + status.stderr
+    flush = subprocess.run(
+        [str(FSX_STAGE), "flush", "--pending", "--job", str(job_id)],
+        env={**os.environ, "FSX_STAGE_CONFIG": str(bed.site.config)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert flush.returncode == 0, flush.stdout + flush.stderr
+    assert _objects(bed, f"kept/{job_id}/") == {f"kept/{job_id}/result.txt": b"precious\n"}
+    assert not (bed.site.state_dir / "pending" / f"{job_id}.json").exists()
