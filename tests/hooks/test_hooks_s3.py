@@ -12,6 +12,7 @@ import pwd
 import random
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -248,3 +249,77 @@ def test_flush_during_an_outage_is_kept_and_completed_later(
     assert pending.load(job_id) is None
     assert state_of(site, env).phase_entries(Phase.FLUSH)[0].status is EntryStatus.DONE
     assert not ckpt.exists()  # removed only once verified in S3
+
+
+def _user_tree(home: Path, name: str, files: dict[str, bytes], uid: int) -> Path:
+    top = home / name
+    top.mkdir()
+    os.chown(top, uid, -1)
+    for rel, data in files.items():
+        (top / rel).write_bytes(data)
+        os.chown(top / rel, uid, -1)
+    return top
+
+
+def test_an_epilog_killed_midway_leaves_its_flush_pending(
+    site: Site,
+    s3_client: Any,
+    bucket: str,
+    job_user: str,
+    slurm: SlurmRecorder,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    home = site.user_dir(job_user)
+    uid = pwd.getpwnam(job_user).pw_uid
+    out = _user_tree(home, "out", {"r.txt": b"result"}, uid)
+    env = hook_env(site, job_user, [f"out,{out}/,s3://{bucket}/out/"])
+    assert prolog.run(env) == 0
+
+    def killed(*args: Any, **kwargs: Any) -> None:
+        raise SystemExit("killed by slurmd at PrologEpilogTimeout")
+
+    monkeypatch.setattr(epilog, "run_entry", killed)
+    with pytest.raises(SystemExit):
+        epilog.run(env)
+    record = PendingStore(StateStore(site.state_dir)).load(int(env["SLURM_JOB_ID"]))
+    assert record is not None
+    assert [(e.status, e.error) for e in record.entries] == [
+        (EntryStatus.PENDING, "flush interrupted")
+    ]
+    assert flush.run({"FSX_STAGE_CONFIG": str(site.config)}) == 0
+    assert s3_client.get_object(Bucket=bucket, Key="out/r.txt")["Body"].read() == b"result"
+
+
+def test_an_exhausted_flush_budget_keeps_the_rest_pending(
+    s3_server: Any, site: Site, bucket: str, job_user: str, slurm: SlurmRecorder
+) -> None:
+    home = site.user_dir(job_user)
+    uid = pwd.getpwnam(job_user).pw_uid
+    out = _user_tree(home, "out", {"r.txt": b"result"}, uid)
+    site.write_config(s3_server.endpoint_url, [bucket], flush_budget=1)
+    env = hook_env(site, job_user, [f"out,{out}/,s3://{bucket}/out/"])
+    assert prolog.run(env) == 0
+    assert epilog.run(env) == 0
+    entry = state_of(site, env).phase_entries(Phase.FLUSH)[0]
+    assert entry.status is EntryStatus.PENDING and entry.error_category == "timeout"
+    assert PendingStore(StateStore(site.state_dir)).load(int(env["SLURM_JOB_ID"])) is not None
+
+
+def test_checkpoints_flush_incrementally_across_a_requeue(
+    site: Site, s3_client: Any, bucket: str, job_user: str, slurm: SlurmRecorder
+) -> None:
+    home = site.user_dir(job_user)
+    uid = pwd.getpwnam(job_user).pw_uid
+    ckpt = _user_tree(home, "ckpt", {"a": b"A" * 100, "b": b"B" * 100}, uid)
+    env = hook_env(site, job_user, [f"checkpoint,{ckpt}/,s3://{bucket}/ck/"])
+    assert prolog.run(env) == 0
+    requeued = dict(env, SLURM_JOB_RESTART_COUNT="1")  # slurmd's view after `scontrol requeue`
+    assert epilog.run(requeued) == 0
+    first = state_of(site, env).phase_entries(Phase.FLUSH)[0]
+    assert (first.status, first.objects) == (EntryStatus.DONE, 2)
+    assert prolog.run(requeued) == 0  # the rerun restores: both files already identical
+    (ckpt / "b").write_bytes(b"C" * 100)
+    assert epilog.run(requeued) == 0
+    second = state_of(site, env).phase_entries(Phase.FLUSH)[0]
+    assert (second.status, second.objects, second.skipped_objects) == (EntryStatus.DONE, 1, 1)
+    assert s3_client.get_object(Bucket=bucket, Key="ck/b")["Body"].read() == b"C" * 100

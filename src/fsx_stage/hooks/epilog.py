@@ -123,16 +123,29 @@ class Epilog:
         fresh = self._flush_states(plan, succeeded, requeued)
         state.replace_phase(Phase.FLUSH, carry_over(fresh, state.phase_entries(Phase.FLUSH)))
         store.save(state)
+        cleanup = [] if requeued else self._cleanup_paths(plan)
+        remove = self.rt.config.scratch_after_flush == "remove"
+        # Intent first: if this hook is killed (PrologEpilogTimeout, node crash) midway,
+        # `flush --pending` still knows what is owed. Sync makes the retry cheap.
+        owed = [
+            e.model_copy(update={"status": EntryStatus.PENDING, "error": "flush interrupted"})
+            for e in state.phase_entries(Phase.FLUSH)
+            if e.status in (EntryStatus.WAITING, EntryStatus.RUNNING, EntryStatus.PENDING)
+        ]
+        self._save_pending(ctx, state, owed, remove, cleanup)
         try:
             self._flush(ctx, state)
         except HookFault as fault:
-            return self._node_fault(ctx, state, fault)
+            return self._node_fault(ctx, state, fault, remove, cleanup)
         pending = [e for e in state.phase_entries(Phase.FLUSH) if e.status is EntryStatus.PENDING]
-        cleanup = [] if requeued else self._cleanup_paths(plan)
-        remove = self.rt.config.scratch_after_flush == "remove"
+        self._save_pending(ctx, state, pending, remove, cleanup)
         if pending:
-            self._record_pending(ctx, state, remove, cleanup)
-        elif remove and cleanup:
+            self.log.warning(
+                "flush.pending",
+                entries=len(pending),
+                error="; ".join(f"directive {e.index}: {e.error}" for e in pending),
+            )
+        if not pending and remove and cleanup:
             problems = remove_as_user(user_credentials(ctx), cleanup)
             self.log.info("scratch.removed", paths=cleanup, problems=problems)
         state.epilog.status = HookStatus.DONE
@@ -229,24 +242,28 @@ class Epilog:
             error=entry.error,
         )
 
-    def _record_pending(
-        self, ctx: HookContext, state: JobState, remove: bool, cleanup: list[str]
+    def _save_pending(
+        self,
+        ctx: HookContext,
+        state: JobState,
+        entries: list[EntryState],
+        remove: bool,
+        cleanup: list[str],
     ) -> None:
-        entries = [
-            e.model_copy()
-            for e in state.phase_entries(Phase.FLUSH)
-            if e.status is EntryStatus.PENDING
-        ]
+        """Make the pending record say exactly what is owed: this run's ``entries`` plus
+        what earlier runs of the job (before a requeue) still owe for other entries."""
+        this_run = {(e.index, e.source) for e in state.phase_entries(Phase.FLUSH)}
+        owed = [e.model_copy() for e in entries]
         existing = self.rt.pending.load(ctx.job_id)
         if existing is not None:
-            # A requeued job flushing again: newer entries replace the older ones.
-            keep = [
+            owed = [
                 e
                 for e in existing.entries
-                if e.status is EntryStatus.PENDING
-                and (e.index, e.source) not in {(n.index, n.source) for n in entries}
-            ]
-            entries = keep + entries
+                if e.status is EntryStatus.PENDING and (e.index, e.source) not in this_run
+            ] + owed
+        if not owed:
+            self.rt.pending.remove(ctx.job_id)
+            return
         ident = ctx.identity
         record = PendingFlush(
             job_id=ident.job_id,
@@ -254,21 +271,28 @@ class Epilog:
             uid=ident.uid,
             gid=ident.gid,
             groups=ident.groups,
-            entries=entries,
+            entries=owed,
             remove_scratch=remove,
-            cleanup=cleanup,
-            last_error="; ".join(f"directive {e.index}: {e.error}" for e in entries if e.error)
+            cleanup=cleanup or (existing.cleanup if existing is not None else []),
+            last_error="; ".join(f"directive {e.index}: {e.error}" for e in owed if e.error)
             or None,
         )
         self.rt.pending.save(record)
-        self.log.warning("flush.pending", entries=len(entries), error=record.last_error)
 
-    def _node_fault(self, ctx: HookContext, state: JobState, fault: HookFault) -> int:
+    def _node_fault(
+        self,
+        ctx: HookContext,
+        state: JobState,
+        fault: HookFault,
+        remove: bool,
+        cleanup: list[str],
+    ) -> int:
         """No credentials, scratch gone: record everything as pending first, then report."""
         for entry in state.phase_entries(Phase.FLUSH):
             if entry.status in (EntryStatus.WAITING, EntryStatus.RUNNING):
                 entry.finish(EntryStatus.PENDING, fault.message, "node")
-        self._record_pending(ctx, state, self.rt.config.scratch_after_flush == "remove", [])
+        pending = [e for e in state.phase_entries(Phase.FLUSH) if e.status is EntryStatus.PENDING]
+        self._save_pending(ctx, state, pending, remove, cleanup)
         state.epilog.status = HookStatus.NODE_FAULT
         state.epilog.message = fault.message
         state.epilog.finished_at = time.time()
