@@ -26,6 +26,7 @@ from pathlib import Path
 GNU_TIME = Path("/usr/bin/time")
 SAMPLE_S = 0.05
 RUN_TIMEOUT_S = 1800.0
+MIN_AVAILABLE_KIB = 1024 * 1024  # kill a run that leaves the machine < 1 GiB available
 
 _RUSAGE_WRAPPER = (
     "import resource, subprocess, sys\n"
@@ -80,18 +81,37 @@ def _memory_kib(pid: int) -> tuple[int, int]:
     return pss, rss
 
 
+def _mem_available_kib() -> int | None:
+    try:
+        text = Path("/proc/meminfo").read_text()
+        return int(text.split("MemAvailable:")[1].split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 class _TreeSampler(threading.Thread):
-    """Samples the summed PSS/RSS of every descendant of ``root`` (not ``root`` itself)."""
+    """Samples the summed PSS/RSS of every descendant of ``root`` (not ``root`` itself).
+
+    It also guards the shared machine: when available memory falls below
+    ``MIN_AVAILABLE_KIB`` it kills the run's process group and says so.
+    """
 
     def __init__(self, root: int) -> None:
         super().__init__(daemon=True)
         self.root = root
         self.peak_pss = 0
         self.peak_rss = 0
+        self.out_of_memory = False
         self._done = threading.Event()
 
     def run(self) -> None:
         while not self._done.is_set():
+            available = _mem_available_kib()
+            if available is not None and available < MIN_AVAILABLE_KIB:
+                self.out_of_memory = True
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.root, signal.SIGKILL)
+                return
             pending, pss, rss = _children(self.root), 0, 0
             while pending:
                 pid = pending.pop()
@@ -140,4 +160,6 @@ def measure(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> Run
         with contextlib.suppress(OSError, ValueError, IndexError):
             max_rss = int(rss_file.read_text().strip().splitlines()[-1])
         stderr = err_file.read_text(errors="replace")[-2000:]
+        if sampler.out_of_memory:
+            stderr += "\nkilled by the benchmark: the machine ran out of available memory"
     return Run(seconds, returncode, stderr, max_rss, sampler.peak_pss, sampler.peak_rss)

@@ -41,6 +41,8 @@ REGION = "us-east-1"
 GRPC_OFFSET = 10000
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
+UPLOAD_LIMIT_MB = 512
+GO_MEMORY_LIMIT = "3GiB"  # GOMEMLIMIT: a soft heap limit, makes the Go GC return memory early
 # Unix socket paths must fit in sun_path (108 bytes); longer dirs keep weed's default.
 _MAX_SOCKET_PATH = 100
 
@@ -250,6 +252,10 @@ class SeaweedServer:
             "-admin.ui=false",
             "-webdav=false",
             f"-s3.config={self.config_file}",
+            # Unbounded, 256 parallel uploads of 32 MiB objects grow weed to 14 GiB
+            # (each body is buffered in the gateway, filer and volume server): bound the
+            # bytes in flight so a test run cannot exhaust the shared machine.
+            *(f"-{c}.concurrentUploadLimitMB={UPLOAD_LIMIT_MB}" for c in ("s3", "filer", "volume")),
         ]
         for component in ("filer", "s3"):
             sock = self.dir / f"{component}.sock"
@@ -261,6 +267,7 @@ class SeaweedServer:
         with self.log_file.open("ab") as log:
             self._proc = subprocess.Popen(
                 self.command(),
+                env={"GOMEMLIMIT": GO_MEMORY_LIMIT, **os.environ},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
