@@ -46,7 +46,17 @@ def test_large_object_with_default_adaptive_parts(run: Run, bucket: str, tmp_pat
 AWKWARD = ["with space.txt", "ünïcødé/файл.txt", "plus+sign.txt", "per%cent%20.txt", "a/b/c/d.txt"]
 
 
-def test_awkward_keys_round_trip(run: Run, bucket: str, tmp_path: Path, s3_client: Any) -> None:
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "botocore-only"])
+def test_awkward_keys_round_trip(
+    run: Run,
+    bucket: str,
+    tmp_path: Path,
+    s3_client: Any,
+    fast_path: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if not fast_path:
+        monkeypatch.setenv("FSX_STAGE_NO_FASTPATH", "1")
     source = tmp_path / "src"
     for name in AWKWARD:
         (source / name).parent.mkdir(parents=True, exist_ok=True)
@@ -144,3 +154,21 @@ def test_missing_object_fails_with_its_key_and_not_found(
     assert not summary.ok
     assert [(f.key, f.category) for f in summary.failures] == [("no/such/key", "not_found")]
     assert not (tmp_path / "x").exists()
+
+
+def test_the_fast_path_attaches_to_seaweedfs(s3: Any, bucket: str) -> None:
+    """Small GETs/PUTs bypass botocore's pipeline where the server accepts our requests."""
+    import asyncio
+
+    from fsx_stage.transfer.client import create_client
+    from fsx_stage.transfer.fastpath import FastS3
+
+    async def attach() -> bool:
+        async with create_client(s3, 4) as client:
+            fast = await FastS3.attach(client, bucket, 4, 5.0, 5.0)
+            if fast is None:
+                return False
+            await fast.close()
+            return True
+
+    assert asyncio.run(attach())

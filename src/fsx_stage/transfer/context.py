@@ -10,6 +10,7 @@ from typing import Any
 
 from fsx_stage.transfer.client import sse_c_params, sse_write_params
 from fsx_stage.transfer.errors import RetryPolicy
+from fsx_stage.transfer.fastpath import FastS3, sse_headers
 from fsx_stage.transfer.models import GiB, MiB, TransferEvent, TransferOptions
 
 MAX_PARTS = 10_000
@@ -61,16 +62,21 @@ class Context:
     report: Callable[[TransferEvent], None]
     umask: int
     local_root: str
+    fast: FastS3 | None = None
     requests: asyncio.Semaphore = field(init=False)
     budget: ByteBudget = field(init=False)
     sse_read: dict[str, str] = field(init=False)
     sse_write: dict[str, str] = field(init=False)
+    fast_sse_read: dict[str, str] = field(init=False)
+    fast_sse_write: dict[str, str] = field(init=False)
 
     def __post_init__(self) -> None:
         self.requests = asyncio.Semaphore(self.options.concurrency)
         self.budget = ByteBudget(max(96 * MiB, 2 * self.part_size_for(0)))
         self.sse_read = sse_c_params(self.options.encryption)
         self.sse_write = sse_write_params(self.options.encryption)
+        self.fast_sse_read = sse_headers(self.sse_read)
+        self.fast_sse_write = sse_headers(self.sse_write)
 
     def part_size_for(self, size: int) -> int:
         """Upload part / download range size: fixed if asked, else adapted to ``size``."""

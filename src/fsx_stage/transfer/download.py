@@ -129,9 +129,12 @@ def _finish(
 async def _whole(ctx: Context, parent: int, name: str, job: Job) -> int:
     """One GET, streamed to a temporary file and checked before it is renamed."""
     async with ctx.requests:
-        response = await ctx.client.get_object(
-            Bucket=ctx.bucket, Key=job.key, ChecksumMode="ENABLED", **ctx.sse_read
-        )
+        if ctx.fast is not None:
+            response = await ctx.fast.get_object(job.key, ctx.fast_sse_read)
+        else:
+            response = await ctx.client.get_object(
+                Bucket=ctx.bucket, Key=job.key, ChecksumMode="ENABLED", **ctx.sse_read
+            )
         body = response["Body"]
         with contextlib.closing(body):
             meta = posixmeta.from_metadata(response.get("Metadata") or {})

@@ -22,6 +22,7 @@ from fsx_stage.transfer import download, posixmeta, safefs, upload
 from fsx_stage.transfer.client import create_client
 from fsx_stage.transfer.context import Context, Job
 from fsx_stage.transfer.errors import RetryPolicy, classify
+from fsx_stage.transfer.fastpath import FastS3
 from fsx_stage.transfer.models import (
     S3Settings,
     TransferEvent,
@@ -185,15 +186,23 @@ async def _context(
     route: Route, options: TransferOptions, s3: S3Settings, report: Callable[[TransferEvent], None]
 ) -> AsyncIterator[Context]:
     async with create_client(s3, _pool_size(options)) as client:
-        yield Context(
-            client=client,
-            bucket=route.bucket,
-            options=options,
-            retry=RetryPolicy(s3.max_attempts),
-            report=report,
-            umask=posixmeta.current_umask(),
-            local_root=route.local_root,
+        fast = await FastS3.attach(
+            client, route.bucket, _pool_size(options), s3.connect_timeout_s, s3.read_timeout_s
         )
+        try:
+            yield Context(
+                client=client,
+                bucket=route.bucket,
+                options=options,
+                retry=RetryPolicy(s3.max_attempts),
+                report=report,
+                umask=posixmeta.current_umask(),
+                local_root=route.local_root,
+                fast=fast,
+            )
+        finally:
+            if fast is not None:
+                await fast.close()
 
 
 def _open_root(route: Route) -> int:

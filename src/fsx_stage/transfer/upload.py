@@ -121,16 +121,22 @@ async def _upload_small(ctx: Context, fd: int, job: Job, st: os.stat_result) -> 
 
 async def _put(ctx: Context, job: Job, body: bytes, st: os.stat_result) -> None:
     crc = _crc32_b64(body)
+    metadata = posixmeta.to_metadata(st)
     async with ctx.requests:
-        response = await ctx.client.put_object(
-            Bucket=ctx.bucket,
-            Key=job.key,
-            Body=body,
-            ContentLength=len(body),
-            ChecksumCRC32=crc,
-            Metadata=posixmeta.to_metadata(st),
-            **ctx.sse_write,
-        )
+        if ctx.fast is not None:
+            headers = {f"x-amz-meta-{name}": value for name, value in metadata.items()}
+            headers["x-amz-checksum-crc32"] = crc
+            response = await ctx.fast.put_object(job.key, body, {**headers, **ctx.fast_sse_write})
+        else:
+            response = await ctx.client.put_object(
+                Bucket=ctx.bucket,
+                Key=job.key,
+                Body=body,
+                ContentLength=len(body),
+                ChecksumCRC32=crc,
+                Metadata=metadata,
+                **ctx.sse_write,
+            )
     _confirmed(response, crc, body)
 
 
