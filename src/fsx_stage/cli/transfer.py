@@ -94,16 +94,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         parser.add_argument(
             "--concurrency",
             type=_positive,
-            default=32,
+            default=64,
             metavar="N",
-            help="requests in flight per worker process (default 32)",
+            help="requests in flight per worker process (default 64)",
         )
         parser.add_argument(
             "--workers",
             type=_positive,
             default=None,
             metavar="N",
-            help="worker processes for many objects (default: one per core)",
+            help="worker processes for many objects (default: one per two cores, max 8)",
         )
         parser.add_argument(
             "--part-size",

@@ -7,6 +7,8 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -174,7 +176,9 @@ def _worker_count(route: Route, options: TransferOptions) -> int:
         return 1
     if options.workers is not None:
         return options.workers
-    return max(1, min(os.cpu_count() or 1, 8))
+    # Half the cores: the other half is left to the kernel's network and page-cache work
+    # (and, on a test bed, to the S3 server); on 2 cores that means one process.
+    return max(1, min((os.cpu_count() or 1) // 2, 8))
 
 
 def _pool_size(options: TransferOptions) -> int:
@@ -257,12 +261,19 @@ async def _worker_async(
             conn.send(outbox.copy())
             outbox.clear()
 
+    work: asyncio.Task[None] | None = None
+
     def readable() -> None:
         try:
-            inbox.put_nowait(conn.recv())
-        except (EOFError, OSError):
+            message = conn.recv()
+        except (EOFError, OSError):  # the parent is gone: stop
             loop.remove_reader(conn.fileno())
-            inbox.put_nowait(("cancel",))
+            message = ("cancel",)
+        if message[0] == "cancel":
+            if work is not None:
+                work.cancel()
+        else:
+            inbox.put_nowait(message)
 
     async def flusher() -> None:
         while True:
@@ -281,21 +292,11 @@ async def _worker_async(
                 if message[0] == "jobs":
                     for key, rel, size, etag, mtime_ns in message[1]:
                         await mover.submit(Job(key, rel, size, etag, mtime_ns))
-                elif message[0] == "end":
+                else:  # "end"
                     await mover.drain()
                     return
-                else:
-                    raise asyncio.CancelledError
 
         work = asyncio.create_task(consume())
-
-        async def watch_cancel() -> None:
-            while True:
-                message = await inbox.get()
-                if message[0] == "cancel":
-                    work.cancel()
-                    return
-
         try:
             await work
         except asyncio.CancelledError:
@@ -304,19 +305,64 @@ async def _worker_async(
         finally:
             os.close(root_fd)
     ticker.cancel()
-    loop.remove_reader(conn.fileno())
-    flush()
+    with contextlib.suppress(Exception):
+        loop.remove_reader(conn.fileno())
     with contextlib.suppress(OSError):
+        flush()
         conn.send([("exit", "", 0, 0, "", "")])
-    del watch_cancel
+
+
+class _Process:
+    """A worker process: forked when this process has a single thread (cheap, nothing
+    to re-import), else a fresh ``python -m fsx_stage.transfer.worker`` that gets its
+    configuration over the pipe (safe with threads, independent of ``__main__``)."""
+
+    def __init__(self, route: Route, options: TransferOptions, s3: S3Settings) -> None:
+        parent_end, child_end = multiprocessing.Pipe(duplex=True)
+        self.conn = parent_end
+        self._forked: multiprocessing.process.BaseProcess | None = None
+        self._spawned: subprocess.Popen[bytes] | None = None
+        if threading.active_count() == 1:
+            self._forked = multiprocessing.get_context("fork").Process(
+                target=_worker_main, args=(child_end, route, options, s3), daemon=True
+            )
+            self._forked.start()
+        else:
+            self._spawned = subprocess.Popen(
+                [sys.executable, "-m", "fsx_stage.transfer.worker", str(child_end.fileno())],
+                pass_fds=(child_end.fileno(),),
+                stdin=subprocess.DEVNULL,
+            )
+            parent_end.send((route, options, s3))
+        child_end.close()
+
+    def join(self, timeout: float) -> None:
+        if self._forked is not None:
+            self._forked.join(timeout)
+        elif self._spawned is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._spawned.wait(timeout)
+
+    def kill(self) -> None:
+        if self.exitcode is None:
+            if self._forked is not None:
+                self._forked.kill()
+            elif self._spawned is not None:
+                self._spawned.kill()
+            self.join(2)
+
+    @property
+    def exitcode(self) -> int | None:
+        if self._forked is not None:
+            return self._forked.exitcode
+        assert self._spawned is not None
+        return self._spawned.poll()
 
 
 class _Worker:
-    def __init__(
-        self, process: multiprocessing.process.BaseProcess, conn: Connection, credits: int
-    ) -> None:
+    def __init__(self, process: _Process, credits: int) -> None:
         self.process = process
-        self.conn = conn
+        self.conn = process.conn
         self.credits = credits
         self.batch: list[tuple[str, str, int, str | None, int | None]] = []
         self.exited = asyncio.Event()
@@ -327,24 +373,15 @@ class _Worker:
             self.batch = []
 
 
-def _mp_context() -> Any:
-    return multiprocessing.get_context("fork" if threading.active_count() == 1 else "spawn")
-
-
 async def _run_workers(
     route: Route, options: TransferOptions, s3: S3Settings, tally: Tally, count: int
 ) -> None:
     loop = asyncio.get_running_loop()
-    mp = _mp_context()
     credit_per_worker = max(2 * options.concurrency, _BATCH * 2)
     workers: list[_Worker] = []
     credit = asyncio.Event()
     for _ in range(count):
-        parent_end, child_end = mp.Pipe(duplex=True)
-        process = mp.Process(target=_worker_main, args=(child_end, route, options, s3), daemon=True)
-        process.start()
-        child_end.close()
-        workers.append(_Worker(process, parent_end, credit_per_worker))
+        workers.append(_Worker(_Process(route, options, s3), credit_per_worker))
 
     def on_readable(worker: _Worker) -> None:
         try:
@@ -415,9 +452,7 @@ async def _run_workers(
             with contextlib.suppress(Exception):
                 loop.remove_reader(worker.conn.fileno())
             worker.process.join(timeout=2)
-            if worker.process.is_alive():
-                worker.process.kill()
-                worker.process.join(timeout=2)
+            worker.process.kill()
             worker.conn.close()
     lost = [w for w in workers if w.process.exitcode not in (0, None)]
     if lost:

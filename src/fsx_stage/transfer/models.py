@@ -115,12 +115,13 @@ class TransferOptions(BaseModel):
     exclude pattern matches; an include pattern re-includes what an exclude removed
     (as ``aws s3 cp --exclude ... --include ...`` with all excludes given first).
     ``part_size=None`` adapts the part size to each object (S3's 10,000-part limit).
-    ``workers=None`` uses one process per core for recursive transfers.
+    ``workers=None`` uses one process per two cores (at most 8) for recursive transfers;
+    ``concurrency`` is the number of requests in flight per process.
     """
 
     model_config = ConfigDict(frozen=True)
 
-    concurrency: int = Field(default=32, ge=1, le=1024)
+    concurrency: int = Field(default=64, ge=1, le=1024)
     workers: int | None = Field(default=None, ge=1, le=64)
     part_size: int | None = Field(default=None, ge=5 * MiB, le=5 * GiB)
     multipart_threshold: int = Field(default=16 * MiB, ge=5 * MiB)
