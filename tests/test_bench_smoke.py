@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.bench import measure as measure_module
+from tests.bench.measure import measure
 from tests.bench.runner import rotated
 from tests.bench.tools import FsxStage, S5cmd
 
@@ -33,6 +35,25 @@ def test_fsx_stage_is_invoked_as_its_cli_contract_says() -> None:
     assert fsx.upload(Path("/s"), "b", "p/") == [
         "/x/fsx-stage", "cp", "/s", "s3://b/p/", "--recursive", "--no-progress"
     ]  # fmt: skip
+
+
+HOLD_64_MIB = "import time; block = bytearray(64 * 2**20); time.sleep(1.0)"
+
+
+@pytest.mark.parametrize("gnu_time", [True, False], ids=["usr-bin-time", "getrusage-wrapper"])
+def test_measure_sees_the_memory_of_the_process_tree(
+    gnu_time: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if gnu_time and not measure_module.GNU_TIME.exists():
+        pytest.skip("/usr/bin/time is not installed")
+    if not gnu_time:
+        monkeypatch.setattr(measure_module, "GNU_TIME", Path("/nonexistent/time"))
+    # a shell whose child holds 64 MiB: the tree, not the direct child, is measured
+    run = measure(["sh", "-c", f'{sys.executable} -c "{HOLD_64_MIB}"; exit 3'], dict(os.environ))
+    assert run.returncode == 3
+    assert run.max_rss_kib is not None and run.max_rss_kib >= 64 * 1024
+    assert run.tree_rss_kib >= 64 * 1024
+    assert run.tree_pss_kib >= 60 * 1024
 
 
 @pytest.mark.s3
