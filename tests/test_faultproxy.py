@@ -16,6 +16,7 @@ from botocore.config import Config
 from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
+    EndpointConnectionError,
     FlexibleChecksumError,
     ResponseStreamingError,
 )
@@ -113,6 +114,30 @@ def test_reset_before_a_put_response_is_retried(
     assert reply["ResponseMetadata"]["RetryAttempts"] == 1
     assert fault_proxy.injected[FaultKind.RESET] == 1
     assert s3_client.get_object(Bucket=bucket, Key="k")["Body"].read() == b"v2"
+
+
+def test_upload_cut_off_mid_body_leaves_no_object_and_is_retried(
+    fault_proxy: FaultProxy, s3_server: SeaweedServer, s3_client: Any, bucket: str
+) -> None:
+    data = os.urandom(2 * MiB)
+    fault_proxy.set_faults(reset_upload_count=1)
+    with pytest.raises((ConnectionClosedError, EndpointConnectionError)):
+        client_via(fault_proxy, s3_server, 1).put_object(Bucket=bucket, Key="up", Body=data)
+    with pytest.raises(ClientError) as missing:
+        s3_client.head_object(Bucket=bucket, Key="up")
+    assert missing.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    fault_proxy.set_faults(reset_upload_count=1)
+    client_via(fault_proxy, s3_server, 3).put_object(Bucket=bucket, Key="up", Body=data)
+    assert fault_proxy.injected[FaultKind.RESET_UPLOAD] == 1
+    assert s3_client.get_object(Bucket=bucket, Key="up")["Body"].read() == data
+
+
+def test_bodiless_requests_are_not_cut_off_as_uploads(
+    fault_proxy: FaultProxy, s3_server: SeaweedServer, bucket: str, obj: tuple[str, bytes]
+) -> None:
+    fault_proxy.set_faults(reset_upload_rate=1.0)
+    client_via(fault_proxy, s3_server, 1).head_object(Bucket=bucket, Key=obj[0])
+    assert fault_proxy.injected[FaultKind.RESET_UPLOAD] == 0
 
 
 def test_slowdown_burst_is_retried_by_botocore(

@@ -7,6 +7,8 @@ the current :class:`Faults` plan says so, breaks the exchange in one of these wa
 ``reset``     forward the request, send the response headers and half the body, then
               reset the connection (RST). With an empty body: reset instead of answering
               (the server did the work, the client never hears about it).
+``reset_upload`` forward half of the request body, then reset both connections (an
+              upload cut off mid-body; only requests that have a body are eligible).
 ``truncate``  send headers promising the full body, then close cleanly half-way.
 ``corrupt``   flip one byte in the middle of the response body (length unchanged).
 ``slowdown``  answer ``503 SlowDown`` with an S3 XML error body, without forwarding.
@@ -17,8 +19,8 @@ Each kind has a ``*_count`` (the next N eligible requests get it, deterministic)
 ``*_rate`` (probability per eligible request once the count is used up). A request is
 eligible when it matches ``methods``, ``key_pattern`` (a regex searched in the decoded
 path, ``/bucket/key`` in path style) and is among the ``first_n`` requests of the plan.
-At most one breaking fault per request (first of reset, slowdown, error500, truncate,
-corrupt whose count/rate fires); latency combines with any.
+At most one breaking fault per request (first of reset, reset_upload, slowdown, error500,
+truncate, corrupt whose count/rate fires); latency combines with any.
 
 HTTP handling is deliberately small: request and response bodies are framed by
 ``Content-Length`` or ``Transfer-Encoding: chunked`` (aws-chunked payloads travel inside
@@ -51,6 +53,7 @@ COPY_CHUNK = 256 * 1024
 
 class FaultKind(StrEnum):
     RESET = "reset"
+    RESET_UPLOAD = "reset_upload"
     SLOWDOWN = "slowdown"
     ERROR500 = "error500"
     TRUNCATE = "truncate"
@@ -59,7 +62,12 @@ class FaultKind(StrEnum):
 
 
 # Faults decided before forwarding, and faults that need a response body to act on.
-_REQUEST_FAULTS = (FaultKind.RESET, FaultKind.SLOWDOWN, FaultKind.ERROR500)
+_REQUEST_FAULTS = (
+    FaultKind.RESET,
+    FaultKind.RESET_UPLOAD,
+    FaultKind.SLOWDOWN,
+    FaultKind.ERROR500,
+)
 _BODY_FAULTS = (FaultKind.TRUNCATE, FaultKind.CORRUPT)
 
 
@@ -69,6 +77,8 @@ class Faults:
 
     reset_count: int = 0
     reset_rate: float = 0.0
+    reset_upload_count: int = 0
+    reset_upload_rate: float = 0.0
     slowdown_count: int = 0
     slowdown_rate: float = 0.0
     error500_count: int = 0
@@ -287,7 +297,15 @@ class FaultProxy:
             plan.requests += 1
             decision = _Decision(plan, plan.eligible(request), len(plan.log))
             if decision.eligible:
-                decision.fault = next((k for k in _REQUEST_FAULTS if plan.fires(k)), None)
+                has_body = _request_framing(request) != 0
+                decision.fault = next(
+                    (
+                        k
+                        for k in _REQUEST_FAULTS
+                        if (has_body or k is not FaultKind.RESET_UPLOAD) and plan.fires(k)
+                    ),
+                    None,
+                )
                 decision.latency = plan.faults.latency_s > 0 and plan.fires(FaultKind.LATENCY)
                 if decision.latency:
                     plan.injected[FaultKind.LATENCY] += 1
@@ -337,7 +355,14 @@ class FaultProxy:
                     upstream = await asyncio.open_connection(*self.upstream, limit=MAX_HEADER_BYTES)
                 up_r, up_w = upstream
                 up_w.write(_request_head(request))
-                await _copy_body(client_r, up_w, _request_framing(request))
+                framing = _request_framing(request)
+                if fault is FaultKind.RESET_UPLOAD:
+                    await _copy_body(client_r, up_w, framing, stop_after=_half(framing))
+                    await up_w.drain()
+                    _abort_with_rst(up_w)
+                    upstream = None
+                    raise _ResetClient
+                await _copy_body(client_r, up_w, framing)
                 await up_w.drain()
                 keep = await self._relay_response(request, up_r, client_w, decision)
                 if not keep:
