@@ -172,3 +172,39 @@ def test_the_fast_path_attaches_to_seaweedfs(s3: Any, bucket: str) -> None:
             return True
 
     assert asyncio.run(attach())
+
+
+def test_worker_processes_start_fresh_when_the_caller_runs_threads(
+    run: Run, bucket: str, tmp_path: Path
+) -> None:
+    """With other threads alive forking is unsafe: workers are started as new processes."""
+    import threading
+
+    source = tmp_path / "src"
+    source.mkdir()
+    for index in range(40):
+        (source / f"f{index}").write_bytes(os.urandom(100))
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    other.start()
+    try:
+        assert run(source, f"s3://{bucket}/t/", recursive=True, workers=2).objects_done == 40
+        down = run(f"s3://{bucket}/t/", tmp_path / "dst", recursive=True, workers=2)
+    finally:
+        release.set()
+        other.join()
+    assert down.ok and tree(tmp_path / "dst") == tree(source)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="restoring ownership needs root")
+def test_ownership_is_restored_only_when_asked(run: Run, bucket: str, tmp_path: Path) -> None:
+    source = tmp_path / "owned"
+    source.write_bytes(b"data")
+    os.chown(source, 1234, 4321)
+    assert run(source, f"s3://{bucket}/owned").ok
+    assert run(f"s3://{bucket}/owned", tmp_path / "plain").ok
+    plain = (tmp_path / "plain").stat()
+    assert (plain.st_uid, plain.st_gid) == (os.geteuid(), os.getegid())
+    assert run(f"s3://{bucket}/owned", tmp_path / "restored", preserve_owner=True).ok
+    restored = (tmp_path / "restored").stat()
+    assert (restored.st_uid, restored.st_gid) == (1234, 4321)

@@ -127,3 +127,27 @@ def test_failure_reasons_never_carry_the_secret() -> None:
     )
     assert classify(denied)[0] == "access_denied"
     assert classify(UnsafePath("bad"))[0] == "unsafe_key"
+
+
+def test_stripe_rule_scales_with_size_and_is_capped() -> None:
+    from fsx_stage.transfer import StripeRule
+    from fsx_stage.transfer.lustre import stripe_count
+
+    rule = StripeRule(min_size=1 << 30, bytes_per_stripe=1 << 30, max_count=4)
+    assert stripe_count(100, rule) is None
+    assert stripe_count(1 << 30, rule) == 1
+    assert stripe_count(3 * (1 << 30) + 1, rule) == 4
+    assert stripe_count(100 << 30, rule) == 4
+    assert stripe_count(5 << 30, StripeRule(enabled=False)) is None
+
+
+def test_lustre_is_recognised_by_its_statfs_magic_only(tmp_path: os.PathLike[str]) -> None:
+    from fsx_stage.transfer.lustre import LUSTRE_SUPER_MAGIC, fs_magic, is_lustre
+
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        magic = fs_magic(fd)
+        assert magic is not None and magic != LUSTRE_SUPER_MAGIC
+        assert not is_lustre(fd)
+    finally:
+        os.close(fd)

@@ -61,6 +61,10 @@ def _up_to_date(dir_fd: int, name: str, job: Job) -> bool:
 async def download(ctx: Context, root_fd: int, job: Job) -> Outcome:
     if job.rel.endswith("/"):
         parts = safefs.split_relative(job.rel[:-1])
+        if ctx.options.sync:
+            with contextlib.suppress(FileNotFoundError):
+                os.close(safefs.open_dir(root_fd, parts, create=False))
+                return "skipped", 0
         os.close(safefs.open_dir(root_fd, parts))
         return "done", 0
     parts = safefs.split_relative(job.rel)
