@@ -69,7 +69,7 @@ $(AWSCLI_STAMP):
 	touch $@
 
 bench: venv $(AWSCLI_STAMP) ## benchmark fsx-stage vs s5cmd, aws CLI, rclone (BENCH_REPS, BENCH_QUICK=1)
-	BENCH_AWS=$(AWSCLI_VENV)/bin/aws $(PY) -m tests.bench
+	BENCH_AWS=$(AWSCLI_VENV)/bin/aws BENCH_INVOKED_AS="make bench" $(PY) -m tests.bench
 
 # --- Slurm: system packages, SPANK plugin, single-node test cluster, install, demo -------
 SLURM_DIR ?= $(TESTBED)/slurm

@@ -56,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     load_start = load_average()
     work = Path(tempfile.mkdtemp(prefix="fsx-bench-", dir=args.ram_dir))
     server_dir = Path(tempfile.mkdtemp(prefix="fsx-bench-s3-", dir=_server_parent()))
-    command = " ".join(["python -m tests.bench", *(argv if argv is not None else sys.argv[1:])])
+    command = os.environ.get("BENCH_INVOKED_AS") or " ".join(
+        ["python -m tests.bench", *(argv if argv is not None else sys.argv[1:])]
+    )
     try:
         with SeaweedServer(server_dir) as server:
             print(f"SeaweedFS at {server.endpoint_url} (data in {server_dir})", flush=True)
