@@ -20,6 +20,8 @@ from fsx_stage.transfer.models import TransferEvent
 Outcome = tuple[Literal["done", "skipped"], int]
 _PROGRESS_STEP = 8 * 1024 * 1024
 _WHOLE_OBJECT_ATTEMPTS = 3
+# More ranges of one object in flight than this only add memory and contention.
+_RANGES_PER_OBJECT = 16
 
 
 def _mtime_ns(response: dict[str, Any]) -> int | None:
@@ -240,7 +242,13 @@ async def _ranged(ctx: Context, parent: int, name: str, job: Job, head: dict[str
     try:
         os.ftruncate(fd, size)
 
+        in_flight = asyncio.Semaphore(min(ctx.options.concurrency, _RANGES_PER_OBJECT))
+
         async def fetch(index: int) -> None:
+            async with in_flight:
+                await fetch_range(index)
+
+        async def fetch_range(index: int) -> None:
             first = starts[index]
             last = min(size, first + span) - 1
             algorithm = expected.algorithm if (expected is not None and per_range) else None
