@@ -15,18 +15,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from fsx_stage.s3url import S3UrlError
-from fsx_stage.transfer import (
-    Encryption,
-    S3Settings,
-    TransferEvent,
-    TransferOptions,
-    TransferSummary,
-    TransferUsageError,
-    transfer,
-)
+
+if TYPE_CHECKING:  # the engine (aiobotocore, aiohttp) is imported only when a copy runs
+    from fsx_stage.transfer import Encryption, TransferEvent, TransferSummary
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -149,6 +143,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _encryption(args: argparse.Namespace) -> Encryption:
+    from fsx_stage.transfer import Encryption, TransferUsageError
+
     if args.sse_c_key_file is not None:
         if args.sse:
             raise TransferUsageError("--sse and --sse-c-key-file exclude each other")
@@ -238,6 +234,8 @@ def _json_emitter(stream: TextIO) -> Callable[[TransferEvent], None]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fsx_stage.transfer import S3Settings, TransferOptions, TransferUsageError, transfer
+
     if args.verbose:
         logging.basicConfig(level=logging.WARNING, format="fsx-stage: %(message)s")
         logging.getLogger("fsx_stage").setLevel(logging.INFO)
