@@ -186,3 +186,37 @@ def test_sigterm_stops_cleanly(
     assert proc.returncode == 1 and "cancelled" in stderr
     _assert_no_torn_files(dst, contents)
     assert not list(dst.glob("*.fsxpart"))  # a clean stop removes its temporaries
+
+
+def test_a_worker_killed_mid_transfer_is_reported_not_lost(
+    bucket: str, s3_env: dict[str, str], s3_client: Any, fault_proxy: Any, tmp_path: Path
+) -> None:
+    contents = _slow_source(bucket, s3_client)
+    fault_proxy.set_faults(methods={"GET"}, latency_s=0.3, latency_rate=1.0)
+    dst = tmp_path / "dst"
+    env = {**s3_env, "AWS_ENDPOINT_URL": fault_proxy.endpoint_url}
+    proc = spawn(
+        "cp",
+        f"s3://{bucket}/k/",
+        str(dst),
+        "--recursive",
+        "--no-progress",
+        "--concurrency",
+        "4",
+        "--workers",
+        "2",
+        env=env,
+    )
+    deadline = time.monotonic() + 60
+    children: list[int] = []
+    while time.monotonic() < deadline and not children:
+        time.sleep(0.1)
+        path = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+        children = [int(pid) for pid in path.read_text().split()] if path.exists() else []
+        if len(list(dst.glob("f*"))) < 2:
+            children = []
+    os.kill(children[0], signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    assert "worker process ended" in stderr
+    _assert_no_torn_files(dst, contents)

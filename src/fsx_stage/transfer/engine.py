@@ -365,6 +365,7 @@ class _Worker:
         self.conn = process.conn
         self.credits = credits
         self.batch: list[tuple[str, str, int, str | None, int | None]] = []
+        self.pending: dict[str, int] = {}  # key -> size, sent and not yet finished
         self.exited = asyncio.Event()
 
     def flush(self) -> None:
@@ -383,22 +384,36 @@ async def _run_workers(
     for _ in range(count):
         workers.append(_Worker(_Process(route, options, s3), credit_per_worker))
 
+    stopping = False
+
+    def gone(worker: _Worker) -> None:
+        """A worker is finished: whatever it still held did not transfer."""
+        with contextlib.suppress(Exception):
+            loop.remove_reader(worker.conn.fileno())
+        worker.exited.set()
+        credit.set()
+        if stopping:
+            worker.pending.clear()  # cancelled: in-flight objects are not failures
+        for key, size in worker.pending.items():
+            tally.add(
+                TransferEvent("failed", key, 0, size, "transfer worker process ended", "other")
+            )
+        worker.pending.clear()
+
     def on_readable(worker: _Worker) -> None:
         try:
             events = worker.conn.recv()
         except (EOFError, OSError):
-            loop.remove_reader(worker.conn.fileno())
-            worker.exited.set()
-            credit.set()
+            gone(worker)
             return
         for kind, key, moved, total, reason, category in events:
             if kind == "exit":
-                loop.remove_reader(worker.conn.fileno())
-                worker.exited.set()
+                gone(worker)
                 continue
             tally.add(TransferEvent(kind, key, moved, total, reason, category))
             if kind in _FINAL:
                 worker.credits += 1
+                worker.pending.pop(key, None)
         credit.set()
 
     for worker in workers:
@@ -426,6 +441,7 @@ async def _run_workers(
                     credit.clear()
                     await credit.wait()
                 best.credits -= 1
+                best.pending[job.key] = job.size
                 best.batch.append((job.key, job.rel, job.size, job.etag, job.mtime_ns))
                 if len(best.batch) >= _BATCH:
                     best.flush()
@@ -437,6 +453,7 @@ async def _run_workers(
         for worker in workers:
             await worker.exited.wait()
     except BaseException:
+        stopping = True
         ticker.cancel()
         for worker in workers:
             with contextlib.suppress(OSError):
