@@ -151,3 +151,31 @@ def test_lustre_is_recognised_by_its_statfs_magic_only(tmp_path: os.PathLike[str
         assert not is_lustre(fd)
     finally:
         os.close(fd)
+
+
+def test_an_unreadable_directory_is_reported_not_skipped(
+    tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fsx_stage.transfer import sources
+
+    root = os.fspath(tmp_path)
+    os.makedirs(os.path.join(root, "sub"))
+    for name in ("a.txt", "sub/b.txt"):
+        with open(os.path.join(root, name), "w") as handle:
+            handle.write(name)
+    real_scandir = os.scandir
+    calls = []
+
+    def scandir(fd: int) -> object:
+        calls.append(fd)
+        if len(calls) == 2:  # the root is read first, then "sub/"
+            raise PermissionError(13, "Permission denied")
+        return real_scandir(fd)
+
+    monkeypatch.setattr(sources.os, "scandir", scandir)
+    errors: list[tuple[str, str]] = []
+    jobs = list(
+        sources.walk_tree(root, "p/", PathFilter([], []), lambda k, e: errors.append((k, str(e))))
+    )
+    assert [job.key for job in jobs] == ["p/a.txt"]
+    assert errors == [("p/sub/", "[Errno 13] Permission denied")]

@@ -155,7 +155,11 @@ class Mover:
 
 
 async def _jobs(
-    route: Route, client: Any, options: TransferOptions, retry: RetryPolicy
+    route: Route,
+    client: Any,
+    options: TransferOptions,
+    retry: RetryPolicy,
+    report: Callable[[TransferEvent], None],
 ) -> AsyncIterator[Job]:
     if route.single is not None:
         yield route.single
@@ -165,7 +169,13 @@ async def _jobs(
         async for job in list_objects(client, route.bucket, route.prefix, retry, keep):
             yield job
     else:
-        for count, job in enumerate(walk_tree(route.local_root, route.prefix, keep)):
+
+        def unreadable(key: str, exc: Exception) -> None:
+            category, reason = classify(exc)
+            report(TransferEvent("failed", key, 0, -1, reason, category))
+
+        walk = walk_tree(route.local_root, route.prefix, keep, unreadable)
+        for count, job in enumerate(walk):
             yield job
             if count % 256 == 255:
                 await asyncio.sleep(0)
@@ -218,7 +228,7 @@ async def _run_here(route: Route, options: TransferOptions, s3: S3Settings, tall
         root_fd = _open_root(route)
         mover = Mover(ctx, root_fd, route.direction)
         try:
-            async for job in _jobs(route, ctx.client, options, ctx.retry):
+            async for job in _jobs(route, ctx.client, options, ctx.retry, tally.add):
                 if tally.on_event is not None:
                     tally.add(TransferEvent("queued", job.key, 0, job.size))
                 await mover.submit(job)
@@ -428,7 +438,7 @@ async def _run_workers(
     ticker = asyncio.create_task(flusher())
     try:
         async with _context(route, options, s3, tally.add) as ctx:
-            async for job in _jobs(route, ctx.client, options, ctx.retry):
+            async for job in _jobs(route, ctx.client, options, ctx.retry, tally.add):
                 if tally.on_event is not None:
                     tally.add(TransferEvent("queued", job.key, 0, job.size))
                 while True:

@@ -6,7 +6,7 @@ import fnmatch
 import functools
 import os
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from fsx_stage.transfer.context import Job
@@ -65,7 +65,9 @@ async def list_objects(
             return
 
 
-def walk_tree(root: str, key_prefix: str, keep: PathFilter) -> Iterator[Job]:
+def walk_tree(
+    root: str, key_prefix: str, keep: PathFilter, on_error: Callable[[str, Exception], None]
+) -> Iterator[Job]:
     """Regular files, symlinks (never followed) and empty directories below ``root``.
 
     Each directory is reached from the root component by component with ``O_NOFOLLOW``.
@@ -81,12 +83,21 @@ def walk_tree(root: str, key_prefix: str, keep: PathFilter) -> Iterator[Job]:
                     if base
                     else os.dup(root_fd)
                 )
-            except (OSError, UnsafePath):
-                continue  # vanished or replaced by a symlink meanwhile: not followed
+            except FileNotFoundError:
+                continue  # removed meanwhile
+            except (OSError, UnsafePath) as exc:  # unreadable, or now a symlink: not followed
+                on_error(key_prefix + base, exc)
+                continue
             subdirs: list[str] = []
             empty = True
             try:
-                with os.scandir(dir_fd) as entries:
+                entries = os.scandir(dir_fd)
+            except OSError as exc:
+                os.close(dir_fd)
+                on_error(key_prefix + base, exc)
+                continue
+            try:
+                with entries:
                     for entry in entries:
                         empty = False
                         name = entry.name
