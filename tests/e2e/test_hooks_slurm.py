@@ -20,15 +20,13 @@ from typing import Any
 
 import pytest
 from tests.hooks.sitecfg import Site, make_site
-from tests.testbed.cluster import SlurmCluster, repo_venv
+from tests.testbed.cluster import SlurmCluster
 from tests.testbed.ports import free_port
 
 from fsx_stage.hooks.state import HookStatus, JobState, StateStore
 
 pytestmark = pytest.mark.slurm
 
-# The same installation the cluster's hooks run (readable by the job user).
-FSX_STAGE = repo_venv() / "bin" / "fsx-stage"
 HOOK_SETTLED = {HookStatus.DONE, HookStatus.SKIPPED, HookStatus.NODE_FAULT}
 
 
@@ -40,6 +38,11 @@ class Bed:
     bucket: str
     site: Site
     user: str
+
+    @property
+    def fsx_stage(self) -> str:
+        """The installation the cluster's hooks run (readable by the job user)."""
+        return str(self.cluster.hooks_home() / "bin" / "fsx-stage")
 
     @property
     def scratch(self) -> Path:
@@ -165,7 +168,7 @@ for f in in/*.txt; do wc -w < "$f" | tr -d ' ' > "out/$(basename "$f" .txt).coun
     assert {"file-group", "file-permissions", "file-mtime"} <= set(meta)
     staged = bed.scratch / bed.user / str(job_id) / "in" / "a.txt"
     assert staged.stat().st_uid == uid
-    status = bed.as_user(str(FSX_STAGE), "status", str(job_id))
+    status = bed.as_user(bed.fsx_stage, "status", str(job_id))
     assert status.returncode == 0, status.stderr
     assert "stage_in" in status.stdout and "flush" in status.stdout and "done" in status.stdout
 
@@ -273,10 +276,10 @@ mkdir -p $d && echo precious > $d/result.txt
     kept = bed.scratch / bed.user / f"out-{job_id}" / "result.txt"
     assert kept.read_text() == "precious\n"
     assert (bed.site.state_dir / "pending" / f"{job_id}.json").exists()
-    status = bed.as_user(str(FSX_STAGE), "status", str(job_id))
+    status = bed.as_user(bed.fsx_stage, "status", str(job_id))
     assert "pending" in status.stdout, status.stdout + status.stderr
     flush = subprocess.run(
-        [str(FSX_STAGE), "flush", "--pending", "--job", str(job_id)],
+        [bed.fsx_stage, "flush", "--pending", "--job", str(job_id)],
         env={**os.environ, "FSX_STAGE_CONFIG": str(bed.site.config)},
         capture_output=True,
         text=True,

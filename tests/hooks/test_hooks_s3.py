@@ -11,12 +11,14 @@ import os
 import pwd
 import random
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from tests.hooks.sitecfg import Site, make_site
+from tests.testbed.cluster import private_interpreter_dir
 from tests.testbed.ports import free_port
 
 from fsx_stage.directives import encode_spank_values
@@ -24,7 +26,17 @@ from fsx_stage.hooks import epilog, flush, jobinfo, prolog
 from fsx_stage.hooks.pending import PendingStore
 from fsx_stage.hooks.state import EntryStatus, HookStatus, Phase, StateStore
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the hooks run as root")
+_PRIVATE = private_interpreter_dir(Path(sys.prefix))
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="the hooks run as root"),
+    # The worker drops privileges in this very interpreter: the job user must be able
+    # to read it (the e2e tests run the hooks from a venv over the system python).
+    pytest.mark.skipif(
+        _PRIVATE is not None,
+        reason=f"this python lives under {_PRIVATE}, which the job user cannot read; "
+        "run with a venv made from /usr/bin/python3",
+    ),
+]
 
 HOST = socket.gethostname().split(".")[0]
 
