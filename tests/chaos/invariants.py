@@ -18,6 +18,7 @@ import secrets
 import stat
 import subprocess
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,13 +41,16 @@ def is_temporary(name: str) -> bool:
 
 def s3_objects(client: Any, bucket: str, prefix: str = "") -> dict[str, str]:
     """Key -> sha256 of the body of every object under ``prefix`` (bodies are downloaded)."""
-    found: dict[str, str] = {}
+    keys: list[str] = []
     paginator = client.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-        for item in page.get("Contents", []):
-            body = client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
-            found[item["Key"]] = sha256(body)
-    return found
+        keys.extend(item["Key"] for item in page.get("Contents", []))
+
+    def digest(key: str) -> str:
+        return sha256(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+    with ThreadPoolExecutor(8) as pool:
+        return dict(zip(keys, pool.map(digest, keys), strict=True))
 
 
 def local_files(root: Path) -> dict[str, str]:
@@ -112,13 +116,19 @@ class Checker:
 
     # -- 1. what a job reads is complete and identical ------------------------------------
     def staged_in(
-        self, bucket: str, prefix: str, local_root: Path, *, complete: bool = True
+        self,
+        bucket: str,
+        prefix: str,
+        local_root: Path,
+        *,
+        complete: bool = True,
+        listing: Mapping[str, str] | None = None,
     ) -> int:
         """Every file under ``local_root`` is byte-identical to ``prefix + relative``; with
         ``complete``, every object under ``prefix`` is there too. Returns the file count."""
-        objects = {
-            k.removeprefix(prefix): h for k, h in s3_objects(self.client, bucket, prefix).items()
-        }
+        if listing is None:
+            listing = s3_objects(self.client, bucket, prefix)
+        objects = {k.removeprefix(prefix): h for k, h in listing.items()}
         files = local_files(local_root)
         for relative, digest in files.items():
             if relative not in objects:
