@@ -119,6 +119,7 @@ def bed(
     site = make_site(s3_server.access_key, s3_server.secret_key, config=config_path)
     bucket = f"e2e-{uuid.uuid4().hex[:12]}"
     s3_client.create_bucket(Bucket=bucket)
+    slurm_cluster.ensure_node_usable()  # an earlier session may have drained it
     b = Bed(slurm_cluster, s3_server, s3_client, bucket, site, job_user)
     site.user_dir(job_user)
     b.live_config()

@@ -335,3 +335,32 @@ def test_checkpoints_flush_incrementally_across_a_requeue(
     second = state_of(site, env).phase_entries(Phase.FLUSH)[0]
     assert (second.status, second.objects, second.skipped_objects) == (EntryStatus.DONE, 1, 1)
     assert s3_client.get_object(Bucket=bucket, Key="ck/b")["Body"].read() == b"C" * 100
+
+
+def test_a_pending_checkpoint_is_not_overwritten_by_an_older_restore(
+    fault_proxy: Any,
+    site: Site,
+    s3_client: Any,
+    bucket: str,
+    job_user: str,
+    slurm: SlurmRecorder,
+) -> None:
+    site.write_config(fault_proxy.endpoint_url, [bucket])
+    home = site.user_dir(job_user)
+    uid = pwd.getpwnam(job_user).pw_uid
+    ckpt = _user_tree(home, "ckpt", {"a": b"v1"}, uid)
+    env = hook_env(site, job_user, [f"checkpoint,{ckpt}/,s3://{bucket}/ck/"])
+    run = [dict(env, SLURM_JOB_RESTART_COUNT=str(n)) for n in range(3)]
+    assert prolog.run(run[0]) == 0
+    assert epilog.run(run[1]) == 0  # requeued: v1 flushed
+    assert prolog.run(run[1]) == 0
+    (ckpt / "a").write_bytes(b"v2, further along")  # the second run gets further
+    fault_proxy.set_faults(methods=["PUT", "POST"], error500_rate=1.0)  # S3 takes no writes
+    assert epilog.run(run[2]) == 0  # requeued again: v2 stays pending on scratch
+    assert prolog.run(run[2]) == 0  # the retry fails again: v1 must not come back
+    assert (ckpt / "a").read_bytes() == b"v2, further along"
+    restore = state_of(site, env).phase_entries(Phase.STAGE_IN)[0]
+    assert restore.status is EntryStatus.SKIPPED and "waiting to be flushed" in restore.error
+    fault_proxy.set_faults()
+    assert flush.run({"FSX_STAGE_CONFIG": str(site.config)}) == 0
+    assert s3_client.get_object(Bucket=bucket, Key="ck/a")["Body"].read() == b"v2, further along"

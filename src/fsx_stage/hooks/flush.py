@@ -45,16 +45,22 @@ def _update_job_state(rt: Runtime, job_id: int, entries: list[EntryState]) -> No
 
 
 def retry(
-    rt: Runtime, record: PendingFlush, creds: UserCredentials | None = None
+    rt: Runtime,
+    record: PendingFlush,
+    creds: UserCredentials | None = None,
+    budget_s: float | None = None,
 ) -> PendingFlush | None:
-    """Retry ``record`` (caller holds the job's lock); None once everything is in S3."""
+    """Retry ``record`` (caller holds the job's lock); None once everything is in S3.
+
+    ``budget_s`` defaults to the site's flush budget.
+    """
     log = EventLog(record.job_id)
     config = rt.config
     creds = creds or record_creds(record)
     credentials = resolve_credentials(config)
     s3 = s3_settings(config, credentials)
     enc = encryption(config)
-    deadline = time.monotonic() + config.timeouts.flush
+    deadline = time.monotonic() + (config.timeouts.flush if budget_s is None else budget_s)
     record.attempts += 1
     record.last_attempt_at = time.time()
     errors = []

@@ -181,7 +181,9 @@ class Prolog:
         if record is None:
             return
         self.log.info("prolog.pending_flush_first")
-        record = flush.retry(self.rt, record, creds)
+        # Half of what is left of the stage-in budget, at most: the stage-in needs the rest.
+        left = self.started + self.rt.config.timeouts.stage_in - time.monotonic()
+        record = flush.retry(self.rt, record, creds, budget_s=left / 2)
         if record is None:
             return
         waiting = {e.source for e in record.entries if e.status is not EntryStatus.DONE}
