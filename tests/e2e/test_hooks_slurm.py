@@ -92,6 +92,11 @@ class Bed:
         )
         return proc.stdout.strip()
 
+    def assert_node_in_service(self) -> None:
+        """Not drained, not down: idle (or busy with other sessions' jobs)."""
+        state = self.node_state()
+        assert state in {"idle", "mixed", "allocated", "completing"}, state
+
     def as_user(self, *argv: str) -> subprocess.CompletedProcess[str]:
         env = {"FSX_STAGE_CONFIG": str(self.site.config)}
         return subprocess.run(
@@ -238,8 +243,8 @@ def _assert_refused(bed: Bed, directive: str, expected: str) -> None:
     assert not marker.exists()  # the user's script never ran
     told = bed.output(job_id)
     assert f"fsx-stage: job {job_id} not started" in told and expected in told
-    assert bed.node_state() == "idle"  # the node stays in service
     state = bed.wait_epilog(job_id)
+    bed.assert_node_in_service()
     assert state.prolog.status is HookStatus.FAILED_JOB
     assert state.epilog.status is HookStatus.SKIPPED
 
@@ -273,7 +278,7 @@ mkdir -p $d && echo precious > $d/result.txt
     finally:
         bed.live_config()
     assert state.epilog.status is HookStatus.DONE  # exit 0: the node is not drained
-    assert bed.node_state() == "idle"
+    bed.assert_node_in_service()
     kept = bed.scratch / bed.user / f"out-{job_id}" / "result.txt"
     assert kept.read_text() == "precious\n"
     assert (bed.site.state_dir / "pending" / f"{job_id}.json").exists()

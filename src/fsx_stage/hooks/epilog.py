@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from fsx_stage.directives import Kind
 from fsx_stage.hooks import jobinfo
 from fsx_stage.hooks.jobinfo import HookContext, JobInfoError
-from fsx_stage.hooks.logging import EventLog
+from fsx_stage.hooks.logging import emergency_log
 from fsx_stage.hooks.outcome import Fault, HookFault
 from fsx_stage.hooks.pending import PendingFlush
 from fsx_stage.hooks.planning import carry_over, decode_directives, entry_state, plan_job
@@ -309,7 +309,7 @@ def run(env: Mapping[str, str]) -> int:
     try:
         rt = start(env, job_id)
     except HookFault as fault:
-        EventLog(job_id).error("epilog.node_fault", error=fault.message)
+        emergency_log(job_id).error("epilog.node_fault", error=fault.message)
         return EXIT_NODE_FAULT
     try:
         return Epilog(rt, env).run()

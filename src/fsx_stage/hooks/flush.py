@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 
 from fsx_stage.hooks.atomic import LockBusy
-from fsx_stage.hooks.logging import EventLog
+from fsx_stage.hooks.logging import EventLog, emergency_log
 from fsx_stage.hooks.outcome import HookFault
 from fsx_stage.hooks.pending import PendingFlush
 from fsx_stage.hooks.privileges import UserCredentials
@@ -110,7 +110,7 @@ def run(env: Mapping[str, str], job_ids: list[int] | None = None) -> int:
     try:
         rt = start(env, None)
     except HookFault as fault:
-        EventLog(None).error("flush_pending.cannot_start", error=fault.message)
+        emergency_log(None).error("flush_pending.cannot_start", error=fault.message)
         print(f"fsx-stage flush: {fault.message}")
         return 1
     records, broken = rt.pending.load_all()

@@ -181,6 +181,12 @@ def setup_logging(
     return logger
 
 
+def emergency_log(job_id: int | None) -> EventLog:
+    """A log for when the site config cannot be read: syslog if the node has it."""
+    setup_logging("syslog", "info")
+    return EventLog(job_id)
+
+
 class EventLog:
     """Writes one structured line per event, each carrying the job id."""
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 from fsx_stage.hooks import flush, jobinfo
 from fsx_stage.hooks.jobinfo import HookContext, JobInfoError
-from fsx_stage.hooks.logging import EventLog
+from fsx_stage.hooks.logging import EventLog, emergency_log
 from fsx_stage.hooks.outcome import Fault, HookFault, worst
 from fsx_stage.hooks.planning import carry_over, decode_directives, entry_state, plan_job
 from fsx_stage.hooks.privileges import UserCredentials
@@ -238,7 +238,7 @@ def run(env: Mapping[str, str]) -> int:
     try:
         rt = start(env, job_id)
     except HookFault as fault:
-        EventLog(job_id).error("prolog.node_fault", error=fault.message)
+        emergency_log(job_id).error("prolog.node_fault", error=fault.message)
         return EXIT_NODE_FAULT
     try:
         return Prolog(rt, env).run()
