@@ -364,3 +364,19 @@ def test_a_pending_checkpoint_is_not_overwritten_by_an_older_restore(
     fault_proxy.set_faults()
     assert flush.run({"FSX_STAGE_CONFIG": str(site.config)}) == 0
     assert s3_client.get_object(Bucket=bucket, Key="ck/a")["Body"].read() == b"v2, further along"
+
+
+def test_s3_down_at_stage_in_holds_the_job(
+    site: Site, bucket: str, job_user: str, slurm: SlurmRecorder
+) -> None:
+    site.write_config(f"http://127.0.0.1:{free_port()}", [bucket])
+    home = site.user_dir(job_user)
+    slurm.std_out = str(home / "held.out")
+    env = hook_env(site, job_user, [f"in,s3://{bucket}/data/,{home}/in/"])
+    assert prolog.run(env) == 0  # not the node's fault, not the user's
+    assert [c[0] for c in slurm.calls] == ["comment", "hold"]
+    reason = slurm.calls[0][2]
+    assert "held (S3 unavailable)" in reason and "scontrol release" in reason
+    assert "held (S3 unavailable)" in (home / "held.out").read_text()
+    entry = state_of(site, env).entries[0]
+    assert entry.status is EntryStatus.PENDING and entry.error_category == "network"
