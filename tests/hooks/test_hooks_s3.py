@@ -380,3 +380,39 @@ def test_s3_down_at_stage_in_holds_the_job(
     assert "held (S3 unavailable)" in (home / "held.out").read_text()
     entry = state_of(site, env).entries[0]
     assert entry.status is EntryStatus.PENDING and entry.error_category == "network"
+
+
+def test_a_prolog_rerun_after_a_crash_resumes(
+    site: Site,
+    s3_client: Any,
+    bucket: str,
+    job_user: str,
+    slurm: SlurmRecorder,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    s3_client.put_object(Bucket=bucket, Key="one/a", Body=b"a")
+    s3_client.put_object(Bucket=bucket, Key="two/b", Body=b"b")
+    home = site.user_dir(job_user)
+    env = hook_env(
+        site,
+        job_user,
+        [f"in,s3://{bucket}/one/,{home}/one/", f"in,s3://{bucket}/two/,{home}/two/"],
+    )
+    real = prolog.run_entry
+    calls = []
+
+    def crash_on_second(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args[1].index)
+        if len(calls) == 2:
+            raise SystemExit("slurmd killed the prolog")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(prolog, "run_entry", crash_on_second)
+    with pytest.raises(SystemExit):
+        prolog.run(env)
+    monkeypatch.setattr(prolog, "run_entry", real)
+    assert prolog.run(env) == 0
+    first, second = state_of(site, env).phase_entries(Phase.STAGE_IN)
+    assert (first.status, first.attempts) == (EntryStatus.DONE, 1)  # not redone
+    assert (second.status, second.attempts) == (EntryStatus.DONE, 2)
+    assert (home / "two" / "b").read_bytes() == b"b"

@@ -60,6 +60,7 @@ def _key(entry: EntryState) -> tuple[int, str, str, str]:
 
 
 def carry_over(fresh: Iterable[EntryState], previous: Iterable[EntryState]) -> list[EntryState]:
-    """Resume: keep what a previous (crashed) run of this hook already finished."""
-    finished = {_key(e): e for e in previous if e.status in (EntryStatus.DONE, EntryStatus.SKIPPED)}
-    return [finished.get(_key(e), e) for e in fresh]
+    """Resume: an entry a previous (crashed) run of this hook already has keeps its record
+    (a finished one is not redone; an unfinished one keeps its attempt count)."""
+    known = {_key(e): e for e in previous}
+    return [known.get(_key(e), e) for e in fresh]
