@@ -5,13 +5,17 @@ The scontrol lines below were captured from the test cluster (Slurm 22.05).
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
+from fsx_stage.hooks import jobinfo
 from fsx_stage.hooks.jobinfo import (
     HookContext,
     JobInfoError,
     first_node,
     hook_context,
+    is_first_node,
     job_succeeded,
     parse_exit_code2,
     parse_scontrol_job,
@@ -136,3 +140,31 @@ def test_unknown_exit_status_is_not_success() -> None:
 def test_first_node_of_a_plain_list_needs_no_scontrol() -> None:
     assert first_node("vm") == "vm"
     assert first_node("a1,b2,c3") == "a1"
+
+
+class _Hostnames:
+    """Stands in for ``scontrol show hostnames`` (records that it was asked)."""
+
+    def __init__(self, hosts: list[str]) -> None:
+        self.hosts = hosts
+        self.asked: list[list[str]] = []
+
+    def __call__(self, argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        self.asked.append(argv)
+        return subprocess.CompletedProcess(argv, 0, "\n".join(self.hosts) + "\n", "")
+
+
+def test_a_bracketed_list_is_expanded_by_scontrol(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = _Hostnames(["n1", "n2", "n3"])
+    monkeypatch.setattr(jobinfo.subprocess, "run", fake)
+    assert first_node("n[1-3]") == "n1"
+    assert fake.asked == [[jobinfo.SCONTROL, "show", "hostnames", "n[1-3]"]]
+
+
+def test_only_the_first_node_stages(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jobinfo.subprocess, "run", _Hostnames(["n1", "n2", "n3"]))
+    monkeypatch.setattr(jobinfo, "short_hostname", lambda: "whatever")
+    second = hook_context(dict(ENV, SLURMD_NODENAME="n2", SLURM_NODELIST="n[1-3]"))
+    first = hook_context(dict(ENV, SLURMD_NODENAME="n1", SLURM_NODELIST="n[1-3]"))
+    assert not is_first_node(second)
+    assert is_first_node(first)
