@@ -25,12 +25,19 @@ from fsx_stage.hooks.privileges import (
     run_as_user,
 )
 from fsx_stage.hooks.state import EntryState, EntryStatus
-from fsx_stage.transfer import S3Settings, TransferOptions, TransferSummary, transfer
+from fsx_stage.transfer import (
+    S3Settings,
+    TransferFailure,
+    TransferOptions,
+    TransferSummary,
+    transfer,
+)
 from fsx_stage.transfer.engine import TransferUsageError
 
 # Seconds kept back from a time budget so the worker can stop cleanly and report.
 STOP_MARGIN_S = 5.0
 MAX_LISTED_FAILURES = 3
+KEPT_FAILURES = 20
 _NODE_ERRORS = frozenset({"InstallationError", "ImportError", "ModuleNotFoundError"})
 
 
@@ -86,19 +93,36 @@ def _transfer_in_child(
         return {"usage_error": str(exc)}
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
-    return {"summary": summary.model_dump(mode="json")}
-
-
-def _failure_text(summary: TransferSummary) -> str:
-    shown = "; ".join(f"{f.key}: {f.reason}" for f in summary.failures[:MAX_LISTED_FAILURES])
-    more = len(summary.failures) - MAX_LISTED_FAILURES
     count = len(summary.failures)
+    compact = summary.model_copy(update={"failures": representative_failures(summary)})
+    return {"summary": compact.model_dump(mode="json"), "failure_count": count}
+
+
+def representative_failures(summary: TransferSummary) -> list[TransferFailure]:
+    """The first failures, plus one of every other kind: enough to classify and explain
+    a transfer without sending a million failures through the pipe."""
+    kept = list(summary.failures[:KEPT_FAILURES])
+    seen = {(f.category, classify_failure(f.category, f.reason)) for f in kept}
+    for failure in summary.failures[KEPT_FAILURES:]:
+        kind = (failure.category, classify_failure(failure.category, failure.reason))
+        if kind not in seen:
+            seen.add(kind)
+            kept.append(failure)
+    return kept
+
+
+def _failure_text(summary: TransferSummary, count: int) -> str:
+    shown = "; ".join(f"{f.key}: {f.reason}" for f in summary.failures[:MAX_LISTED_FAILURES])
+    more = count - MAX_LISTED_FAILURES
     head = f"{count} object{'s' if count != 1 else ''} failed: "
     return head + shown + (f" (and {more} more)" if more > 0 else "")
 
 
-def interpret(entry: EntryState, summary: TransferSummary) -> EntryResult:
-    """An entry's status from the transfer core's summary."""
+def interpret(
+    entry: EntryState, summary: TransferSummary, failure_count: int | None = None
+) -> EntryResult:
+    """An entry's status from the transfer core's summary (``failures`` may be a sample
+    of ``failure_count``)."""
     counts = _Counts(summary.bytes_done, summary.objects_done, summary.objects_skipped)
     if summary.failures:
         faults = [classify_failure(f.category, f.reason) for f in summary.failures]
@@ -115,7 +139,7 @@ def interpret(entry: EntryState, summary: TransferSummary) -> EntryResult:
         return EntryResult(
             EntryStatus.FAILED if fault is Fault.USER else EntryStatus.PENDING,
             fault=fault,
-            error=_failure_text(summary),
+            error=_failure_text(summary, failure_count or len(summary.failures)),
             category=",".join(sorted(categories)),
             bytes=counts.bytes,
             objects=counts.objects,
@@ -198,7 +222,8 @@ def run_entry(
         return EntryResult(
             EntryStatus.FAILED, fault=Fault.USER, error=message, category="not_found"
         )
-    return interpret(entry, TransferSummary.model_validate(reply["summary"]))
+    summary = TransferSummary.model_validate(reply["summary"])
+    return interpret(entry, summary, int(reply.get("failure_count", len(summary.failures))))
 
 
 # -- small filesystem actions done as the user -------------------------------------------
