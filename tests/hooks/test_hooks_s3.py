@@ -416,3 +416,35 @@ def test_a_prolog_rerun_after_a_crash_resumes(
     assert (first.status, first.attempts) == (EntryStatus.DONE, 1)  # not redone
     assert (second.status, second.attempts) == (EntryStatus.DONE, 2)
     assert (home / "two" / "b").read_bytes() == b"b"
+
+
+def test_when_and_a_missing_output_after_a_failed_job(
+    site: Site, s3_client: Any, bucket: str, job_user: str, slurm: SlurmRecorder
+) -> None:
+    home = site.user_dir(job_user)
+    uid = pwd.getpwnam(job_user).pw_uid
+    good = _user_tree(home, "good", {"g": b"g"}, uid)
+    bad = _user_tree(home, "bad", {"b": b"b"}, uid)
+    env = hook_env(
+        site,
+        job_user,
+        [
+            f"out,{home}/never-written/,s3://{bucket}/a/",
+            f"out,{good}/,s3://{bucket}/b/,when=success",
+            f"out,{bad}/,s3://{bucket}/c/,when=failure",
+        ],
+    )
+    assert prolog.run(env) == 0
+    slurm.exit_code = "1:0"  # the batch script failed
+    assert epilog.run(env) == 0
+    state = state_of(site, env)
+    assert state.job_succeeded is False
+    statuses = [(e.index, e.status, e.error_category) for e in state.phase_entries(Phase.FLUSH)]
+    assert statuses == [
+        (1, EntryStatus.FAILED, "source_missing"),  # nothing to keep: final, not pending
+        (2, EntryStatus.SKIPPED, None),
+        (3, EntryStatus.DONE, None),
+    ]
+    assert PendingStore(StateStore(site.state_dir)).load(int(env["SLURM_JOB_ID"])) is None
+    keys = {o["Key"] for o in s3_client.list_objects_v2(Bucket=bucket).get("Contents", [])}
+    assert keys == {"c/b"}

@@ -40,7 +40,7 @@ from fsx_stage.hooks.runtime import (
     start,
     transfer_options,
 )
-from fsx_stage.hooks.staging import remove_as_user, run_entry
+from fsx_stage.hooks.staging import SOURCE_MISSING, remove_as_user, run_entry
 from fsx_stage.hooks.state import EntryState, EntryStatus, HookRun, HookStatus, JobState, Phase
 from fsx_stage.plan import StagePlan
 from fsx_stage.transfer import Encryption, S3Settings
@@ -223,7 +223,7 @@ class Epilog:
         entry.bytes, entry.objects = result.bytes, result.objects
         entry.skipped_objects = result.skipped
         status = result.status
-        if status is EntryStatus.FAILED and result.category != "not_found":
+        if status is EntryStatus.FAILED and result.category != SOURCE_MISSING:
             # Only a missing source is final at flush; anything else is kept and retried.
             status = EntryStatus.PENDING
         entry.finish(status, result.error, result.category)

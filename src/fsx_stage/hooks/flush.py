@@ -25,7 +25,7 @@ from fsx_stage.hooks.runtime import (
     start,
     transfer_options,
 )
-from fsx_stage.hooks.staging import remove_as_user, run_entry
+from fsx_stage.hooks.staging import SOURCE_MISSING, remove_as_user, run_entry
 from fsx_stage.hooks.state import EntryState, EntryStatus, Phase
 
 
@@ -73,10 +73,13 @@ def retry(
         entry.bytes += result.bytes
         entry.objects += result.objects
         entry.skipped_objects = result.skipped
-        # A retry cannot turn a kept flush into a loss: anything not done stays pending.
+        # A retry cannot turn a kept flush into a loss: anything not done stays pending,
+        # except a source that is no longer on scratch (nothing left to flush).
         status = EntryStatus.DONE if result.status is EntryStatus.DONE else EntryStatus.PENDING
         if result.status is EntryStatus.SKIPPED:
             status = EntryStatus.SKIPPED
+        elif result.category == SOURCE_MISSING:
+            status = EntryStatus.FAILED
         entry.finish(status, result.error, result.category)
         log.info(
             "flush_pending.entry",

@@ -38,6 +38,7 @@ from fsx_stage.transfer.engine import TransferUsageError
 STOP_MARGIN_S = 5.0
 MAX_LISTED_FAILURES = 3
 KEPT_FAILURES = 20
+SOURCE_MISSING = "source_missing"  # a local SRC that does not exist (or is not a directory)
 _NODE_ERRORS = frozenset({"InstallationError", "ImportError", "ModuleNotFoundError"})
 
 
@@ -220,7 +221,7 @@ def run_entry(
         if entry.optional:
             return EntryResult(EntryStatus.SKIPPED, error=f"{message} (optional)")
         return EntryResult(
-            EntryStatus.FAILED, fault=Fault.USER, error=message, category="not_found"
+            EntryStatus.FAILED, fault=Fault.USER, error=message, category=SOURCE_MISSING
         )
     summary = TransferSummary.model_validate(reply["summary"])
     return interpret(entry, summary, int(reply.get("failure_count", len(summary.failures))))
