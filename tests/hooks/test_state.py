@@ -10,6 +10,7 @@ import pytest
 
 from fsx_stage.hooks import atomic
 from fsx_stage.hooks.atomic import LockBusy, write_atomic
+from fsx_stage.hooks.logging import register_secret
 from fsx_stage.hooks.pending import PendingFlush, PendingStore
 from fsx_stage.hooks.state import (
     EntryState,
@@ -161,3 +162,11 @@ def test_an_unreadable_pending_record_is_reported_not_dropped(store: StateStore)
     assert [r.job_id for r in records] == [1]
     assert [p.name for p, _ in broken] == ["2.json"]
     assert queue.path(2).exists()
+
+
+def test_errors_in_the_state_carry_no_secret() -> None:
+    register_secret("Sup3rSecretKeyMaterial/xyz")
+    entry = _entry()
+    entry.start()
+    entry.finish(EntryStatus.PENDING, "signing with Sup3rSecretKeyMaterial/xyz failed", "other")
+    assert entry.error == "signing with *** failed"

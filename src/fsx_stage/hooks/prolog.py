@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 from fsx_stage.hooks import flush, jobinfo
 from fsx_stage.hooks.jobinfo import HookContext, JobInfoError
-from fsx_stage.hooks.logging import EventLog, emergency_log
+from fsx_stage.hooks.logging import EventLog, emergency_log, redact
 from fsx_stage.hooks.outcome import Fault, HookFault, worst
 from fsx_stage.hooks.planning import carry_over, decode_directives, entry_state, plan_job
 from fsx_stage.hooks.privileges import UserCredentials
@@ -205,7 +205,7 @@ class Prolog:
         state.prolog.status = HookStatus.FAILED_JOB
         held = fault.fault is Fault.S3
         what = "held (S3 unavailable)" if held else "not started"
-        reason = f"fsx-stage: job {ctx.job_id} {what}: {fault.message}"
+        reason = redact(f"fsx-stage: job {ctx.job_id} {what}: {fault.message}")
         if held:
             reason += f" -- release it with `scontrol release {ctx.job_id}` once S3 is back"
         state.failure_reason = reason

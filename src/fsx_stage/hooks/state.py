@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from fsx_stage.hooks.atomic import ensure_dir, locked, write_atomic
+from fsx_stage.hooks.logging import redact
 
 
 class Phase(StrEnum):
@@ -84,7 +85,7 @@ class EntryState(BaseModel):
         self.finished_at = time.time()
         if self.started_at is not None:
             self.duration_s = round(self.finished_at - self.started_at, 3)
-        self.error = error
+        self.error = redact(error) if error else error  # state files are shown to users
         self.error_category = category
 
 
