@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ try:  # optional hardware CRC32C
 except ImportError:  # pragma: no cover - depends on the environment
     _crc32c_module = None
 
+_MD5_RE = re.compile(r"[0-9a-fA-F]{32}")
 _CRC_POLY = {"CRC32": 0xEDB88320, "CRC32C": 0x82F63B78}
 
 
@@ -87,8 +89,7 @@ def expected_from_response(response: Mapping[str, Any]) -> Expected | None:
 def is_md5_etag(etag: str | None) -> bool:
     if not etag:
         return False
-    bare = etag.strip('"')
-    return len(bare) == 32 and all(c in "0123456789abcdef" for c in bare.lower())
+    return _MD5_RE.fullmatch(etag.strip('"')) is not None
 
 
 def _gf2_times(matrix: tuple[int, ...], vector: int) -> int:

@@ -155,18 +155,15 @@ class Mover:
 
 
 async def _jobs(
-    route: Route,
-    client: Any,
-    options: TransferOptions,
-    retry: RetryPolicy,
-    report: Callable[[TransferEvent], None],
+    ctx: Context, route: Route, report: Callable[[TransferEvent], None]
 ) -> AsyncIterator[Job]:
     if route.single is not None:
         yield route.single
         return
-    keep = PathFilter(options.include, options.exclude)
+    keep = PathFilter(ctx.options.include, ctx.options.exclude)
     if route.direction == "download":
-        async for job in list_objects(client, route.bucket, route.prefix, retry, keep):
+        listing = list_objects(ctx.client, route.bucket, route.prefix, ctx.retry, keep, ctx.fast)
+        async for job in listing:
             yield job
     else:
 
@@ -228,7 +225,7 @@ async def _run_here(route: Route, options: TransferOptions, s3: S3Settings, tall
         root_fd = _open_root(route)
         mover = Mover(ctx, root_fd, route.direction)
         try:
-            async for job in _jobs(route, ctx.client, options, ctx.retry, tally.add):
+            async for job in _jobs(ctx, route, tally.add):
                 if tally.on_event is not None:
                     tally.add(TransferEvent("queued", job.key, 0, job.size))
                 await mover.submit(job)
@@ -438,7 +435,7 @@ async def _run_workers(
     ticker = asyncio.create_task(flusher())
     try:
         async with _context(route, options, s3, tally.add) as ctx:
-            async for job in _jobs(route, ctx.client, options, ctx.retry, tally.add):
+            async for job in _jobs(ctx, route, tally.add):
                 if tally.on_event is not None:
                     tally.add(TransferEvent("queued", job.key, 0, job.size))
                 while True:

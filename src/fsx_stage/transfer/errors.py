@@ -7,6 +7,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
+from xml.etree import ElementTree
 
 import aiohttp
 from botocore.exceptions import (
@@ -21,6 +22,7 @@ from botocore.exceptions import (
 from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
+from botocore.parsers import ResponseParserError
 
 from fsx_stage.transfer.models import FailureCategory
 
@@ -113,6 +115,8 @@ def classify(exc: BaseException) -> tuple[FailureCategory, str]:
         if 400 <= status < 500:
             return "invalid", text
         return "other", text
+    if isinstance(exc, ResponseParserError | ElementTree.ParseError):
+        return "network", f"garbled response: {exc}"  # corrupted or cut short on the way
     if isinstance(exc, FlexibleChecksumError):
         return "checksum", str(exc)
     if isinstance(exc, NoCredentialsError):

@@ -21,7 +21,8 @@ import re
 import ssl
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote_plus, urlsplit
+from xml.etree import ElementTree
 
 import aiohttp
 from botocore.exceptions import ClientError
@@ -73,7 +74,7 @@ class FastS3:
         self._host = urlsplit(prefix).netloc
         self._base_path = urlsplit(prefix).path
         self._keys: dict[tuple[str, str], bytes] = {}
-        self._unsigned_payload = prefix.startswith("https:")
+        self.can_list = False
 
     @classmethod
     async def attach(
@@ -108,6 +109,11 @@ class FastS3:
         region = getattr(client.meta, "region_name", None) or "us-east-1"
         fast = cls(client, prefix, region, "s3", session)
         if await fast._probe():
+            try:
+                await fast.list_objects_v2(_PROBE_KEY, None)
+                fast.can_list = True
+            except Exception:  # any doubt about listing: leave it to botocore
+                fast.can_list = False
             return fast
         await session.close()
         return None
@@ -140,7 +146,7 @@ class FastS3:
         return cached
 
     async def _signed_headers(
-        self, method: str, path: str, headers: dict[str, str], payload_hash: str
+        self, method: str, path: str, query: str, headers: dict[str, str], payload_hash: str
     ) -> dict[str, str]:
         frozen = await self._credentials.get_frozen_credentials()
         now = datetime.datetime.now(datetime.UTC)
@@ -157,7 +163,7 @@ class FastS3:
             [
                 method,
                 path,
-                "",
+                query,
                 "".join(f"{name}:{' '.join(headers[name].split())}\n" for name in names),
                 ";".join(names),
                 payload_hash,
@@ -178,17 +184,29 @@ class FastS3:
         return headers
 
     async def _send(
-        self, method: str, key: str, headers: dict[str, str], body: bytes | None, operation: str
+        self,
+        method: str,
+        key: str,
+        headers: dict[str, str],
+        body: bytes | None,
+        operation: str,
+        query: Mapping[str, str] | None = None,
     ) -> aiohttp.ClientResponse:
         path = self._base_path + _quote_key(key)
+        canonical_query = "&".join(
+            f"{quote(name, safe='-_.~')}={quote(value, safe='-_.~')}"
+            for name, value in sorted((query or {}).items())
+        )
         if body is None:
             payload_hash = _EMPTY_SHA256
-        elif self._unsigned_payload:
+        elif "x-amz-checksum-crc32" in headers:
+            # The signed checksum header already binds the body: S3 verifies it.
             payload_hash = "UNSIGNED-PAYLOAD"
         else:
             payload_hash = hashlib.sha256(body).hexdigest()
-        signed = await self._signed_headers(method, path, headers, payload_hash)
-        url = URL(self._prefix[: len(self._prefix) - len(self._base_path)] + path, encoded=True)
+        signed = await self._signed_headers(method, path, canonical_query, headers, payload_hash)
+        target = self._prefix[: len(self._prefix) - len(self._base_path)] + path
+        url = URL(target + ("?" + canonical_query if canonical_query else ""), encoded=True)
         response = await self._session.request(method, url, headers=signed, data=body)
         if response.status >= 300:
             raw = await response.read()
@@ -202,6 +220,18 @@ class FastS3:
             "GET", key, {"x-amz-checksum-mode": "ENABLED", **headers}, None, "GetObject"
         )
         return _fields(response, body=_Body(response))
+
+    async def list_objects_v2(self, prefix: str, token: str | None) -> dict[str, Any]:
+        """One ListObjectsV2 page (keys url-encoded on the wire, as botocore asks)."""
+        query = {"list-type": "2", "prefix": prefix, "max-keys": "1000", "encoding-type": "url"}
+        if token:
+            query["continuation-token"] = token
+        response = await self._send("GET", "", {}, None, "ListObjectsV2", query)
+        try:
+            raw = await response.read()
+        finally:
+            response.release()
+        return _parse_listing(raw)
 
     async def put_object(self, key: str, body: bytes, headers: Mapping[str, str]) -> dict[str, Any]:
         response = await self._send(
@@ -219,9 +249,9 @@ def _fields(response: aiohttp.ClientResponse, body: _Body | None) -> dict[str, A
         "ResponseMetadata": {"HTTPStatusCode": response.status},
         "ETag": headers.get("ETag", ""),
         "Metadata": {
-            name[len("x-amz-meta-") :]: value
-            for name, value in ((k.lower(), v) for k, v in headers.items())
-            if name.startswith("x-amz-meta-")
+            name[11:].lower(): value
+            for name, value in headers.items()
+            if name[:11].lower() == "x-amz-meta-"
         },
     }
     if body is not None:
@@ -242,6 +272,40 @@ def _fields(response: aiohttp.ClientResponse, body: _Body | None) -> dict[str, A
         if headers.get(header):
             result[field] = headers[header]
     return result
+
+
+def _local(tag: str) -> str:
+    return tag.rpartition("}")[2]
+
+
+def _parse_listing(raw: bytes) -> dict[str, Any]:
+    """The fields of a ListObjectsV2 page that we use, with botocore's names."""
+    root = ElementTree.fromstring(raw)  # noqa: S314 - the S3 server's own reply
+    if _local(root.tag) != "ListBucketResult":
+        raise ValueError("not a ListBucketResult")
+    contents: list[dict[str, Any]] = []
+    page: dict[str, Any] = {"Contents": contents, "IsTruncated": False}
+    for element in root:
+        name = _local(element.tag)
+        if name == "Contents":
+            item: dict[str, Any] = {}
+            for field in element:
+                item[_local(field.tag)] = field.text or ""
+            contents.append(
+                {
+                    "Key": unquote_plus(item["Key"]),
+                    "Size": int(item.get("Size") or -1),
+                    "ETag": item.get("ETag", ""),
+                    "LastModified": fast_timestamp(item["LastModified"])
+                    if item.get("LastModified")
+                    else None,
+                }
+            )
+        elif name == "IsTruncated":
+            page["IsTruncated"] = (element.text or "").strip() == "true"
+        elif name == "NextContinuationToken":
+            page["NextContinuationToken"] = element.text or ""
+    return page
 
 
 def _client_error(response: aiohttp.ClientResponse, raw: bytes, operation: str) -> ClientError:

@@ -11,6 +11,7 @@ from typing import Any
 
 from fsx_stage.transfer.context import Job
 from fsx_stage.transfer.errors import RetryPolicy, UnsafePath
+from fsx_stage.transfer.fastpath import FastS3
 from fsx_stage.transfer.safefs import is_temp_name, open_dir
 
 
@@ -34,15 +35,23 @@ def _compile(patterns: list[str]) -> re.Pattern[str] | None:
 
 
 async def list_objects(
-    client: Any, bucket: str, prefix: str, retry: RetryPolicy, keep: PathFilter
+    client: Any,
+    bucket: str,
+    prefix: str,
+    retry: RetryPolicy,
+    keep: PathFilter,
+    fast: FastS3 | None = None,
 ) -> AsyncIterator[Job]:
     """Every object under ``prefix``, one page at a time (memory does not grow with count)."""
     token: str | None = None
     while True:
-        params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": 1000}
-        if token:
-            params["ContinuationToken"] = token
-        page = await retry.run(functools.partial(client.list_objects_v2, **params))
+        if fast is not None and fast.can_list:
+            page = await retry.run(functools.partial(fast.list_objects_v2, prefix, token))
+        else:
+            params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": 1000}
+            if token:
+                params["ContinuationToken"] = token
+            page = await retry.run(functools.partial(client.list_objects_v2, **params))
         for item in page.get("Contents") or ():
             key = item["Key"]
             relative = key[len(prefix) :]
