@@ -160,8 +160,14 @@ def test_kill_9_leaves_no_torn_file_and_a_rerun_completes(
     assert tree(dst) == contents  # complete, and no temporaries left behind
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
 def test_sigterm_stops_cleanly(
-    bucket: str, s3_env: dict[str, str], s3_client: Any, fault_proxy: Any, tmp_path: Path
+    bucket: str,
+    s3_env: dict[str, str],
+    s3_client: Any,
+    fault_proxy: Any,
+    tmp_path: Path,
+    workers: str,
 ) -> None:
     contents = _slow_source(bucket, s3_client)
     fault_proxy.set_faults(methods={"GET"}, latency_s=0.3, latency_rate=1.0)
@@ -175,7 +181,7 @@ def test_sigterm_stops_cleanly(
         "--concurrency",
         "4",
         "--workers",
-        "2",
+        workers,
         env=env,
     )
     deadline = time.monotonic() + 60
