@@ -88,8 +88,19 @@ class ChaosBed:
             ):
                 return state
             if time.monotonic() > deadline:
-                raise AssertionError(f"job {job_id}: epilog not settled: {state}")
+                raise AssertionError(
+                    f"job {job_id}: epilog not settled: {state}\n{self.show_job(job_id)}\n"
+                    + "\n".join(self.log_lines(job_id)[-10:])
+                )
             time.sleep(0.2)
+
+    def log_lines(self, job_id: int) -> list[str]:
+        """The hooks' log lines about ``job_id`` (for failure messages)."""
+        try:
+            lines = self.site.log_file.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return []
+        return [line for line in lines if f'"job_id": {job_id},' in line]
 
     def show_job(self, job_id: int) -> str:
         return self.cluster.scontrol("show", "job", str(job_id))
