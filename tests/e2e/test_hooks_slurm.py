@@ -7,6 +7,7 @@ these tests write is the cluster's ``fsx-stage.toml`` (restored afterwards).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pwd
 import shutil
@@ -21,6 +22,7 @@ from typing import Any
 import pytest
 from tests.hooks.sitecfg import Site, make_site
 from tests.testbed.cluster import SlurmCluster
+from tests.testbed.demo import SITE_CONFIG_LOCK
 from tests.testbed.ports import free_port
 
 from fsx_stage.hooks.state import HookStatus, JobState, StateStore
@@ -119,6 +121,9 @@ class Bed:
 def bed(
     slurm_cluster: SlurmCluster, s3_server: Any, s3_client: Any, job_user: str
 ) -> Iterator[Bed]:
+    # The cluster's site config is shared with `make demo`: one writer at a time.
+    lock = os.open(slurm_cluster.layout.root / SITE_CONFIG_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)
     config_path = slurm_cluster.layout.fsx_stage_config
     previous = config_path.read_bytes() if config_path.exists() else None
     site = make_site(s3_server.access_key, s3_server.secret_key, config=config_path)
@@ -135,6 +140,7 @@ def bed(
         config_path.write_bytes(previous)
     s3_client.delete_bucket(Bucket=bucket)
     site.cleanup()
+    os.close(lock)
 
 
 def _objects(b: Bed, prefix: str) -> dict[str, bytes]:

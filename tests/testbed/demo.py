@@ -13,6 +13,7 @@ The servers are left running for inspection: ``make cluster-down s3-down``.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -36,6 +37,7 @@ from tests.testbed.cluster import (
 from tests.testbed.seaweed import SeaweedServer
 
 JOB_USER = "fsxuser"
+SITE_CONFIG_LOCK = ".site-config.lock"  # shared with tests/e2e/test_hooks_slurm.py
 BUCKET = "fsx-stage-demo"
 JOB_TEMPLATE = REPO_ROOT / "slurm-conf-examples" / "demo-job.sbatch"
 CORPUS = {
@@ -103,6 +105,18 @@ def site_config(s3: SeaweedServer, scratch_root: Path, state_dir: Path, log_file
     )
 
 
+def hold_site_config(cluster: SlurmCluster) -> int:
+    """Take the cluster's site-config lock for the rest of this process.
+
+    The hooks' e2e tests write the same ``fsx-stage.toml``: a demo run during them (or
+    the other way round) would point the jobs at the wrong site.
+    """
+    path = cluster.layout.root / SITE_CONFIG_LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
 def write_hook_credentials(cluster: SlurmCluster, s3: SeaweedServer) -> None:
     """The S3 keys the hooks resolve as root (DIR/aws/credentials, mode 0600)."""
     aws = cluster.layout.aws_dir
@@ -164,6 +178,7 @@ def main() -> int:
     say(f"{'started' if cluster.up() else 'reusing'} the Slurm cluster in {cluster.layout.root}")
     user = ensure_user(JOB_USER)
 
+    hold_site_config(cluster)  # until the demo exits
     scratch = prepare_scratch(demo_dir / "fsx", user)
     state_dir = demo_dir / "state"
     state_dir.mkdir(parents=True, exist_ok=True)
