@@ -208,3 +208,12 @@ def test_ownership_is_restored_only_when_asked(run: Run, bucket: str, tmp_path: 
     assert run(f"s3://{bucket}/owned", tmp_path / "restored", preserve_owner=True).ok
     restored = (tmp_path / "restored").stat()
     assert (restored.st_uid, restored.st_gid) == (1234, 4321)
+
+
+@pytest.mark.parametrize("recursive", [False, True])
+def test_a_missing_local_source_fails_as_not_found(
+    run: Run, bucket: str, tmp_path: Path, recursive: bool
+) -> None:
+    summary = run(tmp_path / "absent", f"s3://{bucket}/x/", recursive=recursive)
+    assert [f.category for f in summary.failures] == ["not_found"]
+    assert "absent" in summary.failures[0].reason

@@ -76,13 +76,12 @@ def resolve(src: str, dst: str, recursive: bool) -> Route:
             "",
         )
     url = S3Url.parse(dst)
+    # A missing SRC is not a usage error: it fails the transfer as "not_found".
     if recursive:
-        if not Path(src).is_dir():
+        if os.path.lexists(src) and not Path(src).is_dir():
             raise TransferUsageError(f"{src} is not a directory (needed with --recursive)")
         prefix = url.key if url.is_prefix else url.key + "/"
         return Route("upload", url.bucket, src, None, prefix)
-    if not os.path.lexists(src):
-        raise TransferUsageError(f"{src}: no such file")
     if Path(src).is_dir() and not Path(src).is_symlink():
         raise TransferUsageError(f"{src} is a directory: add --recursive to copy its contents")
     path = src.rstrip("/")

@@ -134,6 +134,8 @@ def classify(exc: BaseException) -> tuple[FailureCategory, str]:
         return "network", f"{type(exc).__name__}: {exc}"
     if isinstance(exc, BotoCoreError):
         return "other", f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, FileNotFoundError):
+        return "not_found", f"no such file or directory: {exc.filename or exc}"
     if isinstance(exc, OSError):
         return "local_io", f"{exc.strerror or type(exc).__name__}" + (
             f" ({exc.filename})" if exc.filename else ""
