@@ -448,3 +448,19 @@ def test_when_and_a_missing_output_after_a_failed_job(
     assert PendingStore(StateStore(site.state_dir)).load(int(env["SLURM_JOB_ID"])) is None
     keys = {o["Key"] for o in s3_client.list_objects_v2(Bucket=bucket).get("Contents", [])}
     assert keys == {"c/b"}
+
+
+def test_a_symlink_to_a_root_directory_gets_nothing_written(
+    site: Site, s3_client: Any, bucket: str, job_user: str, slurm: SlurmRecorder
+) -> None:
+    s3_client.put_object(Bucket=bucket, Key="data/passwd", Body=b"pwned")
+    home = site.user_dir(job_user)
+    protected = site.root / "root-only"
+    protected.mkdir(mode=0o755)
+    (home / "in").symlink_to(protected)  # planted by the user before the job
+    env = hook_env(site, job_user, [f"in,s3://{bucket}/data/,{home}/in/"])
+    assert prolog.run(env) == 0  # the user's doing: the job fails, the node stays
+    assert [c[0] for c in slurm.calls] == ["comment", "cancel"]
+    assert list(protected.iterdir()) == []
+    entry = state_of(site, env).entries[0]
+    assert entry.status is EntryStatus.FAILED
