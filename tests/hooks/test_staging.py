@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import errno
 import os
+from pathlib import Path
+
+import botocore.session
+import pytest
 
 from fsx_stage.hooks.outcome import Fault
-from fsx_stage.hooks.staging import interpret, representative_failures
+from fsx_stage.hooks.staging import interpret, isolate_aws_settings, representative_failures
 from fsx_stage.hooks.state import EntryState, EntryStatus, Phase
 from fsx_stage.transfer import TransferFailure, TransferSummary
 
@@ -93,3 +97,20 @@ def test_many_failures_are_sampled_but_keep_every_kind() -> None:
     assert result.fault is Fault.USER  # the access_denied among them decides
     assert result.error is not None and "5002 objects failed" in result.error
     assert "(and 4999 more)" in result.error
+
+
+def test_the_worker_ignores_the_users_aws_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    aws = tmp_path / ".aws"
+    aws.mkdir()
+    (aws / "config").write_text("[default]\nendpoint_url = http://evil.example\nca_bundle = /x\n")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    assert botocore.session.Session().get_scoped_config()["endpoint_url"] == "http://evil.example"
+    monkeypatch.setenv("AWS_PROFILE", "mine")
+    isolate_aws_settings()
+    session = botocore.session.Session()
+    assert session.get_scoped_config() == {}
+    assert session.get_config_variable("ca_bundle") != "/x"

@@ -74,6 +74,19 @@ def check_installation() -> None:
             )
 
 
+def isolate_aws_settings() -> None:
+    """Keep the user's ``~/.aws`` out of the worker (it runs with the user's HOME).
+
+    Everything the worker needs comes in `S3Settings`, resolved as root; a user's config
+    file could otherwise redirect the endpoint or the CA bundle that root's credentials
+    are used with.
+    """
+    os.environ["AWS_CONFIG_FILE"] = os.devnull
+    os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+        os.environ.pop(name, None)
+
+
 def _transfer_in_child(
     src: str,
     dst: str,
@@ -84,6 +97,7 @@ def _transfer_in_child(
 ) -> dict[str, Any]:
     """Runs as the user. Stops itself (cancel) when ``budget_s`` runs out."""
     check_installation()
+    isolate_aws_settings()
     cancel = threading.Event()
     if budget_s is not None:
         signal.signal(signal.SIGALRM, lambda _sig, _frame: cancel.set())
