@@ -39,10 +39,20 @@ typecheck: venv ## mypy --strict on src/
 check: lint typecheck ## lint and type checks
 
 unit: venv ## the fast tests only (no Slurm, no long scenarios)
-	$(PY) -m pytest -m "not slurm and not chaos"
+	$(PY) -m pytest -m "not slurm and not chaos and not chaos_short"
 
 test: venv check system-deps spank ## everything, including the real-Slurm end-to-end tests
 	$(PY) -m pytest -m "not chaos"
+
+# The chaos and soak suite (tests/chaos/) at full scale; `make test` runs it at scale 0.05.
+CHAOS_SCALE ?= 1
+
+.PHONY: chaos
+
+chaos: venv system-deps spank ## fault, Slurm, load and hostile-input scenarios at CHAOS_SCALE; writes docs/reliability.md
+	CHAOS_SCALE=$(CHAOS_SCALE) CHAOS_REPORT=$(CURDIR)/docs/reliability.md \
+	  CHAOS_COMMAND="make chaos CHAOS_SCALE=$(CHAOS_SCALE)" \
+	  $(PY) -m pytest tests/chaos -m chaos --timeout=3600 -p no:cacheprovider
 
 # --- S3 test bed (SeaweedFS `weed mini` on loopback) and benchmarks ----------------
 S3_DIR ?= $(TESTBED)/s3

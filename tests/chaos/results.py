@@ -204,7 +204,7 @@ def render(results: list[ScenarioResult], command: str, started: float) -> str:
         "",
         "```sh",
         "make chaos                       # full scale (CHAOS_SCALE=1): this document",
-        "CHAOS_SCALE=0.2 make chaos       # a lighter full run",
+        "make chaos CHAOS_SCALE=0.2       # a lighter full run",
         ".venv/bin/python -m pytest tests/chaos -m chaos_short  # short version (make test)",
         "```",
         "",

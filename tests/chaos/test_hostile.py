@@ -355,6 +355,7 @@ def _refused(
     checker.no_secrets(bed.logs())
 
 
+@pytest.mark.slurm
 def test_jobs_reaching_outside_their_roots_are_refused(
     scale: float, result: ScenarioResult, checker: Checker, chaos_bed: ChaosBed
 ) -> None:

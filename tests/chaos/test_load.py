@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import time
 
+import pytest
 from tests.chaos.bed import ChaosBed, chaos_bed, hook_walls
 from tests.chaos.conftest import scaled
 from tests.chaos.invariants import Checker, local_files, s3_objects
@@ -13,6 +14,7 @@ from tests.chaos.tools import KiB, put_all
 
 __all__ = ["chaos_bed"]
 GROUP = "load"
+pytestmark = pytest.mark.slurm
 SHARED_GROUPS = 4
 
 

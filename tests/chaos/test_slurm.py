@@ -14,6 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from tests.chaos.bed import ChaosBed, chaos_bed, hook_walls
 from tests.chaos.conftest import full_only, scaled
 from tests.chaos.invariants import SERVING_STATES, Checker, node_state
@@ -23,6 +24,7 @@ from tests.testbed.faultproxy import FaultProxy
 
 __all__ = ["chaos_bed"]
 GROUP = "slurm"
+pytestmark = pytest.mark.slurm
 
 
 def _stage_in_job(bed: ChaosBed, prefix: str, extra: str = "sleep 2\n") -> str:
