@@ -98,6 +98,9 @@ def _transfer_in_child(
     """Runs as the user. Stops itself (cancel) when ``budget_s`` runs out."""
     check_installation()
     isolate_aws_settings()
+    if not src.startswith("s3://") and not os.path.lexists(src):
+        # Checked here, as the user: a path the user cannot see does not exist for them.
+        return {"usage_error": f"{src}: no such file or directory"}
     cancel = threading.Event()
     if budget_s is not None:
         signal.signal(signal.SIGALRM, lambda _sig, _frame: cancel.set())
