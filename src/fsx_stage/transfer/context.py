@@ -16,7 +16,7 @@ from fsx_stage.transfer.models import GiB, MiB, TransferEvent, TransferOptions
 MAX_PARTS = 10_000
 MIN_PART = 8 * MiB
 MAX_PART = 5 * GiB
-CHUNK = 1 * MiB  # read/write unit of a streamed body
+CHUNK = 256 * 1024  # read/write unit of a streamed body (bounds memory per request)
 
 
 @dataclass(slots=True)
@@ -72,7 +72,7 @@ class Context:
 
     def __post_init__(self) -> None:
         self.requests = asyncio.Semaphore(self.options.concurrency)
-        self.budget = ByteBudget(max(96 * MiB, 2 * self.part_size_for(0)))
+        self.budget = ByteBudget(max(64 * MiB, 2 * self.part_size_for(0)))
         self.sse_read = sse_c_params(self.options.encryption)
         self.sse_write = sse_write_params(self.options.encryption)
         self.fast_sse_read = sse_headers(self.sse_read)
