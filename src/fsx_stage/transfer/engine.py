@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -548,7 +548,3 @@ def transfer(
             src, dst, recursive=recursive, options=options, s3=s3, on_event=on_event, cancel=cancel
         )
     )
-
-
-def failed_keys(summary: TransferSummary) -> Iterable[str]:
-    return (failure.key for failure in summary.failures)
