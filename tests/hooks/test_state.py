@@ -170,3 +170,17 @@ def test_errors_in_the_state_carry_no_secret() -> None:
     entry.start()
     entry.finish(EntryStatus.PENDING, "signing with Sup3rSecretKeyMaterial/xyz failed", "other")
     assert entry.error == "signing with *** failed"
+
+
+def test_old_state_is_pruned_unless_a_flush_is_pending(store: StateStore) -> None:
+    for job_id in (1, 2, 3):
+        store.save(_state(job_id))
+        with store.lock(job_id):
+            pass
+    old = store.path(1).stat().st_mtime - 40 * 86400
+    for job_id in (1, 2):
+        os.utime(store.path(job_id), (old, old))
+    assert store.prune(30 * 86400, keep={2}) == [1]
+    assert store.load(1) is None and not (store.locks_dir / "1.lock").exists()
+    assert store.load(2) is not None  # pending flush: kept however old
+    assert store.load(3) is not None  # recent

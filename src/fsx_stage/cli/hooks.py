@@ -36,6 +36,13 @@ def register(subparsers: Any) -> None:
         "--pending", action="store_true", required=True, help="retry the pending flush queue"
     )
     flush.add_argument("--job", type=int, action="append", metavar="JOBID", help="only this job")
+    flush.add_argument(
+        "--keep-days",
+        type=float,
+        default=30.0,
+        metavar="DAYS",
+        help="remove job state untouched for DAYS (never with a pending flush); default 30",
+    )
     flush.set_defaults(handler=_flush)
     status = subparsers.add_parser("status", help="show what the hooks did for a job")
     status.add_argument("job_id", type=int, metavar="JOBID")
@@ -61,7 +68,7 @@ def _flush(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         print("fsx-stage flush: must run as root (it acts as each job's user)", file=sys.stderr)
         return EXIT_USAGE
-    return flush.run(os.environ, args.job)
+    return flush.run(os.environ, args.job, keep_days=args.keep_days)
 
 
 def _status(args: argparse.Namespace) -> int:

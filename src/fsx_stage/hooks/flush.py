@@ -108,8 +108,14 @@ def retry(
     return None
 
 
-def run(env: Mapping[str, str], job_ids: list[int] | None = None) -> int:
-    """Retry every pending flush (or those of ``job_ids``); 0 when none is left pending."""
+def run(
+    env: Mapping[str, str], job_ids: list[int] | None = None, keep_days: float | None = None
+) -> int:
+    """Retry every pending flush (or those of ``job_ids``); 0 when none is left pending.
+
+    ``keep_days``: also remove the state of jobs untouched for that long (never of a job
+    with a pending flush), so the state directory does not grow without bound.
+    """
     try:
         rt = start(env, None)
     except HookFault as fault:
@@ -121,6 +127,11 @@ def run(env: Mapping[str, str], job_ids: list[int] | None = None) -> int:
         rt.log.error("flush_pending.unreadable_record", path=str(path), error=why)
         print(f"fsx-stage flush: unreadable pending record {path}: {why}")
     left = len(broken)
+    if keep_days is not None:
+        keep = set(rt.pending.job_ids())
+        pruned = rt.store.prune(keep_days * 86400, keep)
+        if pruned:
+            rt.log.info("state.pruned", jobs=len(pruned), older_than_days=keep_days)
     for record in records:
         if job_ids and record.job_id not in job_ids:
             continue

@@ -156,6 +156,24 @@ class StateStore:
         except ValidationError as exc:
             raise StateError(f"state file {self.path(job_id)} is unreadable: {exc}") from exc
 
+    def prune(self, older_than_s: float, keep: set[int], now: float | None = None) -> list[int]:
+        """Remove the state (and lock) of jobs untouched for ``older_than_s`` seconds,
+        except the ids in ``keep`` (jobs with a pending flush). Returns the removed ids."""
+        limit = (time.time() if now is None else now) - older_than_s
+        removed = []
+        for path in self.jobs_dir.glob("*.json"):
+            if not path.stem.isdigit() or int(path.stem) in keep:
+                continue
+            try:
+                if path.stat().st_mtime >= limit:
+                    continue
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            (self.locks_dir / f"{path.stem}.lock").unlink(missing_ok=True)
+            removed.append(int(path.stem))
+        return sorted(removed)
+
     def save(self, state: JobState) -> None:
         state.updated_at = time.time()
         data = json.dumps(state.model_dump(mode="json"), indent=1).encode("utf-8") + b"\n"
