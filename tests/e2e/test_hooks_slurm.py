@@ -24,8 +24,9 @@ from tests.hooks.sitecfg import Site, make_site
 from tests.testbed.cluster import SlurmCluster
 from tests.testbed.demo import SITE_CONFIG_LOCK
 from tests.testbed.ports import free_port
+from tests.testbed.seaweed import READER_ACCESS_KEY, READER_SECRET_KEY
 
-from fsx_stage.hooks.state import HookStatus, JobState, StateStore
+from fsx_stage.hooks.state import EntryStatus, HookStatus, JobState, Phase, StateStore
 
 pytestmark = pytest.mark.slurm
 
@@ -300,3 +301,62 @@ mkdir -p $d && echo precious > $d/result.txt
     assert flush.returncode == 0, flush.stdout + flush.stderr
     assert _objects(bed, f"kept/{job_id}/") == {f"kept/{job_id}/result.txt": b"precious\n"}
     assert not (bed.site.state_dir / "pending" / f"{job_id}.json").exists()
+
+
+def test_s3_refusing_the_flush_keeps_it_pending(bed: Bed) -> None:
+    admin = bed.site.credentials.read_text()
+    bed.site.credentials.write_text(
+        f"[default]\naws_access_key_id = {READER_ACCESS_KEY}\n"
+        f"aws_secret_access_key = {READER_SECRET_KEY}\n"
+    )
+    try:
+        job_id = bed.submit(
+            f"""#!/bin/sh
+#SBATCH --fsx-stage=out,{bed.scratch}/%u/ro-%j/,s3://{bed.bucket}/ro/%j/
+d={bed.scratch}/$(id -un)/ro-$SLURM_JOB_ID
+mkdir -p $d && echo kept > $d/r.txt
+"""
+        )
+        assert bed.cluster.wait(job_id, timeout=90)["JobState"] == "COMPLETED"
+        state = bed.wait_epilog(job_id)
+    finally:
+        bed.site.credentials.write_text(admin)
+    entry = state.phase_entries(Phase.FLUSH)[0]
+    assert (entry.status, entry.error_category) == (EntryStatus.PENDING, "access_denied")
+    assert (bed.scratch / bed.user / f"ro-{job_id}" / "r.txt").read_text() == "kept\n"
+    bed.assert_node_in_service()
+    flush = subprocess.run(
+        [bed.fsx_stage, "flush", "--pending", "--job", str(job_id)],
+        env={**os.environ, "FSX_STAGE_CONFIG": str(bed.site.config)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert flush.returncode == 0, flush.stdout + flush.stderr
+    assert _objects(bed, f"ro/{job_id}/") == {f"ro/{job_id}/r.txt": b"kept\n"}
+
+
+def test_scratch_not_mounted_drains_the_node(bed: Bed) -> None:
+    unmounted = bed.site.root / "unmounted"
+    bed.scratch.rename(unmounted)
+    job_id = 0
+    try:
+        job_id = bed.submit(
+            f"#!/bin/sh\n#SBATCH --fsx-stage=in,s3://{bed.bucket}/data/,{bed.scratch}/%u/x/\ntrue\n"
+        )
+        deadline = time.monotonic() + 60
+        while "drain" not in bed.node_state():
+            assert time.monotonic() < deadline, bed.show_job(job_id)
+            time.sleep(0.2)
+        state = bed.state(job_id)
+        assert state is not None and state.prolog.status is HookStatus.NODE_FAULT
+        assert "not available on this node" in (state.prolog.message or "")
+        record = bed.cluster.wait(job_id, timeout=60)
+        assert record["JobState"] == "PENDING"  # requeued by Slurm, held
+    finally:
+        unmounted.rename(bed.scratch)
+        if job_id:
+            subprocess.run(
+                ["/usr/bin/scancel", str(job_id)], env=bed.cluster.command_env(), check=False
+            )
+        bed.cluster.ensure_node_usable()
