@@ -221,6 +221,15 @@ class FastS3:
         )
         return _fields(response, body=_Body(response))
 
+    async def head_object(self, key: str, headers: Mapping[str, str]) -> dict[str, Any]:
+        response = await self._send("HEAD", key, dict(headers), None, "HeadObject")
+        try:
+            result = _fields(response, body=None)
+            result["ContentLength"] = int(response.headers.get("Content-Length", "-1"))
+            return result
+        finally:
+            response.release()
+
     async def list_objects_v2(self, prefix: str, token: str | None) -> dict[str, Any]:
         """One ListObjectsV2 page (keys url-encoded on the wire, as botocore asks)."""
         query = {"list-type": "2", "prefix": prefix, "max-keys": "1000", "encoding-type": "url"}

@@ -76,10 +76,14 @@ async def upload(ctx: Context, root_fd: int, job: Job) -> Outcome:
 
 async def _exists_identical(ctx: Context, job: Job, st: os.stat_result) -> bool:
     """Sync: the object has this file's size and mtime (from its file-mtime metadata)."""
+    fast = ctx.fast
     try:
-        head = await ctx.retry.run(
-            lambda: ctx.client.head_object(Bucket=ctx.bucket, Key=job.key, **ctx.sse_read)
-        )
+        if fast is not None:
+            head = await ctx.retry.run(lambda: fast.head_object(job.key, ctx.fast_sse_read))
+        else:
+            head = await ctx.retry.run(
+                lambda: ctx.client.head_object(Bucket=ctx.bucket, Key=job.key, **ctx.sse_read)
+            )
     except Exception as exc:
         response = getattr(exc, "response", None)
         if isinstance(response, dict):
