@@ -226,3 +226,29 @@ def test_a_worker_killed_mid_transfer_is_reported_not_lost(
     assert proc.returncode == 1
     assert "worker process ended" in stderr
     _assert_no_torn_files(dst, contents)
+
+
+@pytest.mark.parametrize("encoding", ["raw", "base64"])
+def test_sse_c_key_file(bucket: str, s3_env: dict[str, str], tmp_path: Path, encoding: str) -> None:
+    import base64
+
+    raw = os.urandom(32)
+    key_file = tmp_path / "key"
+    key_file.write_bytes(raw if encoding == "raw" else base64.b64encode(raw) + b"\n")
+    (tmp_path / "f").write_bytes(b"sealed")
+    url = f"s3://{bucket}/sealed"
+    key = ("--sse-c-key-file", str(key_file))
+    assert cli("cp", str(tmp_path / "f"), url, "--no-progress", *key, env=s3_env).returncode == 0
+    without = cli("cp", url, str(tmp_path / "a"), "--no-progress", env=s3_env)
+    assert without.returncode == 1 and not (tmp_path / "a").exists()
+    with_key = cli("cp", url, str(tmp_path / "b"), "--no-progress", *key, env=s3_env)
+    assert with_key.returncode == 0 and (tmp_path / "b").read_bytes() == b"sealed"
+    assert base64.b64encode(raw).decode() not in without.stderr + with_key.stderr
+
+
+def test_a_bad_sse_c_key_file_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "short").write_bytes(b"too short")
+    result = cli(
+        "cp", "s3://bucket/k", str(tmp_path / "x"), "--sse-c-key-file", str(tmp_path / "short")
+    )
+    assert result.returncode == 2 and "32 raw bytes" in result.stderr
