@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import errno
 import hashlib
@@ -34,6 +35,17 @@ def _confirmed(response: dict[str, Any], sent_crc: str, body: bytes | memoryview
     etag = str(response.get("ETag") or "").strip('"')
     if etag != hashlib.md5(body, usedforsecurity=False).hexdigest():
         raise ChecksumMismatch("S3 confirmed neither our CRC32 nor the body's MD5")
+
+
+def _check_composite(response: dict[str, Any], parts: list[dict[str, Any]]) -> None:
+    """Where S3 reports the object's checksum-of-part-checksums, it must be ours."""
+    reported = str(response.get("ChecksumCRC32") or "")
+    if not reported:
+        return
+    raw = b"".join(base64.b64decode(part["ChecksumCRC32"]) for part in parts)
+    expected = _crc32_b64(raw)
+    if reported.split("-")[0] != expected:
+        raise ChecksumMismatch(f"S3 stored composite CRC32 {reported}, expected {expected}")
 
 
 def _same_file(before: os.stat_result, after: os.stat_result, what: str) -> None:
@@ -196,7 +208,7 @@ async def _multipart(ctx: Context, fd: int, job: Job, st: os.stat_result) -> int
             for index in range(len(starts)):
                 group.create_task(send(index))
         _same_file(st, os.fstat(fd), repr(job.rel))
-        await ctx.retry.run(
+        completed = await ctx.retry.run(
             lambda: ctx.client.complete_multipart_upload(
                 Bucket=ctx.bucket,
                 Key=job.key,
@@ -205,6 +217,7 @@ async def _multipart(ctx: Context, fd: int, job: Job, st: os.stat_result) -> int
                 **ctx.sse_read,
             )
         )
+        _check_composite(completed, parts)
     except BaseException:
         with contextlib.suppress(Exception):
             await asyncio.shield(
