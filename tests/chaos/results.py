@@ -161,7 +161,8 @@ def render(results: list[ScenarioResult], command: str, started: float) -> str:
         " on scratch and listed in the pending record; never neither.",
         "3. No file of the job user outside the allowed roots; root-owned canaries unchanged and"
         " their contents in no scratch file or object (jobs run as a non-root user).",
-        "4. No secret (S3 secret key, session canary) in any log or captured output.",
+        "4. No secret (the test bed's S3 secret key, which the hooks read from their credentials"
+        " file) in any log (hooks' log, slurmd/slurmctld logs, job output) or captured output.",
         "5. The node is in service (`sinfo -h -o %T`) after every user-caused failure.",
         "",
         "## Figures",

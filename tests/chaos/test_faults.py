@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import shutil
 import signal
 import subprocess
 import time
@@ -36,6 +37,7 @@ STORM = {
     "latency_rate": 0.1,
     "latency_s": 0.2,
 }
+STORM_BURST = 40  # consecutive 503 SlowDown answers at the start of odd rounds
 
 
 def _env(server: Any, endpoint: str) -> dict[str, str]:
@@ -85,7 +87,10 @@ def test_fault_proxy_storms(
             ("down", [f"s3://{bucket}/{prefix}", str(dst)]),
         ):
             fault_proxy.set_faults(
-                **STORM, seed=n, methods={"PUT", "POST"} if direction == "up" else {"GET"}
+                **STORM,
+                slowdown_count=STORM_BURST if n % 2 else 0,  # a 503 storm opens odd rounds
+                seed=n,
+                methods={"PUT", "POST"} if direction == "up" else {"GET"},
             )
             run = cli(["cp", "--recursive", *args], env)
             result.runs += 1
@@ -108,7 +113,8 @@ def test_fault_proxy_storms(
         checker.no_secrets([tmp_path], [run.stdout, run.stderr])
     result.notes.append(
         "per round: cp -r up (PUT/POST faulted), cp -r down (GET faulted), then sync until"
-        f" clean; rates {', '.join(f'{k}={v}' for k, v in STORM.items())}"
+        f" clean; rates {', '.join(f'{k}={v}' for k, v in STORM.items())}; odd rounds open"
+        f" with {STORM_BURST} consecutive 503 SlowDown answers"
     )
     assert result.faults, "the proxy injected nothing"
 
@@ -277,6 +283,8 @@ def test_destination_filesystem_fills_up(
     for n in range(scaled(scale, 5)):
         contents = payloads(rng, 40, big=1, big_size=2 * MiB)
         put_all(s3_client, bucket, f"full{n}/", contents)
+        for old in small_fs.glob("dst*"):  # only this round's tree on the filesystem
+            shutil.rmtree(old)
         dst = small_fs / f"dst{n}"
         (small_fs / "ballast").write_bytes(b"\0" * (6 * MiB))
         run = cli(["cp", "--recursive", f"s3://{bucket}/full{n}/", str(dst)], env)
@@ -288,10 +296,6 @@ def test_destination_filesystem_fills_up(
         checker.no_torn_files(dst, contents)
         left = temporaries(dst)
         (small_fs / "ballast").unlink()
-        # Free space for the rest: only this round's tree stays.
-        for old in small_fs.glob("dst*"):
-            if old != dst:
-                subprocess.run(["rm", "-rf", str(old)], check=True)
         run = cli(["sync", f"s3://{bucket}/full{n}/", str(dst)], env)
         result.add_transfer(run.objects, run.bytes, run.seconds)
         assert run.returncode == 0, run.stderr
