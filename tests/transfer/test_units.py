@@ -179,3 +179,17 @@ def test_an_unreadable_directory_is_reported_not_skipped(
     )
     assert [job.key for job in jobs] == ["p/a.txt"]
     assert errors == [("p/sub/", "[Errno 13] Permission denied")]
+
+
+def test_a_wrong_composite_checksum_is_caught() -> None:
+    from fsx_stage.transfer.errors import ChecksumMismatch
+    from fsx_stage.transfer.upload import _check_composite, _crc32_b64
+
+    parts = [{"ChecksumCRC32": _crc32_b64(b"part one")}, {"ChecksumCRC32": _crc32_b64(b"two")}]
+    import base64
+
+    good = _crc32_b64(b"".join(base64.b64decode(p["ChecksumCRC32"]) for p in parts)) + "-2"
+    _check_composite({"ChecksumCRC32": good}, parts)
+    _check_composite({}, parts)  # not reported: nothing to compare
+    with pytest.raises(ChecksumMismatch):
+        _check_composite({"ChecksumCRC32": "AAAAAA==-2"}, parts)
