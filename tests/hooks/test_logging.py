@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from pathlib import Path
 
 import pytest
 
+from fsx_stage.hooks import logging as hooks_logging
 from fsx_stage.hooks.logging import (
     LOGGER_NAME,
     EventLog,
@@ -93,3 +95,39 @@ def test_stderr_destination(capsys: pytest.CaptureFixture[str]) -> None:
         logging.getLogger(LOGGER_NAME).handlers.clear()
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and json.loads(err[0])["event"] == "loud"
+
+
+@pytest.mark.parametrize("socket_state", ["missing", "stale"])
+def test_syslog_without_a_daemon_falls_back_to_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, socket_state: str
+) -> None:
+    sock_path = tmp_path / "log.sock"
+    if socket_state == "stale":
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.bind(str(sock_path))  # the file stays, nobody listens
+    monkeypatch.setattr(hooks_logging, "SYSLOG_SOCKET", str(sock_path))
+    fallback = tmp_path / "state" / "fsx-stage.log"
+    setup_logging("syslog", "info", fallback_file=fallback)
+    try:
+        EventLog(3).info("prolog.start")
+    finally:
+        logging.getLogger(LOGGER_NAME).handlers.clear()
+    assert json.loads(fallback.read_text())["event"] == "prolog.start"
+
+
+def test_syslog_gets_one_line_per_event(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sock_path = tmp_path / "log.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as daemon:
+        daemon.bind(str(sock_path))
+        daemon.settimeout(10)
+        monkeypatch.setattr(hooks_logging, "SYSLOG_SOCKET", str(sock_path))
+        setup_logging("syslog", "info", fallback_file=tmp_path / "unused.log")
+        try:
+            EventLog(77).info("epilog.done", pending=0)
+        finally:
+            logging.getLogger(LOGGER_NAME).handlers.clear()
+        datagram = daemon.recv(65536).decode()
+    assert datagram.startswith("<30>fsx-stage: ")  # facility daemon, level info
+    line = json.loads(datagram.removeprefix("<30>fsx-stage: ").rstrip("\x00"))
+    assert (line["event"], line["job_id"], line["pending"]) == ("epilog.done", 77, 0)
+    assert not (tmp_path / "unused.log").exists()

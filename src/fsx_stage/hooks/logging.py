@@ -17,6 +17,7 @@ import logging
 import logging.handlers
 import os
 import re
+import socket
 import sys
 import threading
 import time
@@ -139,11 +140,23 @@ class JsonLineFormatter(logging.Formatter):
         return json.dumps(line, default=str, ensure_ascii=False, separators=(",", ":"))
 
 
+def _syslog_listens(path: str) -> bool:
+    """Whether a syslog daemon answers on ``path`` (a socket file may outlive its daemon)."""
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        try:
+            with socket.socket(socket.AF_UNIX, kind) as probe:
+                probe.connect(path)
+        except OSError:
+            continue
+        return True
+    return False
+
+
 def _handler_for(destination: str, fallback_file: Path | None) -> logging.Handler:
     if destination == "stderr":
         return logging.StreamHandler(sys.stderr)
     if destination == "syslog":
-        if Path(SYSLOG_SOCKET).exists():
+        if _syslog_listens(SYSLOG_SOCKET):
             handler = logging.handlers.SysLogHandler(
                 address=SYSLOG_SOCKET, facility=logging.handlers.SysLogHandler.LOG_DAEMON
             )
