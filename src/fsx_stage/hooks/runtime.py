@@ -7,6 +7,7 @@ log redactor, and handed to the privilege-dropped worker in memory as `StaticCre
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -107,11 +108,19 @@ def encryption(config: SiteConfig) -> Encryption:
     if mode == "sse-c":
         assert enc.sse_c_key_file is not None
         try:
-            key = Path(enc.sse_c_key_file).read_text().strip()
+            raw = Path(enc.sse_c_key_file).read_bytes()
         except OSError as exc:
             raise HookFault(Fault.NODE, f"SSE-C key file unreadable: {exc.strerror}") from None
+        # The file holds the 32 key bytes, or their base64 text.
+        key = base64.b64encode(raw).decode() if len(raw) == 32 else raw.decode("latin-1").strip()
         register_secret(key)
-        return Encryption(mode="sse-c", customer_key=SecretStr(key))
+        try:
+            return Encryption(mode="sse-c", customer_key=SecretStr(key))
+        except ValueError:
+            raise HookFault(
+                Fault.NODE,
+                f"SSE-C key file {enc.sse_c_key_file}: expected 32 bytes or their base64",
+            ) from None
     if mode == "sse-kms":
         return Encryption(mode="sse-kms", kms_key_id=enc.kms_key_id)
     if mode == "sse-s3":
