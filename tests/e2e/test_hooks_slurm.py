@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import time
@@ -360,3 +361,31 @@ def test_scratch_not_mounted_drains_the_node(bed: Bed) -> None:
                 ["/usr/bin/scancel", str(job_id)], env=bed.cluster.command_env(), check=False
             )
         bed.cluster.ensure_node_usable()
+
+
+def test_array_tasks_expand_their_own_patterns(bed: Bed) -> None:
+    bed.client.put_object(Bucket=bed.bucket, Key="arr/in.txt", Body=b"x")
+    first = bed.submit(
+        f"""#!/bin/sh
+#SBATCH --array=1-2
+#SBATCH --job-name=arr
+#SBATCH --fsx-stage=in,s3://{bed.bucket}/arr/in.txt,{bed.scratch}/%u/%x-%A-%a/
+#SBATCH --fsx-stage=out,{bed.scratch}/%u/%x-%A-%a/,s3://{bed.bucket}/arr-out/%A/%a/
+d={bed.scratch}/$(id -un)/arr-${{SLURM_ARRAY_JOB_ID}}-${{SLURM_ARRAY_TASK_ID}}
+echo "task $SLURM_ARRAY_TASK_ID" > $d/out.txt
+"""
+    )
+    # `scontrol show job ARRAY_ID` lists every task with its own job id.
+    tasks: set[int] = set()
+    deadline = time.monotonic() + 60
+    while len(tasks) < 2:
+        assert time.monotonic() < deadline, bed.show_job(first)
+        shown = bed.cluster.scontrol("show", "job", "-o", str(first))
+        tasks = {int(m) for m in re.findall(rf"^JobId=(\d+) ArrayJobId={first} ", shown, re.M)}
+        time.sleep(0.2)
+    for job_id in sorted(tasks):
+        assert bed.cluster.wait(job_id, timeout=120)["JobState"] == "COMPLETED"
+        bed.wait_epilog(job_id)
+    found = _objects(bed, "arr-out/")
+    assert found[f"arr-out/{first}/1/out.txt"] == b"task 1\n"
+    assert found[f"arr-out/{first}/2/out.txt"] == b"task 2\n"
