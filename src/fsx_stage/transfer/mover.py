@@ -1,0 +1,159 @@
+"""Moving jobs in one process: the event tally, the mover, and where jobs come from."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Callable
+
+from fsx_stage.transfer import download, posixmeta, safefs, upload
+from fsx_stage.transfer.client import create_client
+from fsx_stage.transfer.context import Context, Job
+from fsx_stage.transfer.errors import RetryPolicy, classify
+from fsx_stage.transfer.fastpath import FastS3
+from fsx_stage.transfer.models import (
+    S3Settings,
+    TransferEvent,
+    TransferFailure,
+    TransferOptions,
+    TransferSummary,
+)
+from fsx_stage.transfer.routes import Direction, Route
+from fsx_stage.transfer.sources import PathFilter, list_objects, walk_tree
+
+
+class Tally:
+    """Folds events into the summary and forwards them to the caller."""
+
+    def __init__(self, on_event: Callable[[TransferEvent], None] | None) -> None:
+        self.summary = TransferSummary()
+        self.on_event = on_event
+
+    def add(self, event: TransferEvent) -> None:
+        summary = self.summary
+        if event.kind == "done":
+            summary.objects_done += 1
+            summary.bytes_done += event.bytes
+        elif event.kind == "skipped":
+            summary.objects_skipped += 1
+        elif event.kind == "failed":
+            summary.failures.append(
+                TransferFailure(key=event.key, reason=event.reason, category=event.category)
+            )
+        if self.on_event is not None:
+            self.on_event(event)
+
+
+class Mover:
+    """Moves jobs in this process, at most ``concurrency`` at a time."""
+
+    def __init__(self, ctx: Context, root_fd: int, direction: Direction) -> None:
+        self.ctx = ctx
+        self.root_fd = root_fd
+        self.move = download.download if direction == "download" else upload.upload
+        self.slots = asyncio.Semaphore(ctx.options.concurrency)
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def one(self, job: Job) -> None:
+        try:
+            kind, moved = await self.move(self.ctx, self.root_fd, job)
+            self.ctx.report(
+                TransferEvent(kind, job.key, moved, job.size if job.size >= 0 else moved)
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            category, reason = classify(exc)
+            self.ctx.report(TransferEvent("failed", job.key, 0, job.size, reason, category))
+        finally:
+            self.slots.release()
+
+    async def submit(self, job: Job) -> None:
+        await self.slots.acquire()
+        task = asyncio.create_task(self.one(job))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def drain(self) -> None:
+        while self.tasks:
+            await asyncio.gather(*list(self.tasks))
+
+    def cancel(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+
+
+async def jobs(
+    ctx: Context, route: Route, report: Callable[[TransferEvent], None]
+) -> AsyncIterator[Job]:
+    if route.single is not None:
+        yield route.single
+        return
+    keep = PathFilter(ctx.options.include, ctx.options.exclude)
+    if route.direction == "download":
+        listing = list_objects(ctx.client, route.bucket, route.prefix, ctx.retry, keep, ctx.fast)
+        async for job in listing:
+            yield job
+    else:
+
+        def unreadable(key: str, exc: Exception) -> None:
+            category, reason = classify(exc)
+            report(TransferEvent("failed", key, 0, -1, reason, category))
+
+        walk = walk_tree(route.local_root, route.prefix, keep, unreadable)
+        for count, job in enumerate(walk):
+            yield job
+            if count % 256 == 255:
+                await asyncio.sleep(0)
+
+
+def pool_size(options: TransferOptions) -> int:
+    return options.concurrency + 4
+
+
+@contextlib.asynccontextmanager
+async def process_context(
+    route: Route, options: TransferOptions, s3: S3Settings, report: Callable[[TransferEvent], None]
+) -> AsyncIterator[Context]:
+    async with create_client(s3, pool_size(options)) as client:
+        fast = await FastS3.attach(
+            client, route.bucket, pool_size(options), s3.connect_timeout_s, s3.read_timeout_s
+        )
+        try:
+            yield Context(
+                client=client,
+                bucket=route.bucket,
+                options=options,
+                retry=RetryPolicy(s3.max_attempts),
+                report=report,
+                umask=posixmeta.current_umask(),
+                local_root=route.local_root,
+                fast=fast,
+            )
+        finally:
+            if fast is not None:
+                await fast.close()
+
+
+def open_root(route: Route) -> int:
+    return safefs.open_root(route.local_root, create=route.direction == "download")
+
+
+async def run_here(route: Route, options: TransferOptions, s3: S3Settings, tally: Tally) -> None:
+    async with process_context(route, options, s3, tally.add) as ctx:
+        root_fd = open_root(route)
+        mover = Mover(ctx, root_fd, route.direction)
+        try:
+            async for job in jobs(ctx, route, tally.add):
+                if tally.on_event is not None:
+                    tally.add(TransferEvent("queued", job.key, 0, job.size))
+                await mover.submit(job)
+            await mover.drain()
+        except asyncio.CancelledError:
+            mover.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*list(mover.tasks), return_exceptions=True)
+            raise
+        finally:
+            os.close(root_fd)

@@ -1,0 +1,283 @@
+"""Worker processes: each runs its own uvloop loop and client, fed batches of jobs by
+the parent over a pipe and sending back batches of events.
+
+``python -m fsx_stage.transfer.workers FD`` starts a worker afresh (when the caller has
+threads and forking is unsafe); it gets ``(route, options, s3)`` over the pipe first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+import uvloop
+
+from fsx_stage.transfer.context import Job
+from fsx_stage.transfer.models import S3Settings, TransferEvent, TransferOptions
+from fsx_stage.transfer.mover import Mover, Tally, jobs, open_root, process_context
+from fsx_stage.transfer.routes import Route
+
+EventTuple = tuple[str, str, int, int, str, str]
+_FINAL = ("done", "skipped", "failed")
+_BATCH = 32
+
+
+def _worker_main(conn: Connection, route: Route, options: TransferOptions, s3: S3Settings) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    asyncio.events._set_running_loop(None)  # a forked child must not see the parent's loop
+    uvloop.run(_worker_async(conn, route, options, s3))
+
+
+async def _worker_async(
+    conn: Connection, route: Route, options: TransferOptions, s3: S3Settings
+) -> None:
+    loop = asyncio.get_running_loop()
+    outbox: list[EventTuple] = []
+    inbox: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+
+    def report(event: TransferEvent) -> None:
+        outbox.append(
+            (event.kind, event.key, event.bytes, event.total, event.reason, event.category)
+        )
+        if len(outbox) >= _BATCH:
+            flush()
+
+    def flush() -> None:
+        if outbox:
+            conn.send(outbox.copy())
+            outbox.clear()
+
+    work: asyncio.Task[None] | None = None
+
+    def readable() -> None:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):  # the parent is gone: stop
+            loop.remove_reader(conn.fileno())
+            message = ("cancel",)
+        if message[0] == "cancel":
+            if work is not None:
+                work.cancel()
+        else:
+            inbox.put_nowait(message)
+
+    async def flusher() -> None:
+        while True:
+            await asyncio.sleep(0.05)
+            flush()
+
+    loop.add_reader(conn.fileno(), readable)
+    ticker = asyncio.create_task(flusher())
+    async with process_context(route, options, s3, report) as ctx:
+        root_fd = open_root(route)
+        mover = Mover(ctx, root_fd, route.direction)
+
+        async def consume() -> None:
+            while True:
+                message = await inbox.get()
+                if message[0] == "jobs":
+                    for key, rel, size, etag, mtime_ns in message[1]:
+                        await mover.submit(Job(key, rel, size, etag, mtime_ns))
+                else:  # "end"
+                    await mover.drain()
+                    return
+
+        work = asyncio.create_task(consume())
+        try:
+            await work
+        except asyncio.CancelledError:
+            mover.cancel()
+            await asyncio.gather(*list(mover.tasks), return_exceptions=True)
+        finally:
+            os.close(root_fd)
+    ticker.cancel()
+    with contextlib.suppress(Exception):
+        loop.remove_reader(conn.fileno())
+    with contextlib.suppress(OSError):
+        flush()
+        conn.send([("exit", "", 0, 0, "", "")])
+
+
+class _Process:
+    """A worker process: forked when this process has a single thread (cheap, nothing
+    to re-import), else a fresh ``python -m fsx_stage.transfer.worker`` that gets its
+    configuration over the pipe (safe with threads, independent of ``__main__``)."""
+
+    def __init__(self, route: Route, options: TransferOptions, s3: S3Settings) -> None:
+        parent_end, child_end = multiprocessing.Pipe(duplex=True)
+        self.conn = parent_end
+        self._forked: multiprocessing.process.BaseProcess | None = None
+        self._spawned: subprocess.Popen[bytes] | None = None
+        if threading.active_count() == 1:
+            self._forked = multiprocessing.get_context("fork").Process(
+                target=_worker_main, args=(child_end, route, options, s3), daemon=True
+            )
+            self._forked.start()
+        else:
+            self._spawned = subprocess.Popen(
+                [sys.executable, "-m", "fsx_stage.transfer.workers", str(child_end.fileno())],
+                pass_fds=(child_end.fileno(),),
+                stdin=subprocess.DEVNULL,
+            )
+            parent_end.send((route, options, s3))
+        child_end.close()
+
+    def join(self, timeout: float) -> None:
+        if self._forked is not None:
+            self._forked.join(timeout)
+        elif self._spawned is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._spawned.wait(timeout)
+
+    def kill(self) -> None:
+        if self.exitcode is None:
+            if self._forked is not None:
+                self._forked.kill()
+            elif self._spawned is not None:
+                self._spawned.kill()
+            self.join(2)
+
+    @property
+    def exitcode(self) -> int | None:
+        if self._forked is not None:
+            return self._forked.exitcode
+        assert self._spawned is not None
+        return self._spawned.poll()
+
+
+class _Worker:
+    def __init__(self, process: _Process, credits: int) -> None:
+        self.process = process
+        self.conn = process.conn
+        self.credits = credits
+        self.batch: list[tuple[str, str, int, str | None, int | None]] = []
+        self.pending: dict[str, int] = {}  # key -> size, sent and not yet finished
+        self.exited = asyncio.Event()
+
+    def flush(self) -> None:
+        if self.batch:
+            self.conn.send(("jobs", self.batch))
+            self.batch = []
+
+
+async def run_workers(
+    route: Route, options: TransferOptions, s3: S3Settings, tally: Tally, count: int
+) -> None:
+    loop = asyncio.get_running_loop()
+    credit_per_worker = max(2 * options.concurrency, _BATCH * 2)
+    workers: list[_Worker] = []
+    credit = asyncio.Event()
+    for _ in range(count):
+        workers.append(_Worker(_Process(route, options, s3), credit_per_worker))
+
+    stopping = False
+
+    def gone(worker: _Worker) -> None:
+        """A worker is finished: whatever it still held did not transfer."""
+        with contextlib.suppress(Exception):
+            loop.remove_reader(worker.conn.fileno())
+        worker.exited.set()
+        credit.set()
+        if stopping:
+            worker.pending.clear()  # cancelled: in-flight objects are not failures
+        for key, size in worker.pending.items():
+            tally.add(
+                TransferEvent("failed", key, 0, size, "transfer worker process ended", "other")
+            )
+        worker.pending.clear()
+
+    def on_readable(worker: _Worker) -> None:
+        try:
+            events = worker.conn.recv()
+        except (EOFError, OSError):
+            gone(worker)
+            return
+        for kind, key, moved, total, reason, category in events:
+            if kind == "exit":
+                gone(worker)
+                continue
+            tally.add(TransferEvent(kind, key, moved, total, reason, category))
+            if kind in _FINAL:
+                worker.credits += 1
+                worker.pending.pop(key, None)
+        credit.set()
+
+    for worker in workers:
+        loop.add_reader(worker.conn.fileno(), on_readable, worker)
+
+    async def flusher() -> None:
+        while True:
+            await asyncio.sleep(0.02)
+            for worker in workers:
+                worker.flush()
+
+    ticker = asyncio.create_task(flusher())
+    try:
+        async with process_context(route, options, s3, tally.add) as ctx:
+            async for job in jobs(ctx, route, tally.add):
+                if tally.on_event is not None:
+                    tally.add(TransferEvent("queued", job.key, 0, job.size))
+                while True:
+                    alive = [w for w in workers if not w.exited.is_set()]
+                    if not alive:
+                        raise RuntimeError("all transfer worker processes died")
+                    best = max(alive, key=lambda w: w.credits)
+                    if best.credits > 0:
+                        break
+                    credit.clear()
+                    await credit.wait()
+                best.credits -= 1
+                best.pending[job.key] = job.size
+                best.batch.append((job.key, job.rel, job.size, job.etag, job.mtime_ns))
+                if len(best.batch) >= _BATCH:
+                    best.flush()
+        ticker.cancel()
+        for worker in workers:
+            if not worker.exited.is_set():
+                worker.flush()
+                worker.conn.send(("end",))
+        for worker in workers:
+            await worker.exited.wait()
+    except BaseException:
+        stopping = True
+        ticker.cancel()
+        for worker in workers:
+            with contextlib.suppress(OSError):
+                worker.conn.send(("cancel",))
+        deadline = time.monotonic() + 3
+        for worker in workers:
+            while not worker.exited.is_set() and time.monotonic() < deadline:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(worker.exited.wait()), 0.1)
+        raise
+    finally:
+        for worker in workers:
+            with contextlib.suppress(Exception):
+                loop.remove_reader(worker.conn.fileno())
+            worker.process.join(timeout=2)
+            worker.process.kill()
+            worker.conn.close()
+    lost = [w for w in workers if w.process.exitcode not in (0, None)]
+    if lost:
+        raise RuntimeError(f"{len(lost)} transfer worker process(es) failed")
+
+
+def main(argv: list[str]) -> int:
+    conn = Connection(int(argv[1]))
+    route, options, s3 = conn.recv()
+    _worker_main(conn, route, options, s3)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv))
