@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -217,3 +218,39 @@ def test_a_missing_local_source_fails_as_not_found(
     summary = run(tmp_path / "absent", f"s3://{bucket}/x/", recursive=recursive)
     assert [f.category for f in summary.failures] == ["not_found"]
     assert "absent" in summary.failures[0].reason
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+def test_sync_skips_after_a_privilege_drop(
+    run: Run, bucket: str, tmp_path: Path, s3_client: Any
+) -> None:
+    """The hooks run us as the job user after setuid: /proc/self is then root's (the
+    process is not dumpable), so nothing we rely on may go through /proc/self/fd."""
+    for index in range(3):
+        s3_client.put_object(Bucket=bucket, Key=f"p/f{index}", Body=b"x" * index)
+    import shutil
+    import tempfile
+
+    shared = Path(tempfile.mkdtemp(prefix="fsx-stage-nobody-"))  # pytest's tmp is root-only
+    shared.chmod(0o777)
+    dst = shared / "dst"
+    pid = os.fork()
+    if pid == 0:  # the child drops to nobody, syncs twice, reports through its exit status
+        code = 99
+        try:
+            os.setgroups([])
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+            first = run(f"s3://{bucket}/p/", dst, recursive=True, sync=True)
+            again = run(f"s3://{bucket}/p/", dst, recursive=True, sync=True)
+            code = 0 if (first.objects_done, again.objects_skipped) == (3, 3) else 1
+            if code:
+                print(first, again, file=sys.stderr)
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    try:
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert (dst / "f2").stat().st_uid == 65534
+    finally:
+        shutil.rmtree(shared)

@@ -110,10 +110,20 @@ def record_source(fd: int, etag: str, st: os.stat_result) -> None:
 
 def recorded_source(dir_fd: int, name: str) -> tuple[str, int, int] | None:
     """The (etag, size, mtime_ns) recorded by :func:`record_source` on ``name``, if any."""
+    # Through an fd of our own, not /proc/self/fd: after a privilege drop /proc/self is
+    # root's (the process is not dumpable) and a path there would be refused.
     try:
-        raw = os.getxattr(f"/proc/self/fd/{dir_fd}/{name}", SYNC_XATTR, follow_symlinks=False)
+        fd = os.open(
+            name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd
+        )
     except OSError:
         return None
+    try:
+        raw = os.getxattr(fd, SYNC_XATTR)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     parts = raw.decode(errors="replace").split(" ")
     if len(parts) != 3:
         return None
