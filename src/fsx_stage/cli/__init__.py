@@ -22,28 +22,35 @@ EXIT_USAGE = 2
 Handler = Callable[[argparse.Namespace], int]
 
 
-def _command_modules() -> list[ModuleType]:
+def _command_modules(argv: Sequence[str] | None = None) -> list[ModuleType]:
+    # A copy imports only its own module (the others load the site config, the planner,
+    # the hook state: ~0.1 s of start-up); --help and the other commands import all.
+    from fsx_stage.cli import transfer
+
+    words = sys.argv[1:] if argv is None else argv
+    if words and words[0] in transfer.COMMANDS:
+        return [transfer]
     # One import per command module; keep this list in the order of --help.
-    from fsx_stage.cli import check, hooks, transfer
+    from fsx_stage.cli import check, hooks
 
     modules: list[ModuleType] = [check, transfer, hooks]
     return modules
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fsx-stage",
         description="Stage data between Amazon S3 and FSx for Lustre scratch for Slurm jobs.",
     )
     parser.add_argument("--version", action="version", version=f"fsx-stage {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in _command_modules():
+    for module in _command_modules(argv):
         module.register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     handler: Handler = args.handler
     try:

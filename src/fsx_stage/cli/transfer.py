@@ -58,11 +58,14 @@ def _positive(text: str) -> int:
     return value
 
 
+COMMANDS = {
+    "cp": "copy an object, a prefix or a tree between S3 and a local path",
+    "sync": "like cp --recursive, skipping files that are already identical",
+}
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    for name, summary in (
-        ("cp", "copy an object, a prefix or a tree between S3 and a local path"),
-        ("sync", "like cp --recursive, skipping files that are already identical"),
-    ):
+    for name, summary in COMMANDS.items():
         parser = subparsers.add_parser(
             name,
             help=summary,
