@@ -30,9 +30,9 @@ from fsx_stage.transfer import (
     TransferFailure,
     TransferOptions,
     TransferSummary,
+    TransferUsageError,
     transfer,
 )
-from fsx_stage.transfer.engine import TransferUsageError
 
 # Seconds kept back from a time budget so the worker can stop cleanly and report.
 STOP_MARGIN_S = 5.0
