@@ -189,13 +189,14 @@ def render(results: list[ScenarioResult], command: str, started: float) -> str:
         )
     lines += ["", "## What each scenario does", ""]
     seen: set[str] = set()
-    for r in sorted(results, key=lambda r: (r.group, r.scenario)):
+    ordered = sorted(results, key=lambda r: (r.group, r.scenario, r.scale))
+    for r in ordered:
         if r.scenario in seen:
             continue
         seen.add(r.scenario)
         lines.append(f"- **{r.scenario}** ({r.group}): {r.what}")
-        for note in r.notes:
-            lines.append(f"  - {note}")
+        for same in (x for x in ordered if x.scenario == r.scenario):
+            lines.extend(f"  - scale {same.scale:g}: {note}" for note in same.notes)
     held = sum(r.outcome == "held" for r in results)
     lines += [
         "",

@@ -214,16 +214,20 @@ def test_stager_kill9_and_resume(
     put_all(s3_client, bucket, "src/", contents)
     dst = tmp_path / "dst"
     kills = scaled(scale, 20, 2)
-    for args, check in (
-        ([f"s3://{bucket}/src/", str(dst)], lambda: checker.no_torn_files(dst, contents)),
+    mid_transfer = 0
+    for direction, args, check in (
+        ("down", [f"s3://{bucket}/src/", str(dst)], lambda: checker.no_torn_files(dst, contents)),
         (
+            "up",
             [str(dst), f"s3://{bucket}/back/"],
             lambda: _no_torn_objects(checker, bucket, "back/", contents),
         ),
     ):
         for _ in range(kills):
+            _forget_some(rng, direction, dst, s3_client, bucket, contents)
             proc = spawn(["sync", *args], env)
             time.sleep(rng.uniform(0.05, 1.5))
+            mid_transfer += proc.poll() is None
             proc.send_signal(signal.SIGKILL)
             proc.communicate()
             result.faults["stager kill -9"] += 1
@@ -234,8 +238,29 @@ def test_stager_kill9_and_resume(
     checker.staged_in(bucket, "back/", dst)
     left = len(temporaries(dst))
     result.notes.append(
-        f"{kills} kills per direction at 0.05-1.5 s; {left} temporaries left by kills"
+        f"{kills} kills per direction at 0.05-1.5 s, {mid_transfer} of them while the stager"
+        f" still ran; before each run a random third of the tree ({len(contents)} objects,"
+        f" {sum(map(len, contents.values())) / MiB:.0f} MiB) is deleted on the receiving"
+        f" side so every run has work; {left} temporaries left by kills"
     )
+
+
+def _forget_some(
+    rng: random.Random,
+    direction: str,
+    dst: Path,
+    client: Any,
+    bucket: str,
+    contents: dict[str, bytes],
+) -> None:
+    """Delete a random third of the receiving side (always the big files) so the next
+    run has work to be killed in."""
+    names = [n for n in contents if n.startswith("big") or rng.random() < 0.33]
+    for name in names:
+        if direction == "down":
+            (dst / name).unlink(missing_ok=True)
+        else:
+            client.delete_object(Bucket=bucket, Key=f"back/{name}")
 
 
 def _no_torn_objects(
