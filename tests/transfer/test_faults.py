@@ -124,3 +124,36 @@ def test_an_upload_whose_checksum_s3_rejects_fails_and_stores_nothing(
     summary = run(source, f"s3://{bucket}/bad.bin", s3=settings_for(s3_server, max_attempts=2))
     assert [(f.key, f.category) for f in summary.failures] == [("bad.bin", "checksum")]
     assert "Contents" not in s3_client.list_objects_v2(Bucket=bucket)
+
+
+def test_a_cancelled_ranged_download_stops_its_range_threads_and_leaves_nothing(
+    bucket: str, tmp_path: Path, s3_client: Any, proxied: Any, fault_proxy: Any
+) -> None:
+    """Ranges run on threads: a cancel stops them before the file is closed and removed."""
+    import threading
+
+    from fsx_stage.transfer import TransferOptions, transfer
+
+    s3_client.put_object(Bucket=bucket, Key="big.bin", Body=os.urandom(24 * MiB))
+    fault_proxy.set_faults(methods={"GET"}, key_pattern="big", latency_s=5.0, latency_rate=1.0)
+    cancel = threading.Event()
+
+    def cancel_once_a_range_waits() -> None:
+        while not any(m == "GET" and "big.bin" in p for m, p, _ in fault_proxy.log):
+            cancel.wait(0.01)
+        cancel.set()
+
+    threading.Thread(target=cancel_once_a_range_waits, daemon=True).start()
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    summary = transfer(
+        f"s3://{bucket}/big.bin",
+        f"{dst}/",
+        recursive=False,
+        options=TransferOptions(**SMALL_PARTS),
+        s3=proxied,
+        cancel=cancel,
+    )
+    assert summary.cancelled and not summary.failures
+    assert os.listdir(dst) == []  # neither the final name nor a temporary
+    assert not [t for t in threading.enumerate() if t.name.startswith("fsx-range")]

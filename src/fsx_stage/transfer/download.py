@@ -15,6 +15,7 @@ from fsx_stage.transfer import checksums, lustre, posixmeta, safefs
 from fsx_stage.transfer.checksums import Expected
 from fsx_stage.transfer.context import CHUNK, Context, Job
 from fsx_stage.transfer.errors import ChecksumMismatch, TransferError
+from fsx_stage.transfer.fastpath import FastS3
 from fsx_stage.transfer.models import TransferEvent
 
 Outcome = tuple[Literal["done", "skipped"], int]
@@ -285,6 +286,8 @@ async def _get_range(
     ctx: Context, fd: int, job: Job, first: int, last: int, algorithm: str | None
 ) -> bytes:
     async with ctx.requests:
+        if ctx.fast is not None:
+            return await _get_range_fast(ctx, ctx.fast, fd, job, first, last, algorithm)
         condition = {"IfMatch": f'"{job.etag}"'} if job.etag else {}
         response = await ctx.client.get_object(
             Bucket=ctx.bucket,
@@ -324,6 +327,22 @@ async def _get_range(
         if offset > reported:
             ctx.report(TransferEvent("bytes", job.key, offset - reported, job.size))
         return digest.digest() if digest is not None else b""
+
+
+async def _get_range_fast(
+    ctx: Context, fast: FastS3, fd: int, job: Job, first: int, last: int, algorithm: str | None
+) -> bytes:
+    """The range on a thread of the fast path, written and checksummed as it arrives."""
+    headers = {"if-match": f'"{job.etag}"'} if job.etag else {}
+    digest = checksums.new_digest(algorithm) if algorithm else None
+
+    def progress(amount: int) -> None:
+        ctx.report(TransferEvent("bytes", job.key, amount, job.size))
+
+    await fast.get_range(
+        job.key, first, last, {**headers, **ctx.fast_sse_read}, fd, digest, progress
+    )
+    return digest.digest() if digest is not None else b""
 
 
 def _verify_ranged(

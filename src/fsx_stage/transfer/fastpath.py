@@ -19,7 +19,7 @@ import hmac
 import os
 import re
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote, unquote_plus, urlsplit
 from xml.etree import ElementTree
@@ -28,8 +28,11 @@ import aiohttp
 from botocore.exceptions import ClientError
 from yarl import URL
 
+from fsx_stage.transfer.checksums import Digest
 from fsx_stage.transfer.client import fast_timestamp
+from fsx_stage.transfer.rangeget import ThreadedRanges
 
+RANGE_THREADS = 16  # ranged GETs of large objects in flight per process
 _PROBE_KEY = "fsx-stage probe/ü+%~.x/does-not-exist"
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _CODE_RE = re.compile(rb"<Code>([^<]*)</Code>")
@@ -75,6 +78,8 @@ class FastS3:
         self._base_path = urlsplit(prefix).path
         self._keys: dict[tuple[str, str], bytes] = {}
         self.can_list = False
+        self._range_setup: tuple[ssl.SSLContext | None, int, float, float] = (None, 1, 10, 60)
+        self._ranges: ThreadedRanges | None = None
 
     @classmethod
     async def attach(
@@ -100,6 +105,8 @@ class FastS3:
         bundle = os.environ.get("AWS_CA_BUNDLE")
         if bundle:
             ssl_context = ssl.create_default_context(cafile=bundle)
+        elif parts.scheme == "https":
+            ssl_context = ssl.create_default_context()
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=pool_size, ssl=ssl_context),
             timeout=aiohttp.ClientTimeout(sock_connect=connect_s, sock_read=read_s),
@@ -108,6 +115,12 @@ class FastS3:
         )
         region = getattr(client.meta, "region_name", None) or "us-east-1"
         fast = cls(client, prefix, region, "s3", session)
+        fast._range_setup = (
+            ssl_context if isinstance(ssl_context, ssl.SSLContext) else None,
+            min(pool_size, RANGE_THREADS),
+            connect_s,
+            read_s,
+        )
         if await fast._probe():
             try:
                 await fast.list_objects_v2(_PROBE_KEY, None)
@@ -134,6 +147,8 @@ class FastS3:
 
     async def close(self) -> None:
         await self._session.close()
+        if self._ranges is not None:
+            self._ranges.close()
 
     def _signing_key(self, secret: str, day: str) -> bytes:
         cached = self._keys.get((secret, day))
@@ -220,6 +235,37 @@ class FastS3:
             "GET", key, {"x-amz-checksum-mode": "ENABLED", **headers}, None, "GetObject"
         )
         return _fields(response, body=_Body(response))
+
+    async def get_range(
+        self,
+        key: str,
+        first: int,
+        last: int,
+        headers: Mapping[str, str],
+        fd: int,
+        digest: Digest | None,
+        progress: Callable[[int], None],
+    ) -> None:
+        """GET bytes ``first..last`` of ``key`` into ``fd`` at ``first`` (on a thread)."""
+        if self._ranges is None:
+            parts = urlsplit(self._prefix)
+            context, threads, connect_s, read_s = self._range_setup
+            self._ranges = ThreadedRanges(
+                parts.scheme,
+                parts.hostname or "",
+                parts.port,
+                context,
+                threads,
+                connect_s,
+                read_s,
+                error_reply,
+            )
+        path = self._base_path + _quote_key(key)
+        signed = await self._signed_headers(
+            "GET", path, "", {"range": f"bytes={first}-{last}", **headers}, _EMPTY_SHA256
+        )
+        signed["host"] = self._host
+        await self._ranges.get(path, signed, fd, first, last, digest, progress)
 
     async def head_object(self, key: str, headers: Mapping[str, str]) -> dict[str, Any]:
         response = await self._send("HEAD", key, dict(headers), None, "HeadObject")
@@ -318,15 +364,18 @@ def _parse_listing(raw: bytes) -> dict[str, Any]:
 
 
 def _client_error(response: aiohttp.ClientResponse, raw: bytes, operation: str) -> ClientError:
+    return error_reply(response.status, response.reason or "", raw, operation)
+
+
+def error_reply(status: int, reason: str, raw: bytes, operation: str) -> ClientError:
+    """The ``ClientError`` botocore would raise for an S3 error reply."""
     code = _CODE_RE.search(raw)
     message = _MESSAGE_RE.search(raw)
     error = {
-        "Code": code.group(1).decode(errors="replace") if code else str(response.status),
-        "Message": message.group(1).decode(errors="replace") if message else response.reason or "",
+        "Code": code.group(1).decode(errors="replace") if code else str(status),
+        "Message": message.group(1).decode(errors="replace") if message else reason,
     }
-    return ClientError(
-        {"Error": error, "ResponseMetadata": {"HTTPStatusCode": response.status}}, operation
-    )
+    return ClientError({"Error": error, "ResponseMetadata": {"HTTPStatusCode": status}}, operation)
 
 
 def sse_headers(params: Mapping[str, str]) -> dict[str, str]:

@@ -1,0 +1,206 @@
+"""Ranged GETs of a large object on threads, each over its own blocking connection.
+
+An event loop moves a large body slowly: every read of the socket is a callback and a
+new bytes object, and every write a thread hop. Here a thread receives a range straight
+into a reusable buffer and ``pwrite``s it to its offset (and feeds the range's digest):
+all three release the GIL, so the ranges of one object keep both the network and the
+page cache busy with little Python in between. Requests are signed on the event loop
+(:class:`~fsx_stage.transfer.fastpath.FastS3`); only socket and file work runs here.
+A cancelled range shuts its socket down and is waited for, so no thread writes to a
+file descriptor after its owner closed it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.client
+import os
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+
+from botocore.exceptions import ClientError
+
+from fsx_stage.transfer.checksums import Digest
+from fsx_stage.transfer.errors import TransferError
+
+BUFFER = 1024 * 1024  # per thread: one receive, one pwrite
+_PROGRESS_STEP = 8 * 1024 * 1024
+_ERROR_BODY_LIMIT = 64 * 1024
+
+
+class _Stop(Exception):
+    """The range was cancelled."""
+
+
+class _Range:
+    """One range in flight: what the loop needs to stop its thread."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+        self.sock: socket.socket | None = None
+
+    def stop(self) -> None:
+        self.stopped = True
+        sock = self.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class ThreadedRanges:
+    """A pool of threads, each keeping one keep-alive connection to the S3 endpoint."""
+
+    def __init__(
+        self,
+        scheme: str,
+        host: str,
+        port: int | None,
+        ssl_context: ssl.SSLContext | None,
+        threads: int,
+        connect_s: float,
+        read_s: float,
+        error: Callable[[int, str, bytes, str], ClientError],
+    ) -> None:
+        self._scheme = scheme
+        self._host = host
+        self._port = port
+        self._ssl = ssl_context
+        self._connect_s = connect_s
+        self._read_s = read_s
+        self._error = error
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="fsx-range")
+        self._local = threading.local()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    async def get(
+        self,
+        target: str,
+        headers: Mapping[str, str],
+        fd: int,
+        first: int,
+        last: int,
+        digest: Digest | None,
+        progress: Callable[[int], None],
+    ) -> None:
+        """GET ``target`` (path and query, signed ``headers``) into ``fd`` at ``first``."""
+        loop = asyncio.get_running_loop()
+        state = _Range()
+
+        def report(amount: int) -> None:
+            loop.call_soon_threadsafe(progress, amount)
+
+        future = loop.run_in_executor(
+            self._pool, self._fetch, state, target, dict(headers), fd, first, last, digest, report
+        )
+        try:
+            await asyncio.shield(future)
+        except asyncio.CancelledError:
+            state.stop()
+            with contextlib.suppress(BaseException):
+                await future  # the thread no longer touches fd once this returns
+            raise
+
+    def _connection(self) -> http.client.HTTPConnection:
+        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._scheme == "https":
+                conn = http.client.HTTPSConnection(
+                    self._host, self._port, timeout=self._connect_s, context=self._ssl
+                )
+            else:
+                conn = http.client.HTTPConnection(self._host, self._port, timeout=self._connect_s)
+            self._local.conn = conn
+        if conn.sock is None:
+            conn.connect()
+            assert conn.sock is not None
+            conn.sock.settimeout(self._read_s)
+        return conn
+
+    def _drop(self) -> None:
+        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+        self._local.conn = None
+
+    def _fetch(
+        self,
+        state: _Range,
+        target: str,
+        headers: dict[str, str],
+        fd: int,
+        first: int,
+        last: int,
+        digest: Digest | None,
+        report: Callable[[int], None],
+    ) -> None:
+        try:
+            self._fetch_on_connection(state, target, headers, fd, first, last, digest, report)
+        except BaseException:
+            self._drop()  # a connection in an unknown state is never reused
+            raise
+
+    def _fetch_on_connection(
+        self,
+        state: _Range,
+        target: str,
+        headers: dict[str, str],
+        fd: int,
+        first: int,
+        last: int,
+        digest: Digest | None,
+        report: Callable[[int], None],
+    ) -> None:
+        if state.stopped:
+            raise _Stop
+        want = last + 1 - first
+        try:
+            conn = self._connection()
+            state.sock = conn.sock
+            conn.putrequest("GET", target, skip_host=True, skip_accept_encoding=True)
+            for name, value in headers.items():
+                conn.putheader(name, value)
+            conn.endheaders()
+            response = conn.getresponse()
+            if response.status >= 300:
+                raw = response.read(_ERROR_BODY_LIMIT)
+                raise self._error(response.status, response.reason, raw, "GetObject")
+            span = response.getheader("Content-Range") or f"bytes {first}-{last}/"
+            if response.status != 206 or response.length != want:
+                raise TransferError(f"unexpected reply to a ranged GET: {span!r}", "network")
+            if not span.startswith(f"bytes {first}-{last}/"):
+                raise TransferError(f"unexpected range in the reply: {span!r}", "network")
+        except (http.client.HTTPException, OSError) as exc:
+            if state.stopped:
+                raise _Stop from None
+            raise TransferError(f"{type(exc).__name__}: {exc}", "network") from None
+        buffer = bytearray(min(BUFFER, want))
+        view = memoryview(buffer)
+        offset = reported = first
+        end = last + 1
+        while offset < end:
+            if state.stopped:
+                raise _Stop
+            try:
+                got = response.readinto(view[: min(len(view), end - offset)])
+            except (http.client.HTTPException, OSError) as exc:
+                if state.stopped:
+                    raise _Stop from None
+                raise TransferError(f"{type(exc).__name__}: {exc}", "network") from None
+            if not got:
+                raise TransferError(f"truncated body: {offset - first} of {want} bytes", "network")
+            chunk = view[:got]
+            written = 0
+            while written < got:
+                written += os.pwrite(fd, chunk[written:], offset + written)
+            if digest is not None:
+                digest.update(chunk)
+            offset += got
+            if offset - reported >= _PROGRESS_STEP or offset == end:
+                report(offset - reported)
+                reported = offset
