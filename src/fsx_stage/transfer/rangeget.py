@@ -74,9 +74,13 @@ class ThreadedRanges:
         self._error = error
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="fsx-range")
         self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[http.client.HTTPConnection] = []
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+        for conn in self._connections:
+            conn.close()
 
     async def get(
         self,
@@ -116,6 +120,8 @@ class ThreadedRanges:
             else:
                 conn = http.client.HTTPConnection(self._host, self._port, timeout=self._connect_s)
             self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
         if conn.sock is None:
             conn.connect()
             assert conn.sock is not None
@@ -126,6 +132,8 @@ class ThreadedRanges:
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
+            with self._lock:
+                self._connections.remove(conn)
         self._local.conn = None
 
     def _fetch(
@@ -160,18 +168,12 @@ class ThreadedRanges:
             raise _Stop
         want = last + 1 - first
         try:
-            conn = self._connection()
-            state.sock = conn.sock
-            conn.putrequest("GET", target, skip_host=True, skip_accept_encoding=True)
-            for name, value in headers.items():
-                conn.putheader(name, value)
-            conn.endheaders()
-            response = conn.getresponse()
+            response = self._request(state, target, headers)
             if response.status >= 300:
                 raw = response.read(_ERROR_BODY_LIMIT)
                 raise self._error(response.status, response.reason, raw, "GetObject")
             span = response.getheader("Content-Range") or f"bytes {first}-{last}/"
-            if response.status != 206 or response.length != want:
+            if response.status != 206 or response.length not in (want, None):
                 raise TransferError(f"unexpected reply to a ranged GET: {span!r}", "network")
             if not span.startswith(f"bytes {first}-{last}/"):
                 raise TransferError(f"unexpected range in the reply: {span!r}", "network")
@@ -204,3 +206,27 @@ class ThreadedRanges:
             if offset - reported >= _PROGRESS_STEP or offset == end:
                 report(offset - reported)
                 reported = offset
+        if response.length is None and response.read(1):  # a chunked reply ran over
+            raise TransferError(f"range overrun: more than {want} bytes", "network")
+
+    def _request(
+        self, state: _Range, target: str, headers: dict[str, str]
+    ) -> http.client.HTTPResponse:
+        """Send the request; a kept-alive connection the server has closed meanwhile is
+        replaced once, silently, as long as nothing of the reply has arrived."""
+        kept: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        reused = kept is not None and kept.sock is not None
+        while True:
+            conn = self._connection()
+            state.sock = conn.sock
+            try:
+                conn.putrequest("GET", target, skip_host=True, skip_accept_encoding=True)
+                for name, value in headers.items():
+                    conn.putheader(name, value)
+                conn.endheaders()
+                return conn.getresponse()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                if not reused or state.stopped:
+                    raise
+                reused = False
+                self._drop()
