@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import errno
 import os
 import pwd
@@ -131,3 +133,14 @@ def _unserialisable() -> object:
 def test_a_result_must_be_json(creds: UserCredentials) -> None:
     with pytest.raises(WorkerError, match="not JSON"):
         run_as_user(creds, _unserialisable)
+
+
+def _dumpable() -> int:
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    return int(libc.prctl(3, 0, 0, 0, 0))  # PR_GET_DUMPABLE
+
+
+def test_the_worker_cannot_be_inspected_by_the_user(creds: UserCredentials) -> None:
+    # After the uid change the kernel marks the process non-dumpable: the job user may
+    # not ptrace it or read /proc/PID/mem, where the S3 credentials live.
+    assert run_as_user(creds, _dumpable) == 0

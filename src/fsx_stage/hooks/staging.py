@@ -101,6 +101,11 @@ def _transfer_in_child(
     if not src.startswith("s3://") and not os.path.lexists(src):
         # Checked here, as the user: a path the user cannot see does not exist for them.
         return {"usage_error": f"{src}: no such file or directory"}
+    if threading.active_count() > 1:
+        # The core would start its worker processes by exec, and an exec'd process is
+        # dumpable again: the user could read root's credentials from its memory. Forked
+        # workers (one thread here) or none at all keep them out of reach.
+        options = options.model_copy(update={"workers": 1})
     cancel = threading.Event()
     if budget_s is not None:
         signal.signal(signal.SIGALRM, lambda _sig, _frame: cancel.set())
