@@ -48,12 +48,23 @@ class Tally:
 class Mover:
     """Moves jobs in this process, at most ``concurrency`` at a time."""
 
-    def __init__(self, ctx: Context, root_fd: int, direction: Direction) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        root_fd: int,
+        direction: Direction,
+        on_free: Callable[[], None] | None = None,
+    ) -> None:
         self.ctx = ctx
         self.root_fd = root_fd
         self.move = download.download if direction == "download" else upload.upload
         self.slots = asyncio.Semaphore(ctx.options.concurrency)
         self.tasks: set[asyncio.Task[None]] = set()
+        self.on_free = on_free  # called whenever a slot frees up
+
+    def has_room(self) -> bool:
+        """Whether :meth:`submit` would start the job at once."""
+        return not self.slots.locked()
 
     async def one(self, job: Job) -> None:
         try:
@@ -68,6 +79,8 @@ class Mover:
             self.ctx.report(TransferEvent("failed", job.key, 0, job.size, reason, category))
         finally:
             self.slots.release()
+            if self.on_free is not None:
+                self.on_free()
 
     async def submit(self, job: Job) -> None:
         await self.slots.acquire()

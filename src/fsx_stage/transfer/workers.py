@@ -1,6 +1,10 @@
 """Worker processes: each runs its own uvloop loop and client, fed batches of jobs by
 the parent over a pipe and sending back batches of events.
 
+The parent lists and moves objects itself; a worker gets the jobs the parent has no
+room for, and sets up its S3 client only when its first jobs arrive (a transfer of a
+few objects never pays for it).
+
 ``python -m fsx_stage.transfer.workers FD`` starts a worker afresh (when the caller has
 threads and forking is unsafe); it gets ``(route, options, s3)`` over the pipe first.
 """
@@ -76,30 +80,31 @@ async def _worker_async(
             await asyncio.sleep(0.05)
             flush()
 
-    loop.add_reader(conn.fileno(), readable)
-    ticker = asyncio.create_task(flusher())
-    async with process_context(route, options, s3, report) as ctx:
-        root_fd = open_root(route)
-        mover = Mover(ctx, root_fd, route.direction)
-
-        async def consume() -> None:
-            while True:
-                message = await inbox.get()
-                if message[0] == "jobs":
+    async def consume() -> None:
+        message = await inbox.get()
+        if message[0] != "jobs":
+            return  # the parent moved everything itself: no client to set up
+        async with process_context(route, options, s3, report) as ctx:
+            root_fd = open_root(route)
+            mover = Mover(ctx, root_fd, route.direction)
+            try:
+                while message[0] == "jobs":
                     for key, rel, size, etag, mtime_ns in message[1]:
                         await mover.submit(Job(key, rel, size, etag, mtime_ns))
-                else:  # "end"
-                    await mover.drain()
-                    return
+                    message = await inbox.get()
+                await mover.drain()  # "end"
+            except asyncio.CancelledError:
+                mover.cancel()
+                await asyncio.gather(*list(mover.tasks), return_exceptions=True)
+                raise
+            finally:
+                os.close(root_fd)
 
-        work = asyncio.create_task(consume())
-        try:
-            await work
-        except asyncio.CancelledError:
-            mover.cancel()
-            await asyncio.gather(*list(mover.tasks), return_exceptions=True)
-        finally:
-            os.close(root_fd)
+    loop.add_reader(conn.fileno(), readable)
+    ticker = asyncio.create_task(flusher())
+    work = asyncio.create_task(consume())
+    with contextlib.suppress(asyncio.CancelledError):
+        await work
     ticker.cancel()
     with contextlib.suppress(Exception):
         loop.remove_reader(conn.fileno())
@@ -177,7 +182,7 @@ async def run_workers(
     credit_per_worker = max(2 * options.concurrency, _BATCH * 2)
     workers: list[_Worker] = []
     credit = asyncio.Event()
-    for _ in range(count):
+    for _ in range(count - 1):  # this process moves objects too
         workers.append(_Worker(_Process(route, options, s3), credit_per_worker))
 
     stopping = False
@@ -224,30 +229,43 @@ async def run_workers(
     ticker = asyncio.create_task(flusher())
     try:
         async with process_context(route, options, s3, tally.add) as ctx:
-            async for job in jobs(ctx, route, tally.add):
-                if tally.on_event is not None:
-                    tally.add(TransferEvent("queued", job.key, 0, job.size))
-                while True:
-                    alive = [w for w in workers if not w.exited.is_set()]
-                    if not alive:
-                        raise RuntimeError("all transfer worker processes died")
-                    best = max(alive, key=lambda w: w.credits)
-                    if best.credits > 0:
-                        break
-                    credit.clear()
-                    await credit.wait()
-                best.credits -= 1
-                best.pending[job.key] = job.size
-                best.batch.append((job.key, job.rel, job.size, job.etag, job.mtime_ns))
-                if len(best.batch) >= _BATCH:
-                    best.flush()
-        ticker.cancel()
-        for worker in workers:
-            if not worker.exited.is_set():
-                worker.flush()
-                worker.conn.send(("end",))
-        for worker in workers:
-            await worker.exited.wait()
+            root_fd = open_root(route)
+            local = Mover(ctx, root_fd, route.direction, on_free=credit.set)
+            try:
+                async for job in jobs(ctx, route, tally.add):
+                    if tally.on_event is not None:
+                        tally.add(TransferEvent("queued", job.key, 0, job.size))
+                    best: _Worker | None = None
+                    while not local.has_room():
+                        alive = [w for w in workers if not w.exited.is_set()]
+                        best = max(alive, key=lambda w: w.credits) if alive else None
+                        if best is not None and best.credits > 0:
+                            break
+                        best = None
+                        credit.clear()
+                        await credit.wait()
+                    if best is None:
+                        await local.submit(job)
+                        continue
+                    best.credits -= 1
+                    best.pending[job.key] = job.size
+                    best.batch.append((job.key, job.rel, job.size, job.etag, job.mtime_ns))
+                    if len(best.batch) >= _BATCH:
+                        best.flush()
+                ticker.cancel()
+                for worker in workers:
+                    if not worker.exited.is_set():
+                        worker.flush()
+                        worker.conn.send(("end",))
+                await local.drain()
+                for worker in workers:
+                    await worker.exited.wait()
+            except BaseException:
+                local.cancel()  # before root_fd closes under its tasks
+                await asyncio.gather(*list(local.tasks), return_exceptions=True)
+                raise
+            finally:
+                os.close(root_fd)
     except BaseException:
         stopping = True
         ticker.cancel()
