@@ -157,3 +157,15 @@ def test_a_cancelled_ranged_download_stops_its_range_threads_and_leaves_nothing(
     assert summary.cancelled and not summary.failures
     assert os.listdir(dst) == []  # neither the final name nor a temporary
     assert not [t for t in threading.enumerate() if t.name.startswith("fsx-range")]
+
+
+def test_a_worker_sets_up_its_client_only_when_it_gets_jobs(
+    run: Run, bucket: str, tmp_path: Path, s3_client: Any, proxied: Any, fault_proxy: Any
+) -> None:
+    """The listing process moves objects itself: one object never starts a second client."""
+    s3_client.put_object(Bucket=bucket, Key="one/a.bin", Body=b"x" * 1000)
+    fault_proxy.set_faults()  # count the requests
+    summary = run(f"s3://{bucket}/one/", tmp_path / "dst", recursive=True, s3=proxied, workers=2)
+    assert summary.ok and summary.objects_done == 1
+    probes = [path for _, path, _ in fault_proxy.log if "does-not-exist" in path]
+    assert len(probes) == 1  # one client's fast-path probe: no worker set one up
