@@ -100,7 +100,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             type=_positive,
             default=None,
             metavar="N",
-            help="processes for many objects (default: one per two cores, min 2, max 8)",
+            help="worker processes for many objects (default: one per two cores, max 8)",
         )
         parser.add_argument(
             "--part-size",

@@ -30,11 +30,10 @@ def _worker_count(route: Route, options: TransferOptions) -> int:
         return 1
     if options.workers is not None:
         return options.workers
-    # Half the cores (the other half is left to the kernel's network and page-cache work),
-    # at least two: one process is CPU-bound on per-request work with many small objects,
-    # and this process moves objects itself, so a second one only runs when it has work.
-    cores = os.cpu_count() or 1
-    return 1 if cores < 2 else max(2, min(cores // 2, 8))
+    # Half the cores: the other half is left to the kernel's network and page-cache work
+    # (and, on a test bed, to the S3 server); on 2 cores that means one process (a second
+    # one measured no faster there: the machine is CPU-bound with the server on it).
+    return max(1, min((os.cpu_count() or 1) // 2, 8))
 
 
 async def transfer_async(

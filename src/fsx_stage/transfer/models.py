@@ -115,8 +115,8 @@ class TransferOptions(BaseModel):
     exclude pattern matches; an include pattern re-includes what an exclude removed
     (as ``aws s3 cp --exclude ... --include ...`` with all excludes given first).
     ``part_size=None`` adapts the part size to each object (S3's 10,000-part limit).
-    ``workers=None`` uses one process per two cores (at least 2, at most 8) for recursive
-    transfers; ``concurrency`` is the number of requests in flight per process.
+    ``workers=None`` uses one process per two cores (at most 8) for recursive transfers;
+    ``concurrency`` is the number of requests in flight per process.
     """
 
     model_config = ConfigDict(frozen=True)
