@@ -42,6 +42,19 @@ def _worker_main(conn: Connection, route: Route, options: TransferOptions, s3: S
     uvloop.run(_worker_async(conn, route, options, s3))
 
 
+def _forked_main(
+    parent_end: Connection,
+    conn: Connection,
+    route: Route,
+    options: TransferOptions,
+    s3: S3Settings,
+) -> None:
+    # A forked child inherits the parent's end of its own pipe: close it, or the pipe
+    # never reports EOF when the parent dies (kill -9) and the worker waits forever.
+    parent_end.close()
+    _worker_main(conn, route, options, s3)
+
+
 async def _worker_async(
     conn: Connection, route: Route, options: TransferOptions, s3: S3Settings
 ) -> None:
@@ -125,7 +138,7 @@ class _Process:
         self._spawned: subprocess.Popen[bytes] | None = None
         if threading.active_count() == 1:
             self._forked = multiprocessing.get_context("fork").Process(
-                target=_worker_main, args=(child_end, route, options, s3), daemon=True
+                target=_forked_main, args=(parent_end, child_end, route, options, s3), daemon=True
             )
             self._forked.start()
         else:
