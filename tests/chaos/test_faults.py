@@ -23,7 +23,7 @@ import pytest
 from tests.chaos.conftest import scaled
 from tests.chaos.invariants import Checker, InvariantBroken, sha256, temporaries
 from tests.chaos.results import ScenarioResult
-from tests.chaos.tools import MiB, cli, payloads, put_all, spawn, summary_of
+from tests.chaos.tools import MiB, cli, leftovers, payloads, put_all, spawn, summary_of
 from tests.testbed.faultproxy import FaultProxy
 from tests.testbed.seaweed import SeaweedServer
 
@@ -229,9 +229,13 @@ def test_stager_kill9_and_resume(
             time.sleep(rng.uniform(0.05, 1.5))
             mid_transfer += proc.poll() is None
             proc.send_signal(signal.SIGKILL)
-            proc.communicate()
+            orphans = leftovers(proc)
             result.faults["stager kill -9"] += 1
             result.runs += 1
+            if orphans:
+                raise InvariantBroken(
+                    f"{len(orphans)} worker processes outlived the killed stager by 10 s"
+                )
             check()
         _converge(args, env, result)
     checker.staged_in(bucket, "src/", dst)

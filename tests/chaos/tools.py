@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -89,7 +91,37 @@ def spawn(
         text=True,
         env={**os.environ, **env},
         cwd="/",
+        start_new_session=True,  # the stager and its workers: one session, see leftovers()
     )
+
+
+def session_members(sid: int) -> list[int]:
+    """Live processes of session ``sid`` (a spawned stager's workers share it)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[3]) == sid:
+            members.append(int(entry.name))
+    return members
+
+
+def leftovers(proc: subprocess.Popen[str], grace_s: float = 10.0) -> list[int]:
+    """After the stager ``proc`` died: processes of its session still alive after
+    ``grace_s`` (orphaned workers), which are then killed so nothing hangs."""
+    proc.wait()
+    deadline = time.monotonic() + grace_s
+    while (members := session_members(proc.pid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in members:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.communicate()
+    return members
 
 
 def _env_args(env: Mapping[str, str]) -> list[str]:
