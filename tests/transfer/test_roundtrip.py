@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from tests.transfer.conftest import Run, tree
 
+from fsx_stage.filters import Filter
+
 MiB = 1024 * 1024
 PART = 5 * MiB  # the smallest part S3 allows; tests use it to get multipart cheaply
 SMALL_PARTS = {"part_size": PART, "multipart_threshold": PART}
@@ -118,12 +120,16 @@ def test_include_and_exclude_select_relative_paths(run: Run, bucket: str, tmp_pa
     for name in ["a.txt", "b.bin", "logs/x.log", "logs/keep.txt", "deep/c.txt"]:
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         (source / name).write_text(name)
-    assert run(source, f"s3://{bucket}/f/", recursive=True, exclude=["logs/*"]).ok
-    summary = run(
-        f"s3://{bucket}/f/", tmp_path / "dst", recursive=True, exclude=["*"], include=["*.txt"]
-    )
+    exclude_logs = (Filter(action="exclude", pattern="logs/*"),)
+    assert run(source, f"s3://{bucket}/f/", recursive=True, filters=exclude_logs).ok
+    only_txt = (Filter(action="exclude", pattern="*"), Filter(action="include", pattern="*.txt"))
+    summary = run(f"s3://{bucket}/f/", tmp_path / "dst", recursive=True, filters=only_txt)
     assert summary.ok
     assert sorted(tree(tmp_path / "dst")) == ["a.txt", "deep/c.txt"]
+    # The last matching filter decides: an exclude after the include wins.
+    nothing = (*only_txt, Filter(action="exclude", pattern="*"))
+    summary = run(f"s3://{bucket}/f/", tmp_path / "none", recursive=True, filters=nothing)
+    assert summary.ok and summary.objects_done == 0
 
 
 def test_sync_moves_only_what_changed(run: Run, bucket: str, tmp_path: Path) -> None:

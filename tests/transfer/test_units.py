@@ -10,13 +10,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fsx_stage.cli import build_parser
 from fsx_stage.cli.transfer import parse_size
+from fsx_stage.filters import Filter, selects
 from fsx_stage.transfer import Encryption
 from fsx_stage.transfer.checksums import crc_combine, expected_from_response
 from fsx_stage.transfer.errors import UnsafePath, classify
 from fsx_stage.transfer.posixmeta import from_metadata, to_metadata
 from fsx_stage.transfer.safefs import is_temp_name, split_relative, temp_name
-from fsx_stage.transfer.sources import PathFilter
 
 
 @pytest.mark.parametrize(
@@ -40,15 +41,21 @@ def test_temp_names_are_hidden_bounded_and_recognised() -> None:
     assert not is_temp_name("data.h5")
 
 
-def test_filters_follow_aws_semantics() -> None:
-    everything = PathFilter([], [])
-    assert everything("a/b.txt")
-    only_txt = PathFilter(include=["*.txt"], exclude=["*"])
-    assert only_txt("deep/dir/b.txt") and not only_txt("b.bin")
-    no_logs = PathFilter(include=[], exclude=["logs/*"])
-    assert not no_logs("logs/x/y.log") and no_logs("data/logs.txt")
-    include_alone = PathFilter(include=["*.txt"], exclude=[])
-    assert include_alone("b.bin")  # as aws: --include alone excludes nothing
+def _cli_filters(*argv: str) -> tuple[Filter, ...]:
+    args = build_parser().parse_args(["cp", "s3://bkt/p/", "/tmp/x", *argv])
+    return tuple(Filter(action=action, pattern=glob) for action, glob in args.filters)
+
+
+def test_cli_filters_keep_their_order_and_the_last_match_wins() -> None:
+    assert _cli_filters() == ()
+    only_txt = _cli_filters("--exclude", "*", "--include", "*.txt")
+    assert selects("deep/dir/b.txt", only_txt) and not selects("b.bin", only_txt)
+    nothing = _cli_filters("--include", "*.txt", "--exclude", "*")
+    assert not selects("b.txt", nothing)
+    no_logs = _cli_filters("--exclude", "logs/*")
+    assert not selects("logs/x/y.log", no_logs) and selects("data/logs.txt", no_logs)
+    include_alone = _cli_filters("--include", "*.txt")
+    assert selects("b.bin", include_alone)  # as aws: --include alone excludes nothing
 
 
 @pytest.mark.parametrize(
@@ -175,7 +182,9 @@ def test_an_unreadable_directory_is_reported_not_skipped(
     monkeypatch.setattr(sources.os, "scandir", scandir)
     errors: list[tuple[str, str]] = []
     jobs = list(
-        sources.walk_tree(root, "p/", PathFilter([], []), lambda k, e: errors.append((k, str(e))))
+        sources.walk_tree(
+            root, "p/", lambda _relative: True, lambda k, e: errors.append((k, str(e)))
+        )
     )
     assert [job.key for job in jobs] == ["p/a.txt"]
     assert errors == [("p/sub/", "[Errno 13] Permission denied")]

@@ -12,10 +12,10 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from fsx_stage.s3url import S3UrlError
 
@@ -34,8 +34,8 @@ encryption (both directions):
   --sse-c-key-file FILE                SSE-C; FILE holds the 32-byte key, raw or base64
 
 sizes: bytes, or a number with K, M, G, T (optionally KiB/KB...; all binary: 64M = 64 MiB)
-filters: --exclude/--include are globs on the path relative to SRC (* also matches /);
-  an --include re-includes what an --exclude removed, whatever their order.
+filters: --exclude/--include are globs on the path relative to SRC (* also matches /),
+  applied in the order given: the last one that matches decides (as aws s3 sync).
 exit status: 0 all done, 1 some object failed (listed on stderr), 2 bad usage
 """
 
@@ -64,6 +64,21 @@ COMMANDS = {
 }
 
 
+class _FilterAction(argparse.Action):
+    """Collect ``--include``/``--exclude`` into one ordered list of (action, glob)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        action = (option_string or "").lstrip("-")
+        collected: list[tuple[str, str]] = list(getattr(namespace, self.dest, []))
+        setattr(namespace, self.dest, [*collected, (action, str(values))])
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     for name, summary in COMMANDS.items():
         parser = subparsers.add_parser(
@@ -86,8 +101,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                 action="store_true",
                 help="copy everything under the prefix or directory",
             )
-        parser.add_argument("--include", action="append", default=[], metavar="GLOB")
-        parser.add_argument("--exclude", action="append", default=[], metavar="GLOB")
+        for action in ("include", "exclude"):
+            parser.add_argument(
+                f"--{action}", action=_FilterAction, dest="filters", default=[], metavar="GLOB"
+            )
         parser.add_argument(
             "--concurrency",
             type=_positive,
@@ -237,6 +254,7 @@ def _json_emitter(stream: TextIO) -> Callable[[TransferEvent], None]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fsx_stage.filters import Filter
     from fsx_stage.transfer import S3Settings, TransferOptions, TransferUsageError, transfer
 
     if args.verbose:
@@ -248,8 +266,7 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers,
             part_size=args.part_size,
             multipart_threshold=args.multipart_threshold,
-            include=args.include,
-            exclude=args.exclude,
+            filters=tuple(Filter(action=action, pattern=glob) for action, glob in args.filters),
             sync=args.sync,
             fsync=args.fsync,
             preserve_owner=args.preserve_owner,

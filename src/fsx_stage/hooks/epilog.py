@@ -216,9 +216,7 @@ class Epilog:
     ) -> None:
         entry.start()
         self.rt.store.save(state)
-        options = transfer_options(
-            self.rt.config, enc, include=entry.include, exclude=entry.exclude
-        )
+        options = transfer_options(self.rt.config, enc, filters=entry.filters)
         result = run_entry(creds, entry, options, s3, deadline - time.monotonic())
         entry.bytes, entry.objects = result.bytes, result.objects
         entry.skipped_objects = result.skipped

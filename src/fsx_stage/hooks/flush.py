@@ -68,7 +68,7 @@ def retry(
         if entry.status is EntryStatus.DONE:
             continue
         entry.start()
-        options = transfer_options(config, enc, include=entry.include, exclude=entry.exclude)
+        options = transfer_options(config, enc, filters=entry.filters)
         result = run_entry(creds, entry, options, s3, deadline - time.monotonic())
         entry.bytes += result.bytes
         entry.objects += result.objects

@@ -48,8 +48,7 @@ def entry_state(
         source=entry.source,
         destination=entry.destination,
         recursive=entry.is_prefix,
-        include=entry.include,
-        exclude=entry.exclude,
+        filters=entry.filters,
         optional=entry.optional,
         status=status,
     )

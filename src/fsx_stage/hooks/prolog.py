@@ -140,7 +140,7 @@ class Prolog:
                 continue
             entry.start()
             self.rt.store.save(state)
-            options = transfer_options(config, enc, include=entry.include, exclude=entry.exclude)
+            options = transfer_options(config, enc, filters=entry.filters)
             result = run_entry(creds, entry, options, s3, deadline - time.monotonic())
             entry.bytes, entry.objects = result.bytes, result.objects
             entry.skipped_objects = result.skipped

@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from fsx_stage.config import ConfigError, SiteConfig, config_path, load_config
+from fsx_stage.filters import Filter
 from fsx_stage.hooks.logging import EventLog, register_secret, setup_logging
 from fsx_stage.hooks.outcome import Fault, HookFault
 from fsx_stage.hooks.pending import PendingStore
@@ -132,8 +133,7 @@ def transfer_options(
     config: SiteConfig,
     enc: Encryption,
     *,
-    include: tuple[str, ...] = (),
-    exclude: tuple[str, ...] = (),
+    filters: tuple[Filter, ...] = (),
     sync: bool = True,
 ) -> TransferOptions:
     t = config.transfer
@@ -142,8 +142,7 @@ def transfer_options(
         workers=t.workers,
         part_size=t.part_size,
         multipart_threshold=t.multipart_threshold,
-        include=list(include),
-        exclude=list(exclude),
+        filters=filters,
         sync=sync,
         fsync=True,
         encryption=enc,

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from fsx_stage.filters import Filter
 from fsx_stage.hooks.atomic import ensure_dir, locked, write_atomic
 from fsx_stage.hooks.logging import redact
 
@@ -55,8 +56,7 @@ class EntryState(BaseModel):
     source: str
     destination: str
     recursive: bool = False
-    include: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
+    filters: tuple[Filter, ...] = ()
     optional: bool = False
     status: EntryStatus = EntryStatus.WAITING
     bytes: int = 0

@@ -9,6 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from fsx_stage.filters import Filter
+
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 
@@ -110,10 +112,10 @@ class StripeRule(BaseModel):
 class TransferOptions(BaseModel):
     """How to move the data.
 
-    ``include``/``exclude`` are ``aws s3`` style globs (``*`` also matches ``/``) on the
-    path relative to the source prefix or directory. Everything is included unless an
-    exclude pattern matches; an include pattern re-includes what an exclude removed
-    (as ``aws s3 cp --exclude ... --include ...`` with all excludes given first).
+    ``filters`` are ``aws s3`` style include/exclude globs (``*`` also matches ``/``) on
+    the path relative to the source prefix or directory, applied in order: everything
+    is selected unless a filter says otherwise, and the last matching filter decides
+    (:mod:`fsx_stage.filters`, the same rule as the ``--fsx-stage`` directive).
     ``part_size=None`` adapts the part size to each object (S3's 10,000-part limit).
     ``workers=None`` uses one process per two cores (at most 8) for recursive transfers;
     ``concurrency`` is the number of requests in flight per process.
@@ -125,8 +127,7 @@ class TransferOptions(BaseModel):
     workers: int | None = Field(default=None, ge=1, le=64)
     part_size: int | None = Field(default=None, ge=5 * MiB, le=5 * GiB)
     multipart_threshold: int = Field(default=16 * MiB, ge=5 * MiB)
-    include: list[str] = Field(default_factory=list)
-    exclude: list[str] = Field(default_factory=list)
+    filters: tuple[Filter, ...] = ()
     sync: bool = False
     fsync: bool = False
     preserve_owner: bool = False

@@ -7,6 +7,7 @@ import contextlib
 import os
 from collections.abc import AsyncIterator, Callable
 
+from fsx_stage.filters import selects
 from fsx_stage.transfer import download, posixmeta, safefs, upload
 from fsx_stage.transfer.client import create_client
 from fsx_stage.transfer.context import Context, Job
@@ -20,7 +21,7 @@ from fsx_stage.transfer.models import (
     TransferSummary,
 )
 from fsx_stage.transfer.routes import Direction, Route
-from fsx_stage.transfer.sources import PathFilter, list_objects, walk_tree
+from fsx_stage.transfer.sources import list_objects, walk_tree
 
 
 class Tally:
@@ -103,7 +104,11 @@ async def jobs(
     if route.single is not None:
         yield route.single
         return
-    keep = PathFilter(ctx.options.include, ctx.options.exclude)
+    filters = ctx.options.filters
+
+    def keep(relative: str) -> bool:
+        return selects(relative, filters)
+
     if route.direction == "download":
         listing = list_objects(ctx.client, route.bucket, route.prefix, ctx.retry, keep, ctx.fast)
         async for job in listing:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 import os
-import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -14,24 +12,8 @@ from fsx_stage.transfer.errors import RetryPolicy, UnsafePath
 from fsx_stage.transfer.fastpath import FastS3
 from fsx_stage.transfer.safefs import is_temp_name, open_dir
 
-
-class PathFilter:
-    """``aws s3`` style include/exclude: excluded if an exclude matches and no include does."""
-
-    def __init__(self, include: list[str], exclude: list[str]) -> None:
-        self._include = _compile(include)
-        self._exclude = _compile(exclude)
-
-    def __call__(self, relative: str) -> bool:
-        if self._exclude is None or not self._exclude.match(relative):
-            return True
-        return self._include is not None and bool(self._include.match(relative))
-
-
-def _compile(patterns: list[str]) -> re.Pattern[str] | None:
-    if not patterns:
-        return None
-    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns), re.DOTALL)
+#: Whether a key or path relative to the source passes the include/exclude filters.
+Selector = Callable[[str], bool]
 
 
 async def list_objects(
@@ -39,7 +21,7 @@ async def list_objects(
     bucket: str,
     prefix: str,
     retry: RetryPolicy,
-    keep: PathFilter,
+    keep: Selector,
     fast: FastS3 | None = None,
 ) -> AsyncIterator[Job]:
     """Every object under ``prefix``, one page at a time (memory does not grow with count)."""
@@ -75,7 +57,7 @@ async def list_objects(
 
 
 def walk_tree(
-    root: str, key_prefix: str, keep: PathFilter, on_error: Callable[[str, Exception], None]
+    root: str, key_prefix: str, keep: Selector, on_error: Callable[[str, Exception], None]
 ) -> Iterator[Job]:
     """Regular files, symlinks (never followed) and empty directories below ``root``.
 
