@@ -29,7 +29,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
     """One SeaweedFS (``weed mini``) per test session, on free loopback ports."""
-    with SeaweedServer(tmp_path_factory.mktemp("seaweedfs")) as server:
+    with SeaweedServer(tmp_path_factory.mktemp("seaweedfs"), die_with_parent=True) as server:
         yield server
 
 

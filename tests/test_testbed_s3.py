@@ -6,6 +6,7 @@ import base64
 import os
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -166,3 +167,30 @@ def test_cli_up_env_down_leaves_no_process(tmp_path: Path) -> None:
 
 def _is_zombie(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] == "Z"
+
+
+def test_a_killed_test_session_leaves_no_server(tmp_path: Path) -> None:
+    starter = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from tests.testbed.seaweed import SeaweedServer\n"
+            "SeaweedServer(sys.argv[1], die_with_parent=True).start()\n"
+            "print('up', flush=True)\n"
+            "time.sleep(600)\n",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert starter.stdout is not None
+    assert starter.stdout.readline().strip() == "up"
+    pid = int((tmp_path / "weed.pid").read_text())
+    starter.kill()  # like a pytest run killed with -9: no fixture teardown
+    starter.wait()
+    for _ in range(300):
+        if not Path(f"/proc/{pid}").exists() or _is_zombie(pid):
+            break
+        time.sleep(0.1)
+    assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid)

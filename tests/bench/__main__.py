@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         ["python -m tests.bench", *(argv if argv is not None else sys.argv[1:])]
     )
     try:
-        with SeaweedServer(server_dir) as server:
+        with SeaweedServer(server_dir, die_with_parent=True) as server:
             print(f"SeaweedFS at {server.endpoint_url} (data in {server_dir})", flush=True)
             found = discover(server, write_aws_config(work / "aws-config"))
             tools = found

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -42,6 +43,7 @@ GRPC_OFFSET = 10000
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
 UPLOAD_LIMIT_MB = 512
+PR_SET_PDEATHSIG = 1
 GO_MEMORY_LIMIT = "3GiB"  # GOMEMLIMIT: a soft heap limit, makes the Go GC return memory early
 # Unix socket paths must fit in sun_path (108 bytes); longer dirs keep weed's default.
 _MAX_SOCKET_PATH = 100
@@ -102,8 +104,11 @@ class SeaweedServer:
     secret_key = SECRET_KEY
     region = REGION
 
-    def __init__(self, dir: Path | str) -> None:
+    def __init__(self, dir: Path | str, *, die_with_parent: bool = False) -> None:
+        """``die_with_parent``: SIGTERM the server when the starting process dies (test
+        sessions killed mid-run leave no orphan); ``make s3-up`` servers outlive it."""
         self.dir = Path(dir).resolve()
+        self.die_with_parent = die_with_parent
         self.ports: Ports | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -273,6 +278,7 @@ class SeaweedServer:
                 stderr=subprocess.STDOUT,
                 cwd=self.dir,
                 start_new_session=True,  # outlives `make s3-up`; not hit by the terminal's ^C
+                preexec_fn=_term_when_parent_dies if self.die_with_parent else None,
             )
         self.pid_file.write_text(f"{self._proc.pid}\n")
         assert self.ports is not None
@@ -310,6 +316,13 @@ class SeaweedServer:
         except FileNotFoundError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+def _term_when_parent_dies() -> None:
+    """In the child before exec: ask Linux for SIGTERM when the parent thread exits."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
 
 
 def _is_our_weed(pid: int, dir: Path) -> bool:
