@@ -2,26 +2,74 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime
 import hashlib
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
-
-from aiobotocore.config import AioConfig
-from aiobotocore.session import AioSession
-from botocore.utils import parse_timestamp
 
 from fsx_stage.transfer.models import Encryption, S3Settings
 
 
 def create_client(settings: S3Settings, pool_size: int) -> AbstractAsyncContextManager[Any]:
-    """An S3 client whose HTTP pool matches our concurrency.
+    """An S3 client whose HTTP pool matches our concurrency, created on its first call.
 
     Retries are ours (:class:`RetryPolicy`), so botocore makes one attempt. Botocore's
     own checksum handling is limited to what the API requires: we compute, send and
-    verify checksums ourselves, streaming.
+    verify checksums ourselves, streaming. A run the fast path serves entirely never
+    creates it (aiobotocore is imported, and the client built, only on first use).
     """
+    return LazyClient(lambda: _botocore_client(settings, pool_size))
+
+
+class LazyClient:
+    """Stands for the aiobotocore client: ``await client.get_object(...)`` creates it the
+    first time; :meth:`ready` returns the client itself."""
+
+    def __init__(self, creator: Callable[[], AbstractAsyncContextManager[Any]]) -> None:
+        self._creator = creator
+        self._entered: AbstractAsyncContextManager[Any] | None = None
+        self._client: Any = None
+        self._lock = asyncio.Lock()
+        self._closed = False
+
+    async def __aenter__(self) -> LazyClient:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self._closed = True
+        if self._entered is not None:
+            entered, self._entered, self._client = self._entered, None, None
+            await entered.__aexit__(*exc)
+
+    async def ready(self) -> Any:
+        if self._client is None:
+            async with self._lock:
+                if self._closed:
+                    raise RuntimeError("the S3 client is closed")
+                if self._client is None:
+                    entered = self._creator()
+                    client = await entered.__aenter__()
+                    self._entered, self._client = entered, client
+        return self._client
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            client = await self.ready()
+            return await getattr(client, name)(*args, **kwargs)
+
+        return call
+
+
+def _botocore_client(settings: S3Settings, pool_size: int) -> AbstractAsyncContextManager[Any]:
+    from aiobotocore.config import AioConfig
+    from aiobotocore.session import AioSession
+
     session = AioSession(profile=settings.profile)
     session.get_component("response_parser_factory").set_parser_defaults(
         timestamp_parser=fast_timestamp
@@ -97,6 +145,8 @@ def fast_timestamp(value: str) -> datetime.datetime:
             )
     except (ValueError, KeyError):
         pass
+    from botocore.utils import parse_timestamp
+
     parsed: datetime.datetime = parse_timestamp(value)
     return parsed
 

@@ -7,9 +7,8 @@ import contextlib
 import hashlib
 import os
 import stat
+import sys
 from typing import Any, Literal
-
-from aiobotocore.httpchecksum import AioStreamingChecksumBody
 
 from fsx_stage.transfer import checksums, lustre, posixmeta, safefs
 from fsx_stage.transfer.checksums import Expected
@@ -78,11 +77,7 @@ async def download(ctx: Context, root_fd: int, job: Job) -> Outcome:
             return "skipped", 0
         if 0 <= job.size <= ctx.options.multipart_threshold:
             return "done", await _whole_with_retries(ctx, parent, name, job)
-        head = await ctx.retry.run(
-            lambda: ctx.client.head_object(
-                Bucket=ctx.bucket, Key=job.key, ChecksumMode="ENABLED", **ctx.sse_read
-            )
-        )
+        head = await ctx.retry.run(lambda: _head(ctx, job.key))
         size = int(head["ContentLength"])
         job.etag, job.mtime_ns = _etag(head), _mtime_ns(head)
         if ctx.options.sync and job.size < 0:
@@ -101,6 +96,29 @@ async def download(ctx: Context, root_fd: int, job: Job) -> Outcome:
         raise AssertionError("unreachable")
     finally:
         os.close(parent)
+
+
+def _verified_by_botocore(body: Any) -> bool:
+    """Whether botocore checks the full-object checksum as ``body`` is read. Only its own
+    bodies can be such (aiobotocore is not even imported when the fast path serves all)."""
+    module = sys.modules.get("aiobotocore.httpchecksum")
+    return module is not None and isinstance(body, module.AioStreamingChecksumBody)
+
+
+async def _head(ctx: Context, key: str, part_number: int | None = None) -> dict[str, Any]:
+    """HeadObject with the object's checksum (of part ``part_number`` if given)."""
+    if ctx.fast is not None:
+        headers = dict(ctx.fast_sse_read)
+        if part_number is None:
+            headers["x-amz-checksum-mode"] = "ENABLED"
+        return await ctx.fast.head_object(key, headers, part_number)
+    if part_number is not None:
+        return await ctx.client.head_object(  # type: ignore[no-any-return]
+            Bucket=ctx.bucket, Key=key, PartNumber=part_number, **ctx.sse_read
+        )
+    return await ctx.client.head_object(  # type: ignore[no-any-return]
+        Bucket=ctx.bucket, Key=key, ChecksumMode="ENABLED", **ctx.sse_read
+    )
 
 
 async def _whole_with_retries(ctx: Context, parent: int, name: str, job: Job) -> int:
@@ -155,7 +173,7 @@ async def _whole(ctx: Context, parent: int, name: str, job: Job) -> int:
             etag = _etag(response)
             digest: checksums.Digest | None = None
             md5 = False
-            if isinstance(body, AioStreamingChecksumBody):
+            if _verified_by_botocore(body):
                 pass  # botocore verifies the full-object checksum as the body is read
             elif expected is not None and expected.parts == 0:
                 digest = checksums.new_digest(expected.algorithm)
@@ -273,9 +291,7 @@ async def _ranged(ctx: Context, parent: int, name: str, job: Job, head: dict[str
 
 async def _original_part_size(ctx: Context, job: Job, expected: Expected) -> int:
     """The part size of a multipart object (from part 1), 0 if parts are not uniform."""
-    part1 = await ctx.retry.run(
-        lambda: ctx.client.head_object(Bucket=ctx.bucket, Key=job.key, PartNumber=1, **ctx.sse_read)
-    )
+    part1 = await ctx.retry.run(lambda: _head(ctx, job.key, part_number=1))
     span = int(part1.get("ContentLength") or 0)
     if span <= 0 or -(-job.size // span) != expected.parts:
         return 0

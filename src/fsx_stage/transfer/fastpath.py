@@ -29,7 +29,9 @@ from botocore.exceptions import ClientError
 from yarl import URL
 
 from fsx_stage.transfer.checksums import Digest
-from fsx_stage.transfer.client import fast_timestamp
+from fsx_stage.transfer.client import LazyClient, fast_timestamp
+from fsx_stage.transfer.models import S3Settings
+from fsx_stage.transfer.plainconfig import plain_s3
 from fsx_stage.transfer.rangeget import ThreadedRanges
 
 RANGE_THREADS = 16  # ranged GETs of large objects in flight per process
@@ -67,9 +69,14 @@ class FastS3:
     """Signed GET/PUT of one object in one bucket, over aiohttp."""
 
     def __init__(
-        self, client: Any, prefix: str, region: str, service: str, session: aiohttp.ClientSession
+        self,
+        credentials: Any,
+        prefix: str,
+        region: str,
+        service: str,
+        session: aiohttp.ClientSession,
     ) -> None:
-        self._credentials = client._request_signer._credentials
+        self._credentials = credentials  # has ``async get_frozen_credentials()``
         self._prefix = prefix
         self._region = region
         self._service = service
@@ -83,24 +90,44 @@ class FastS3:
 
     @classmethod
     async def attach(
-        cls, client: Any, bucket: str, pool_size: int, connect_s: float, read_s: float
+        cls,
+        client: Any,
+        bucket: str,
+        pool_size: int,
+        connect_s: float,
+        read_s: float,
+        settings: S3Settings | None = None,
+        listing: bool = True,
     ) -> FastS3 | None:
-        """A fast path for ``bucket``, or None where botocore's URL layout is not plain."""
+        """A fast path for ``bucket``, or None where botocore's URL layout is not plain.
+
+        With ``settings`` whose endpoint and credentials are explicit (:func:`plain_s3`),
+        the botocore client is not consulted (nor created). ``listing=False``: the run
+        lists nothing, so listing is not probed (and :attr:`can_list` stays False)."""
         if os.environ.get("FSX_STAGE_NO_FASTPATH") or any(
             name.lower().endswith("_proxy") and value for name, value in os.environ.items()
         ):
             return None  # proxies are botocore's business
-        credentials = getattr(getattr(client, "_request_signer", None), "_credentials", None)
-        if credentials is None:
-            return None
-        url = await client.generate_presigned_url(
-            "get_object", Params={"Bucket": bucket, "Key": _PROBE_KEY}, ExpiresIn=60
-        )
-        parts = urlsplit(url)
-        quoted = _quote_key(_PROBE_KEY)
-        if not parts.path.endswith("/" + quoted):
-            return None
-        prefix = f"{parts.scheme}://{parts.netloc}{parts.path[: -len(quoted)]}"
+        plain = plain_s3(settings, bucket) if settings is not None else None
+        if plain is not None:
+            credentials: Any = plain.credentials
+            prefix, region = plain.prefix, plain.region
+        else:
+            if isinstance(client, LazyClient):
+                client = await client.ready()
+            credentials = getattr(getattr(client, "_request_signer", None), "_credentials", None)
+            if credentials is None:
+                return None
+            url = await client.generate_presigned_url(
+                "get_object", Params={"Bucket": bucket, "Key": _PROBE_KEY}, ExpiresIn=60
+            )
+            parts = urlsplit(url)
+            quoted = _quote_key(_PROBE_KEY)
+            if not parts.path.endswith("/" + quoted):
+                return None
+            prefix = f"{parts.scheme}://{parts.netloc}{parts.path[: -len(quoted)]}"
+            region = getattr(client.meta, "region_name", None) or "us-east-1"
+        parts = urlsplit(prefix)
         ssl_context: ssl.SSLContext | bool = True
         bundle = os.environ.get("AWS_CA_BUNDLE")
         if bundle:
@@ -113,8 +140,7 @@ class FastS3:
             trust_env=False,  # else aiohttp looks up proxies in a thread per request
             auto_decompress=False,
         )
-        region = getattr(client.meta, "region_name", None) or "us-east-1"
-        fast = cls(client, prefix, region, "s3", session)
+        fast = cls(credentials, prefix, region, "s3", session)
         fast._range_setup = (
             ssl_context if isinstance(ssl_context, ssl.SSLContext) else None,
             min(pool_size, RANGE_THREADS),
@@ -122,6 +148,8 @@ class FastS3:
             read_s,
         )
         if await fast._probe():
+            if not listing:
+                return fast
             try:
                 await fast.list_objects_v2(_PROBE_KEY, None)
                 fast.can_list = True
@@ -267,8 +295,11 @@ class FastS3:
         signed["host"] = self._host
         await self._ranges.get(path, signed, fd, first, last, digest, progress)
 
-    async def head_object(self, key: str, headers: Mapping[str, str]) -> dict[str, Any]:
-        response = await self._send("HEAD", key, dict(headers), None, "HeadObject")
+    async def head_object(
+        self, key: str, headers: Mapping[str, str], part_number: int | None = None
+    ) -> dict[str, Any]:
+        query = {"partNumber": str(part_number)} if part_number is not None else None
+        response = await self._send("HEAD", key, dict(headers), None, "HeadObject", query)
         try:
             result = _fields(response, body=None)
             result["ContentLength"] = int(response.headers.get("Content-Length", "-1"))

@@ -136,7 +136,13 @@ async def process_context(
 ) -> AsyncIterator[Context]:
     async with create_client(s3, pool_size(options)) as client:
         fast = await FastS3.attach(
-            client, route.bucket, pool_size(options), s3.connect_timeout_s, s3.read_timeout_s
+            client,
+            route.bucket,
+            pool_size(options),
+            s3.connect_timeout_s,
+            s3.read_timeout_s,
+            settings=s3,
+            listing=route.single is None,
         )
         try:
             yield Context(
