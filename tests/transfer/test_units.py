@@ -136,6 +136,15 @@ def test_failure_reasons_never_carry_the_secret() -> None:
     assert classify(UnsafePath("bad"))[0] == "unsafe_key"
 
 
+def test_a_garbled_reply_is_a_network_failure() -> None:
+    from xml.etree import ElementTree
+
+    from botocore.parsers import ResponseParserError
+
+    assert classify(ResponseParserError("cut short"))[0] == "network"
+    assert classify(ElementTree.ParseError("bad xml"))[0] == "network"
+
+
 def test_stripe_rule_scales_with_size_and_is_capped() -> None:
     from fsx_stage.transfer import StripeRule
     from fsx_stage.transfer.lustre import stripe_count

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import sys
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 from xml.etree import ElementTree
@@ -22,7 +23,6 @@ from botocore.exceptions import (
 from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
-from botocore.parsers import ResponseParserError
 
 from fsx_stage.transfer.models import FailureCategory
 
@@ -115,7 +115,7 @@ def classify(exc: BaseException) -> tuple[FailureCategory, str]:
         if 400 <= status < 500:
             return "invalid", text
         return "other", text
-    if isinstance(exc, ResponseParserError | ElementTree.ParseError):
+    if isinstance(exc, ElementTree.ParseError) or _is_parser_error(exc):
         return "network", f"garbled response: {exc}"  # corrupted or cut short on the way
     if isinstance(exc, FlexibleChecksumError):
         return "checksum", str(exc)
@@ -179,3 +179,10 @@ class RetryPolicy:
                 delay = self.delay(attempt, category)
                 log.info("retry %d in %.2fs after %s: %s", attempt, delay, category, reason)
                 await asyncio.sleep(delay)
+
+
+def _is_parser_error(exc: BaseException) -> bool:
+    """Botocore's ``ResponseParserError`` (its parsers, ~25 ms to import, load only with
+    the botocore client: no such error can exist before)."""
+    parsers = sys.modules.get("botocore.parsers")
+    return parsers is not None and isinstance(exc, parsers.ResponseParserError)
