@@ -6,6 +6,9 @@ It must agree with botocore wherever it answers, and leave everything else to bo
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -188,3 +191,34 @@ def test_a_fast_path_download_never_creates_a_botocore_client(
         assert summary.ok, summary.failures
     assert (tmp_path / "small").read_bytes() == b"small"
     assert (tmp_path / "big").read_bytes() == b"b" * (11 * MiB)
+
+
+def test_a_large_download_imports_neither_aiohttp_nor_aiobotocore(
+    s3_server: Any, s3_client: Any, bucket: str, tmp_path: Path
+) -> None:
+    """Start-up is most of a short transfer: a large object moves on the range threads."""
+    s3_client.put_object(Bucket=bucket, Key="big", Body=b"b" * (6 * MiB))
+    script = f"""
+import sys
+from fsx_stage.transfer import S3Settings, StaticCredentials, TransferOptions, transfer
+settings = S3Settings(
+    endpoint_url={s3_server.endpoint_url!r},
+    region={s3_server.region!r},
+    credentials=StaticCredentials(
+        access_key_id={s3_server.access_key!r}, secret_access_key={s3_server.secret_key!r}
+    ),
+)
+options = TransferOptions(workers=1, multipart_threshold=5 * 1024 * 1024)
+summary = transfer("s3://{bucket}/big", {str(tmp_path / "big")!r}, recursive=False,
+                   options=options, s3=settings)
+assert summary.ok, summary.failures
+print(sorted(m for m in ("aiohttp", "aiobotocore", "botocore.parsers") if m in sys.modules))
+"""
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env.pop("FSX_STAGE_NO_FASTPATH", None)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    assert (tmp_path / "big").read_bytes() == b"b" * (6 * MiB)

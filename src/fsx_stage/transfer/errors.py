@@ -10,7 +10,6 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 from xml.etree import ElementTree
 
-import aiohttp
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -127,10 +126,9 @@ def classify(exc: BaseException) -> tuple[FailureCategory, str]:
         | HTTPClientError
         | ReadTimeoutError
         | ResponseStreamingError
-        | aiohttp.ClientError
         | asyncio.TimeoutError
         | ConnectionError,
-    ):
+    ) or _is_aiohttp_error(exc):
         return "network", f"{type(exc).__name__}: {exc}"
     if isinstance(exc, BotoCoreError):
         return "other", f"{type(exc).__name__}: {exc}"
@@ -186,3 +184,10 @@ def _is_parser_error(exc: BaseException) -> bool:
     the botocore client: no such error can exist before)."""
     parsers = sys.modules.get("botocore.parsers")
     return parsers is not None and isinstance(exc, parsers.ResponseParserError)
+
+
+def _is_aiohttp_error(exc: BaseException) -> bool:
+    """An ``aiohttp.ClientError`` (aiohttp, ~100 ms to import, loads only with the fast
+    path's first small request or the botocore client: no such error exists before)."""
+    client = sys.modules.get("aiohttp.client_exceptions")
+    return client is not None and isinstance(exc, client.ClientError)

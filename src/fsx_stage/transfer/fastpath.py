@@ -2,13 +2,15 @@
 
 Many small objects make a transfer CPU-bound in botocore's per-request pipeline
 (endpoint rules, event hooks, signing set-up, response parsing): about 1 ms of CPU per
-request. This module sends the same requests directly with aiohttp: the URL layout and
-the signing scope come from botocore itself (a presigned URL, computed locally), the
-SigV4 signature is computed here with a cached signing key, and the response headers
-are turned into the fields our code reads. Errors become botocore ``ClientError``s, so
-classification and retries are unchanged. It is used only when botocore's URL for a
-probe key has the plain ``prefix + quoted key`` shape and the server answers a signed
-probe GET of a missing key as expected; otherwise botocore does it all.
+request. This module sends the same requests directly: GETs, PUTs and listings with
+aiohttp, HEADs and the probe (like large ranges) on threads over blocking connections,
+so a large download never imports aiohttp. The URL layout and the signing scope come
+from :mod:`~fsx_stage.transfer.plainconfig` or from botocore itself (a presigned URL,
+computed locally), the SigV4 signature is computed here with a cached signing key, and
+the response headers are turned into the fields our code reads. Errors become botocore
+``ClientError``s, so classification and retries are unchanged. It is used only when the
+URL for a probe key has the plain ``prefix + quoted key`` shape and the server answers
+a signed probe GET of a missing key as expected; otherwise botocore does it all.
 """
 
 from __future__ import annotations
@@ -20,19 +22,21 @@ import os
 import re
 import ssl
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote_plus, urlsplit
 from xml.etree import ElementTree
 
-import aiohttp
 from botocore.exceptions import ClientError
-from yarl import URL
 
 from fsx_stage.transfer.checksums import Digest
 from fsx_stage.transfer.client import LazyClient, fast_timestamp
+from fsx_stage.transfer.errors import TransferError
 from fsx_stage.transfer.models import S3Settings
 from fsx_stage.transfer.plainconfig import plain_s3
 from fsx_stage.transfer.rangeget import ThreadedRanges
+
+if TYPE_CHECKING:  # aiohttp (~100 ms to import) loads with the first small GET/PUT/list
+    import aiohttp
 
 RANGE_THREADS = 16  # ranged GETs of large objects in flight per process
 _PROBE_KEY = "fsx-stage probe/ü+%~.x/does-not-exist"
@@ -74,13 +78,14 @@ class FastS3:
         prefix: str,
         region: str,
         service: str,
-        session: aiohttp.ClientSession,
+        session_setup: tuple[int, ssl.SSLContext | bool, float, float],
     ) -> None:
         self._credentials = credentials  # has ``async get_frozen_credentials()``
         self._prefix = prefix
         self._region = region
         self._service = service
-        self._session = session
+        self._session_setup = session_setup  # pool size, TLS, connect and read timeouts
+        self._session: aiohttp.ClientSession | None = None
         self._host = urlsplit(prefix).netloc
         self._base_path = urlsplit(prefix).path
         self._keys: dict[tuple[str, str], bytes] = {}
@@ -134,13 +139,7 @@ class FastS3:
             ssl_context = ssl.create_default_context(cafile=bundle)
         elif parts.scheme == "https":
             ssl_context = ssl.create_default_context()
-        session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=pool_size, ssl=ssl_context),
-            timeout=aiohttp.ClientTimeout(sock_connect=connect_s, sock_read=read_s),
-            trust_env=False,  # else aiohttp looks up proxies in a thread per request
-            auto_decompress=False,
-        )
-        fast = cls(credentials, prefix, region, "s3", session)
+        fast = cls(credentials, prefix, region, "s3", (pool_size, ssl_context, connect_s, read_s))
         fast._range_setup = (
             ssl_context if isinstance(ssl_context, ssl.SSLContext) else None,
             min(pool_size, RANGE_THREADS),
@@ -156,7 +155,7 @@ class FastS3:
             except Exception:  # any doubt about listing: leave it to botocore
                 fast.can_list = False
             return fast
-        await session.close()
+        await fast.close()
         return None
 
     async def _probe(self) -> bool:
@@ -164,19 +163,67 @@ class FastS3:
         would botocore's (NoSuchKey, or AccessDenied without list rights), not redirect
         us or reject the signature."""
         try:
-            response = await self._send("GET", _PROBE_KEY, {}, None, "GetObject")
+            await self._small("GET", _PROBE_KEY, {}, "GetObject")
         except ClientError as exc:
             code = exc.response["Error"]["Code"]
             return code in ("NoSuchKey", "AccessDenied")
-        except (aiohttp.ClientError, OSError, TimeoutError):
+        except (TransferError, OSError, TimeoutError):
             return False
-        response.release()
         return True
 
     async def close(self) -> None:
-        await self._session.close()
+        if self._session is not None:
+            await self._session.close()
         if self._ranges is not None:
             self._ranges.close()
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            import aiohttp
+
+            pool_size, ssl_context, connect_s, read_s = self._session_setup
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=pool_size, ssl=ssl_context),
+                timeout=aiohttp.ClientTimeout(sock_connect=connect_s, sock_read=read_s),
+                trust_env=False,  # else aiohttp looks up proxies in a thread per request
+                auto_decompress=False,
+            )
+        return self._session
+
+    def _threads(self) -> ThreadedRanges:
+        if self._ranges is None:
+            parts = urlsplit(self._prefix)
+            context, threads, connect_s, read_s = self._range_setup
+            self._ranges = ThreadedRanges(
+                parts.scheme,
+                parts.hostname or "",
+                parts.port,
+                context,
+                threads,
+                connect_s,
+                read_s,
+                error_reply,
+            )
+        return self._ranges
+
+    async def _small(
+        self,
+        method: str,
+        key: str,
+        headers: Mapping[str, str],
+        operation: str,
+        query: Mapping[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        """A bodiless request whose reply is small, on the range threads (no aiohttp)."""
+        path = self._base_path + _quote_key(key)
+        canonical_query = _canonical_query(query)
+        signed = await self._signed_headers(
+            method, path, canonical_query, dict(headers), _EMPTY_SHA256
+        )
+        signed["host"] = self._host
+        target = path + ("?" + canonical_query if canonical_query else "")
+        status, reply_headers, _ = await self._threads().small(method, target, signed, operation)
+        return status, reply_headers
 
     def _signing_key(self, secret: str, day: str) -> bytes:
         cached = self._keys.get((secret, day))
@@ -235,11 +282,10 @@ class FastS3:
         operation: str,
         query: Mapping[str, str] | None = None,
     ) -> aiohttp.ClientResponse:
+        from yarl import URL
+
         path = self._base_path + _quote_key(key)
-        canonical_query = "&".join(
-            f"{quote(name, safe='-_.~')}={quote(value, safe='-_.~')}"
-            for name, value in sorted((query or {}).items())
-        )
+        canonical_query = _canonical_query(query)
         if body is None:
             payload_hash = _EMPTY_SHA256
         elif "x-amz-checksum-crc32" in headers:
@@ -250,7 +296,7 @@ class FastS3:
         signed = await self._signed_headers(method, path, canonical_query, headers, payload_hash)
         target = self._prefix[: len(self._prefix) - len(self._base_path)] + path
         url = URL(target + ("?" + canonical_query if canonical_query else ""), encoded=True)
-        response = await self._session.request(method, url, headers=signed, data=body)
+        response = await self._client().request(method, url, headers=signed, data=body)
         if response.status >= 300:
             raw = await response.read()
             response.release()
@@ -262,7 +308,7 @@ class FastS3:
         response = await self._send(
             "GET", key, {"x-amz-checksum-mode": "ENABLED", **headers}, None, "GetObject"
         )
-        return _fields(response, body=_Body(response))
+        return _fields(response.status, response.headers, body=_Body(response))
 
     async def get_range(
         self,
@@ -275,37 +321,22 @@ class FastS3:
         progress: Callable[[int], None],
     ) -> None:
         """GET bytes ``first..last`` of ``key`` into ``fd`` at ``first`` (on a thread)."""
-        if self._ranges is None:
-            parts = urlsplit(self._prefix)
-            context, threads, connect_s, read_s = self._range_setup
-            self._ranges = ThreadedRanges(
-                parts.scheme,
-                parts.hostname or "",
-                parts.port,
-                context,
-                threads,
-                connect_s,
-                read_s,
-                error_reply,
-            )
+        ranges = self._threads()
         path = self._base_path + _quote_key(key)
         signed = await self._signed_headers(
             "GET", path, "", {"range": f"bytes={first}-{last}", **headers}, _EMPTY_SHA256
         )
         signed["host"] = self._host
-        await self._ranges.get(path, signed, fd, first, last, digest, progress)
+        await ranges.get(path, signed, fd, first, last, digest, progress)
 
     async def head_object(
         self, key: str, headers: Mapping[str, str], part_number: int | None = None
     ) -> dict[str, Any]:
         query = {"partNumber": str(part_number)} if part_number is not None else None
-        response = await self._send("HEAD", key, dict(headers), None, "HeadObject", query)
-        try:
-            result = _fields(response, body=None)
-            result["ContentLength"] = int(response.headers.get("Content-Length", "-1"))
-            return result
-        finally:
-            response.release()
+        status, reply = await self._small("HEAD", key, headers, "HeadObject", query)
+        result = _fields(status, reply, body=None)
+        result["ContentLength"] = int(reply.get("Content-Length", "-1"))
+        return result
 
     async def list_objects_v2(self, prefix: str, token: str | None) -> dict[str, Any]:
         """One ListObjectsV2 page (keys url-encoded on the wire, as botocore asks)."""
@@ -324,15 +355,22 @@ class FastS3:
             "PUT", key, {"content-length": str(len(body)), **headers}, body, "PutObject"
         )
         try:
-            return _fields(response, body=None)
+            return _fields(response.status, response.headers, body=None)
         finally:
             response.release()
 
 
-def _fields(response: aiohttp.ClientResponse, body: _Body | None) -> dict[str, Any]:
-    headers = response.headers
+def _canonical_query(query: Mapping[str, str] | None) -> str:
+    return "&".join(
+        f"{quote(name, safe='-_.~')}={quote(value, safe='-_.~')}"
+        for name, value in sorted((query or {}).items())
+    )
+
+
+def _fields(status: int, headers: Any, body: _Body | None) -> dict[str, Any]:
+    """Botocore's fields from reply ``headers`` (case-insensitive, aiohttp's or http.client's)."""
     result: dict[str, Any] = {
-        "ResponseMetadata": {"HTTPStatusCode": response.status},
+        "ResponseMetadata": {"HTTPStatusCode": status},
         "ETag": headers.get("ETag", ""),
         "Metadata": {
             name[11:].lower(): value
