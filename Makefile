@@ -20,6 +20,11 @@ help: ## list the targets
 
 venv: $(STAMP) ## create .venv with the package and its test tools
 $(STAMP): pyproject.toml
+	@# A venv made from another interpreter is rebuilt from scratch: laying a new
+	@# python over it leaves a mix of two standard libraries.
+	@realpy() { "$$1" -c 'import os, sys; print(os.path.realpath(sys._base_executable))' 2>/dev/null; }; \
+	if [ -e $(VENV) ] && [ "$$(realpy $(PY))" != "$$(realpy $(PYTHON))" ]; then \
+	  echo "rebuilding $(VENV) from $(PYTHON)"; rm -rf $(VENV); fi
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
