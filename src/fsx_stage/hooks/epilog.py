@@ -24,20 +24,21 @@ from collections.abc import Mapping
 
 from fsx_stage.directives import Kind
 from fsx_stage.hooks import jobinfo
-from fsx_stage.hooks.jobinfo import HookContext, JobInfoError
-from fsx_stage.hooks.logging import emergency_log
+from fsx_stage.hooks.jobinfo import HookContext
 from fsx_stage.hooks.outcome import Fault, HookFault
 from fsx_stage.hooks.pending import PendingFlush
 from fsx_stage.hooks.planning import carry_over, decode_directives, entry_state, plan_job
 from fsx_stage.hooks.privileges import UserCredentials
 from fsx_stage.hooks.prolog import context, fresh_state, user_credentials
 from fsx_stage.hooks.runtime import (
+    EXIT_NODE_FAULT,
+    EXIT_OK,
     Runtime,
     check_scratch,
     encryption,
     resolve_credentials,
+    run_hook,
     s3_settings,
-    start,
     transfer_options,
 )
 from fsx_stage.hooks.staging import SOURCE_MISSING, remove_as_user, run_entry
@@ -45,8 +46,6 @@ from fsx_stage.hooks.state import EntryState, EntryStatus, HookRun, HookStatus, 
 from fsx_stage.plan import StagePlan
 from fsx_stage.transfer import Encryption, S3Settings
 
-EXIT_OK = 0
-EXIT_NODE_FAULT = 1
 _JOB_NOT_RUN = (HookStatus.FAILED_JOB, HookStatus.NODE_FAULT)
 
 
@@ -301,23 +300,5 @@ class Epilog:
 
 def run(env: Mapping[str, str]) -> int:
     """The ``fsx-stage epilog`` command."""
-    if not env.get("SPANK_FSX_STAGE"):
-        return EXIT_OK
-    job_id = int(env.get("SLURM_JOB_ID", "0") or 0) or None
-    try:
-        rt = start(env, job_id)
-    except HookFault as fault:
-        emergency_log(job_id).error("epilog.node_fault", error=fault.message)
-        return EXIT_NODE_FAULT
-    try:
-        return Epilog(rt, env).run()
-    except HookFault as fault:
-        rt.log.error("epilog.node_fault", error=fault.message)
-        return EXIT_NODE_FAULT if fault.fault is Fault.NODE else EXIT_OK
-    except (JobInfoError, OSError) as exc:
-        rt.log.exception("epilog.node_fault", error=str(exc))
-        return EXIT_NODE_FAULT
-    except Exception as exc:
-        # A bug must not take nodes down; the data is still on scratch, and the log says why.
-        rt.log.exception("epilog.internal_error", error=str(exc))
-        return EXIT_OK
+    # After a bug the data is still on scratch (the flush was recorded as pending first).
+    return run_hook("epilog", env, lambda rt: Epilog(rt, env).run(), lambda _job, _log: EXIT_OK)

@@ -15,25 +15,24 @@ from collections.abc import Mapping
 
 from fsx_stage.hooks import flush, jobinfo
 from fsx_stage.hooks.jobinfo import HookContext, JobInfoError
-from fsx_stage.hooks.logging import EventLog, emergency_log, redact
+from fsx_stage.hooks.logging import EventLog, redact
 from fsx_stage.hooks.outcome import Fault, HookFault, worst
 from fsx_stage.hooks.planning import carry_over, decode_directives, entry_state, plan_job
 from fsx_stage.hooks.privileges import UserCredentials
 from fsx_stage.hooks.runtime import (
+    EXIT_NODE_FAULT,
+    EXIT_OK,
     Runtime,
     check_scratch,
     encryption,
     resolve_credentials,
+    run_hook,
     s3_settings,
-    start,
     transfer_options,
 )
 from fsx_stage.hooks.slurmctl import SlurmCommandError, cancel_job, requeue_hold, set_admin_comment
 from fsx_stage.hooks.staging import run_entry, tell_user
 from fsx_stage.hooks.state import EntryStatus, HookRun, HookStatus, JobState, Phase
-
-EXIT_OK = 0
-EXIT_NODE_FAULT = 1
 
 
 def context(env: Mapping[str, str], log: EventLog | None = None) -> HookContext:
@@ -232,27 +231,13 @@ class Prolog:
 
 def run(env: Mapping[str, str]) -> int:
     """The ``fsx-stage prolog`` command."""
-    if not env.get("SPANK_FSX_STAGE"):
-        return EXIT_OK
-    job_id = int(env.get("SLURM_JOB_ID", "0") or 0) or None
-    try:
-        rt = start(env, job_id)
-    except HookFault as fault:
-        emergency_log(job_id).error("prolog.node_fault", error=fault.message)
-        return EXIT_NODE_FAULT
-    try:
-        return Prolog(rt, env).run()
-    except HookFault as fault:
-        rt.log.error("prolog.node_fault", error=fault.message)
-        return EXIT_NODE_FAULT if fault.fault is Fault.NODE else EXIT_OK
-    except (JobInfoError, OSError) as exc:
-        rt.log.exception("prolog.node_fault", error=str(exc))
-        return EXIT_NODE_FAULT
-    except Exception as exc:
-        # A bug must not drain nodes (a user could trigger it at will), nor let the job
-        # run without its data: stop the job, keep the node.
-        rt.log.exception("prolog.internal_error", error=str(exc))
-        return _stop_after_internal_error(job_id, env, rt.log)
+    # A bug must not let the job run without its data: stop the job, keep the node.
+    return run_hook(
+        "prolog",
+        env,
+        lambda rt: Prolog(rt, env).run(),
+        lambda job_id, log: _stop_after_internal_error(job_id, env, log),
+    )
 
 
 def _stop_after_internal_error(job_id: int | None, env: Mapping[str, str], log: EventLog) -> int:

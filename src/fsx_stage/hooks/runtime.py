@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,13 +17,17 @@ from pydantic import SecretStr
 
 from fsx_stage.config import ConfigError, SiteConfig, config_path, load_config
 from fsx_stage.filters import Filter
-from fsx_stage.hooks.logging import EventLog, register_secret, setup_logging
+from fsx_stage.hooks.jobinfo import JobInfoError
+from fsx_stage.hooks.logging import EventLog, emergency_log, register_secret, setup_logging
 from fsx_stage.hooks.outcome import Fault, HookFault
 from fsx_stage.hooks.pending import PendingStore
 from fsx_stage.hooks.state import StateStore
 from fsx_stage.transfer import Encryption, S3Settings, StaticCredentials, TransferOptions
 
 LOG_FALLBACK_NAME = "fsx-stage.log"
+#: A hook's exit statuses: Slurm drains the node on anything but 0.
+EXIT_OK = 0
+EXIT_NODE_FAULT = 1
 
 
 @dataclass
@@ -32,6 +36,40 @@ class Runtime:
     store: StateStore
     pending: PendingStore
     log: EventLog
+
+
+def run_hook(
+    name: str,
+    env: Mapping[str, str],
+    body: Callable[[Runtime], int],
+    on_bug: Callable[[int | None, EventLog], int],
+) -> int:
+    """The outer frame shared by ``fsx-stage prolog`` and ``epilog``.
+
+    A job without directives costs nothing; node faults (config, state directory, job
+    information, local I/O) exit non-zero so Slurm drains the node; a bug in fsx-stage is
+    logged and handed to ``on_bug``, which must not drain the node (a user could trigger
+    it at will).
+    """
+    if not env.get("SPANK_FSX_STAGE"):
+        return EXIT_OK
+    job_id = int(env.get("SLURM_JOB_ID", "0") or 0) or None
+    try:
+        rt = start(env, job_id)
+    except HookFault as fault:
+        emergency_log(job_id).error(f"{name}.node_fault", error=fault.message)
+        return EXIT_NODE_FAULT
+    try:
+        return body(rt)
+    except HookFault as fault:
+        rt.log.error(f"{name}.node_fault", error=fault.message)
+        return EXIT_NODE_FAULT if fault.fault is Fault.NODE else EXIT_OK
+    except (JobInfoError, OSError) as exc:
+        rt.log.exception(f"{name}.node_fault", error=str(exc))
+        return EXIT_NODE_FAULT
+    except Exception as exc:
+        rt.log.exception(f"{name}.internal_error", error=str(exc))
+        return on_bug(job_id, rt.log)
 
 
 def load_site_config(env: Mapping[str, str]) -> SiteConfig:
