@@ -155,11 +155,43 @@ def test_profiles_config_files_and_missing_parts_are_left_to_botocore(
     assert plain_s3(explicit.model_copy(update={"credentials": None}), "b") is None
     assert plain_s3(explicit, "Bad_Bucket") is None
     config = tmp_path / "config"
-    config.write_text("[default]\nregion = eu-north-1\n")
     monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
-    assert plain_s3(explicit, "b") is None
+    for text in (
+        "[default]\nendpoint_url = http://other:1\n",
+        "[default]\ncredential_process = /bin/creds\n",
+        "[default]\ns3 =\n    addressing_style = virtual\n",
+        "[default]\ns3 =\n    use_accelerate_endpoint = true\n",
+        "[default\nbroken",
+    ):
+        config.write_text(text)
+        assert plain_s3(explicit, "b") is None, text
     config.write_text("")  # what the hooks point it at (os.devnull) is empty
     assert plain_s3(explicit, "b") is not None
+    monkeypatch.setenv("AWS_PROFILE", "other")
+    assert plain_s3(explicit, "b") is None
+
+
+def test_a_simple_shared_config_gives_region_and_addressing_as_botocore_reads_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = tmp_path / "config"
+    config.write_text(
+        "[default]\nregion = eu-north-1\noutput = json\ns3 =\n    addressing_style = path\n"
+        "[profile unused]\nregion = ap-south-1\n"
+    )
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    creds = StaticCredentials(access_key_id="AKIDEXAMPLE", secret_access_key="secret")
+    plain = plain_s3(S3Settings(endpoint_url="http://127.0.0.1:8333", credentials=creds), "b")
+    assert plain is not None
+    client = botocore.session.Session().create_client(
+        "s3",
+        endpoint_url="http://127.0.0.1:8333",
+        aws_access_key_id="AKIDEXAMPLE",
+        aws_secret_access_key="secret",
+    )
+    url = client.generate_presigned_url("get_object", Params={"Bucket": "b", "Key": "k"})
+    assert (plain.prefix, plain.region) == (url.split("?")[0][: -len("k")], "eu-north-1")
+    assert client.meta.region_name == "eu-north-1"
 
 
 def test_a_fast_path_download_never_creates_a_botocore_client(

@@ -3,12 +3,14 @@
 Creating a botocore client costs ~60 ms of start-up (service model, endpoint rules,
 credential chain), more than a small transfer takes. For the common explicit set-ups
 (credentials handed in or in the environment, an endpoint given or in the environment,
-no shared config file to consult) the answer is simple and is computed here, following
-the AWS conventions exactly. Anything else returns None and botocore decides.
+a shared config file whose default profile sets at most ``region``, ``output`` and
+``s3.addressing_style``) the answer is simple and is computed here, following the AWS
+conventions exactly. Anything else returns None and botocore decides.
 """
 
 from __future__ import annotations
 
+import configparser
 import os
 import re
 from dataclasses import dataclass
@@ -52,13 +54,15 @@ class PlainS3:
 
 def plain_s3(settings: S3Settings, bucket: str) -> PlainS3 | None:
     """The fast path's set-up for ``bucket``, or None when botocore must resolve it."""
-    if settings.profile is not None or _config_file_in_play():
+    profile = _shared_config()
+    if settings.profile is not None or profile is None:
         return None
     if _env_flag("AWS_USE_FIPS_ENDPOINT") or _env_flag("AWS_USE_DUALSTACK_ENDPOINT"):
         return None
     credentials = _credentials(settings)
     endpoint = _endpoint(settings)
-    if credentials is None or endpoint is None or settings.addressing_style == "virtual":
+    style = profile.addressing_style if settings.addressing_style == "auto" else None
+    if credentials is None or endpoint is None or "virtual" in (settings.addressing_style, style):
         return None
     if not _PLAIN_BUCKET_RE.match(bucket):
         return None
@@ -69,7 +73,9 @@ def plain_s3(settings: S3Settings, bucket: str) -> PlainS3 | None:
         return None
     # With a custom endpoint botocore's "auto" addressing is path-style, as is "path".
     prefix = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}/{bucket}/"
-    region = settings.region or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
+    region = (
+        settings.region or os.environ.get("AWS_DEFAULT_REGION") or profile.region or DEFAULT_REGION
+    )
     return PlainS3(prefix, region, StaticProvider(credentials))
 
 
@@ -77,13 +83,48 @@ def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in _TRUE
 
 
-def _config_file_in_play() -> bool:
-    """A non-empty shared config file can change endpoints, regions and more: botocore's."""
-    path = Path(os.environ.get("AWS_CONFIG_FILE") or "~/.aws/config")
+class _Profile(NamedTuple):
+    region: str | None = None
+    addressing_style: str | None = None
+
+
+_PROFILE_KEYS = frozenset({"region", "output", "s3"})
+
+
+def _shared_config() -> _Profile | None:
+    """The shared config's default profile, or None when it says anything but ``region``,
+    ``output`` and ``s3.addressing_style``: profiles, endpoints, SSO, credential processes,
+    retries and the rest are botocore's to interpret."""
+    if os.environ.get("AWS_PROFILE") or os.environ.get("AWS_DEFAULT_PROFILE"):
+        return None
+    path = Path(os.environ.get("AWS_CONFIG_FILE") or "~/.aws/config").expanduser()
     try:
-        return path.expanduser().stat().st_size > 0
-    except OSError:
-        return False
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return _Profile()
+    except (OSError, UnicodeDecodeError):
+        return None
+    parser = configparser.RawConfigParser()
+    try:
+        parser.read_string(text)
+    except configparser.Error:
+        return None
+    if not parser.has_section("default"):
+        return _Profile()
+    settings = dict(parser.items("default"))
+    if not settings.keys() <= _PROFILE_KEYS:
+        return None
+    nested: dict[str, str] = {}
+    for line in settings.get("s3", "").splitlines():
+        key, sep, value = line.partition("=")
+        if line.strip() and not sep:
+            return None
+        if sep:
+            nested[key.strip()] = value.strip()
+    style = nested.pop("addressing_style", None)
+    if nested or style not in (None, "auto", "path", "virtual"):
+        return None
+    return _Profile(settings.get("region") or None, style)
 
 
 def _credentials(settings: S3Settings) -> FrozenCredentials | None:
