@@ -29,11 +29,10 @@ from fsx_stage.hooks.outcome import Fault, HookFault
 from fsx_stage.hooks.pending import PendingFlush
 from fsx_stage.hooks.planning import carry_over, decode_directives, entry_state, plan_job
 from fsx_stage.hooks.privileges import UserCredentials
-from fsx_stage.hooks.prolog import context, fresh_state, user_credentials
+from fsx_stage.hooks.prolog import Hook, fresh_state, user_credentials
 from fsx_stage.hooks.runtime import (
     EXIT_NODE_FAULT,
     EXIT_OK,
-    Runtime,
     check_scratch,
     encryption,
     resolve_credentials,
@@ -58,20 +57,8 @@ def job_succeeded(ctx: HookContext, env: Mapping[str, str], requeued: bool) -> b
     return jobinfo.job_succeeded(ctx)
 
 
-class Epilog:
-    def __init__(self, rt: Runtime, env: Mapping[str, str]) -> None:
-        self.rt = rt
-        self.env = env
-        self.log = rt.log
-        self.started = time.monotonic()
-
-    def run(self) -> int:
-        ctx = context(self.env, self.log)
-        if not jobinfo.is_first_node(ctx, self.env):
-            self.log.info("epilog.skip", reason="not the first node", node=ctx.node_name)
-            return EXIT_OK
-        with self.rt.store.lock(ctx.job_id):
-            return self._run_locked(ctx)
+class Epilog(Hook):
+    name = "epilog"
 
     def _run_locked(self, ctx: HookContext) -> int:
         store = self.rt.store

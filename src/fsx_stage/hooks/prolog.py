@@ -72,7 +72,11 @@ def is_same_run(state: JobState, ctx: HookContext) -> bool:
     return state.restart_count == ctx.restart_count
 
 
-class Prolog:
+class Hook:
+    """What the Prolog and Epilog share: once per job, on the first node, under the job lock."""
+
+    name = "hook"
+
     def __init__(self, rt: Runtime, env: Mapping[str, str]) -> None:
         self.rt = rt
         self.env = env
@@ -82,10 +86,17 @@ class Prolog:
     def run(self) -> int:
         ctx = context(self.env, self.log)
         if not jobinfo.is_first_node(ctx, self.env):
-            self.log.info("prolog.skip", reason="not the first node", node=ctx.node_name)
+            self.log.info(f"{self.name}.skip", reason="not the first node", node=ctx.node_name)
             return EXIT_OK
         with self.rt.store.lock(ctx.job_id):
             return self._run_locked(ctx)
+
+    def _run_locked(self, ctx: HookContext) -> int:
+        raise NotImplementedError
+
+
+class Prolog(Hook):
+    name = "prolog"
 
     def _run_locked(self, ctx: HookContext) -> int:
         store = self.rt.store
