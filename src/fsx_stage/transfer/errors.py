@@ -187,7 +187,7 @@ def _is_parser_error(exc: BaseException) -> bool:
 
 
 def _is_aiohttp_error(exc: BaseException) -> bool:
-    """An ``aiohttp.ClientError`` (aiohttp, ~100 ms to import, loads only with the fast
-    path's first small request or the botocore client: no such error exists before)."""
+    """An ``aiohttp.ClientError`` (aiohttp, ~100 ms to import, loads only with the
+    botocore client: no such error exists before)."""
     client = sys.modules.get("aiohttp.client_exceptions")
     return client is not None and isinstance(exc, client.ClientError)

@@ -2,15 +2,16 @@
 
 Many small objects make a transfer CPU-bound in botocore's per-request pipeline
 (endpoint rules, event hooks, signing set-up, response parsing): about 1 ms of CPU per
-request. This module sends the same requests directly: GETs, PUTs and listings with
-aiohttp, HEADs and the probe (like large ranges) on threads over blocking connections,
-so a large download never imports aiohttp. The URL layout and the signing scope come
-from :mod:`~fsx_stage.transfer.plainconfig` or from botocore itself (a presigned URL,
-computed locally), the SigV4 signature is computed here with a cached signing key, and
-the response headers are turned into the fields our code reads. Errors become botocore
-``ClientError``s, so classification and retries are unchanged. It is used only when the
-URL for a probe key has the plain ``prefix + quoted key`` shape and the server answers
-a signed probe GET of a missing key as expected; otherwise botocore does it all.
+request. This module sends the same requests directly: GETs, PUTs and listings over
+:mod:`~fsx_stage.transfer.http1` (a minimal HTTP/1.1 client on the event loop), HEADs
+and the probe (like large ranges) on threads over blocking connections. The URL layout
+and the signing scope come from :mod:`~fsx_stage.transfer.plainconfig` or from
+botocore itself (a presigned URL, computed locally), the SigV4 signature is computed
+here with a cached signing key, and the response headers are turned into the fields our
+code reads. Errors become botocore ``ClientError``s, so classification and retries are
+unchanged. It is used only when the URL for a probe key has the plain ``prefix + quoted
+key`` shape and the server answers a signed probe GET of a missing key as expected;
+otherwise botocore does it all.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import os
 import re
 import ssl
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote, unquote_plus, urlsplit
 from xml.etree import ElementTree
 
@@ -31,12 +32,10 @@ from botocore.exceptions import ClientError
 from fsx_stage.transfer.checksums import Digest
 from fsx_stage.transfer.client import LazyClient, fast_timestamp
 from fsx_stage.transfer.errors import TransferError
+from fsx_stage.transfer.http1 import Pool, Response
 from fsx_stage.transfer.models import S3Settings
 from fsx_stage.transfer.plainconfig import plain_s3
 from fsx_stage.transfer.rangeget import ThreadedRanges
-
-if TYPE_CHECKING:  # aiohttp (~100 ms to import) loads with the first small GET/PUT/list
-    import aiohttp
 
 RANGE_THREADS = 16  # ranged GETs of large objects in flight per process
 _PROBE_KEY = "fsx-stage probe/ü+%~.x/does-not-exist"
@@ -56,21 +55,8 @@ def _quote_key(key: str) -> str:
     return quote(key.encode("utf-8"), safe="/~")
 
 
-class _Body:
-    """The streamed body of a fast response, read like botocore's StreamingBody."""
-
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
-        self._response = response
-
-    async def read(self, amount: int = -1) -> bytes:
-        return await self._response.content.read(amount)
-
-    def close(self) -> None:
-        self._response.release()
-
-
 class FastS3:
-    """Signed GET/PUT of one object in one bucket, over aiohttp."""
+    """Signed requests on the objects of one bucket, without botocore."""
 
     def __init__(
         self,
@@ -78,19 +64,18 @@ class FastS3:
         prefix: str,
         region: str,
         service: str,
-        session_setup: tuple[int, ssl.SSLContext | bool, float, float],
+        setup: tuple[int, ssl.SSLContext | None, float, float],
     ) -> None:
         self._credentials = credentials  # has ``async get_frozen_credentials()``
         self._prefix = prefix
         self._region = region
         self._service = service
-        self._session_setup = session_setup  # pool size, TLS, connect and read timeouts
-        self._session: aiohttp.ClientSession | None = None
+        self._setup = setup  # pool size, TLS (https only), connect and read timeouts
+        self._http: Pool | None = None
         self._host = urlsplit(prefix).netloc
         self._base_path = urlsplit(prefix).path
         self._keys: dict[tuple[str, str], bytes] = {}
         self.can_list = False
-        self._range_setup: tuple[ssl.SSLContext | None, int, float, float] = (None, 1, 10, 60)
         self._ranges: ThreadedRanges | None = None
 
     @classmethod
@@ -132,20 +117,10 @@ class FastS3:
                 return None
             prefix = f"{parts.scheme}://{parts.netloc}{parts.path[: -len(quoted)]}"
             region = getattr(client.meta, "region_name", None) or "us-east-1"
-        parts = urlsplit(prefix)
-        ssl_context: ssl.SSLContext | bool = True
-        bundle = os.environ.get("AWS_CA_BUNDLE")
-        if bundle:
-            ssl_context = ssl.create_default_context(cafile=bundle)
-        elif parts.scheme == "https":
-            ssl_context = ssl.create_default_context()
+        ssl_context = None
+        if urlsplit(prefix).scheme == "https":  # loading CAs costs ~15 ms: only for TLS
+            ssl_context = ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE"))
         fast = cls(credentials, prefix, region, "s3", (pool_size, ssl_context, connect_s, read_s))
-        fast._range_setup = (
-            ssl_context if isinstance(ssl_context, ssl.SSLContext) else None,
-            min(pool_size, RANGE_THREADS),
-            connect_s,
-            read_s,
-        )
         if await fast._probe():
             if not listing:
                 return fast
@@ -172,34 +147,37 @@ class FastS3:
         return True
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        if self._http is not None:
+            await self._http.close()
         if self._ranges is not None:
             self._ranges.close()
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            import aiohttp
-
-            pool_size, ssl_context, connect_s, read_s = self._session_setup
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=pool_size, ssl=ssl_context),
-                timeout=aiohttp.ClientTimeout(sock_connect=connect_s, sock_read=read_s),
-                trust_env=False,  # else aiohttp looks up proxies in a thread per request
-                auto_decompress=False,
+    def _pool(self) -> Pool:
+        if self._http is None:
+            parts = urlsplit(self._prefix)
+            pool_size, context, connect_s, read_s = self._setup
+            self._http = Pool(
+                parts.scheme,
+                parts.hostname or "",
+                parts.port,
+                context,
+                pool_size,
+                connect_s,
+                read_s,
+                authority=self._host,
             )
-        return self._session
+        return self._http
 
     def _threads(self) -> ThreadedRanges:
         if self._ranges is None:
             parts = urlsplit(self._prefix)
-            context, threads, connect_s, read_s = self._range_setup
+            pool_size, context, connect_s, read_s = self._setup
             self._ranges = ThreadedRanges(
                 parts.scheme,
                 parts.hostname or "",
                 parts.port,
                 context,
-                threads,
+                min(pool_size, RANGE_THREADS),
                 connect_s,
                 read_s,
                 error_reply,
@@ -214,7 +192,7 @@ class FastS3:
         operation: str,
         query: Mapping[str, str] | None = None,
     ) -> tuple[int, Any]:
-        """A bodiless request whose reply is small, on the range threads (no aiohttp)."""
+        """A bodiless request whose reply is small, on the range threads."""
         path = self._base_path + _quote_key(key)
         canonical_query = _canonical_query(query)
         signed = await self._signed_headers(
@@ -281,9 +259,7 @@ class FastS3:
         body: bytes | None,
         operation: str,
         query: Mapping[str, str] | None = None,
-    ) -> aiohttp.ClientResponse:
-        from yarl import URL
-
+    ) -> Response:
         path = self._base_path + _quote_key(key)
         canonical_query = _canonical_query(query)
         if body is None:
@@ -294,13 +270,11 @@ class FastS3:
         else:
             payload_hash = hashlib.sha256(body).hexdigest()
         signed = await self._signed_headers(method, path, canonical_query, headers, payload_hash)
-        target = self._prefix[: len(self._prefix) - len(self._base_path)] + path
-        url = URL(target + ("?" + canonical_query if canonical_query else ""), encoded=True)
-        response = await self._client().request(method, url, headers=signed, data=body)
+        target = path + ("?" + canonical_query if canonical_query else "")
+        response = await self._pool().request(method, target, signed, body)
         if response.status >= 300:
             raw = await response.read()
-            response.release()
-            raise _client_error(response, raw, operation)
+            raise error_reply(response.status, response.reason, raw, operation)
         return response
 
     async def get_object(self, key: str, headers: Mapping[str, str]) -> dict[str, Any]:
@@ -308,7 +282,7 @@ class FastS3:
         response = await self._send(
             "GET", key, {"x-amz-checksum-mode": "ENABLED", **headers}, None, "GetObject"
         )
-        return _fields(response.status, response.headers, body=_Body(response))
+        return _fields(response.status, response.headers, body=response)
 
     async def get_range(
         self,
@@ -344,11 +318,7 @@ class FastS3:
         if token:
             query["continuation-token"] = token
         response = await self._send("GET", "", {}, None, "ListObjectsV2", query)
-        try:
-            raw = await response.read()
-        finally:
-            response.release()
-        return _parse_listing(raw)
+        return _parse_listing(await response.read())
 
     async def put_object(self, key: str, body: bytes, headers: Mapping[str, str]) -> dict[str, Any]:
         response = await self._send(
@@ -357,7 +327,7 @@ class FastS3:
         try:
             return _fields(response.status, response.headers, body=None)
         finally:
-            response.release()
+            response.close()
 
 
 def _canonical_query(query: Mapping[str, str] | None) -> str:
@@ -367,11 +337,12 @@ def _canonical_query(query: Mapping[str, str] | None) -> str:
     )
 
 
-def _fields(status: int, headers: Any, body: _Body | None) -> dict[str, Any]:
-    """Botocore's fields from reply ``headers`` (case-insensitive, aiohttp's or http.client's)."""
+def _fields(status: int, headers: Any, body: Response | None) -> dict[str, Any]:
+    """Botocore's fields from reply ``headers`` (lower-case names, or http.client's
+    case-insensitive message)."""
     result: dict[str, Any] = {
         "ResponseMetadata": {"HTTPStatusCode": status},
-        "ETag": headers.get("ETag", ""),
+        "ETag": headers.get("etag", ""),
         "Metadata": {
             name[11:].lower(): value
             for name, value in headers.items()
@@ -380,8 +351,8 @@ def _fields(status: int, headers: Any, body: _Body | None) -> dict[str, Any]:
     }
     if body is not None:
         result["Body"] = body
-        result["ContentLength"] = int(headers.get("Content-Length", "-1"))
-    modified = headers.get("Last-Modified")
+        result["ContentLength"] = int(headers.get("content-length", "-1"))
+    modified = headers.get("last-modified")
     if modified:
         result["LastModified"] = fast_timestamp(modified)
     for header, field in _CHECKSUM_HEADERS.items():
@@ -430,10 +401,6 @@ def _parse_listing(raw: bytes) -> dict[str, Any]:
         elif name == "NextContinuationToken":
             page["NextContinuationToken"] = element.text or ""
     return page
-
-
-def _client_error(response: aiohttp.ClientResponse, raw: bytes, operation: str) -> ClientError:
-    return error_reply(response.status, response.reason or "", raw, operation)
 
 
 def error_reply(status: int, reason: str, raw: bytes, operation: str) -> ClientError:
