@@ -23,10 +23,12 @@ T = TypeVar("T")
 MiB = 1024 * 1024
 
 
-def _with_fast(s3_server: Any, bucket: str, use: Callable[[FastS3], Awaitable[T]]) -> T:
+def _with_fast(
+    s3_server: Any, bucket: str, use: Callable[[FastS3], Awaitable[T]], threads: int = 8
+) -> T:
     async def main() -> T:
         async with create_client(settings_for(s3_server), 8) as client:
-            fast = await FastS3.attach(client, bucket, 8, 10, 60)
+            fast = await FastS3.attach(client, bucket, threads, 10, 60)
             assert fast is not None
             try:
                 return await use(fast)
@@ -105,7 +107,7 @@ def test_a_dropped_keep_alive_connection_is_replaced(
         assert fresh.sock is not None and fresh.sock is not broken
 
     try:
-        _with_fast(s3_server, bucket, fetch)
+        _with_fast(s3_server, bucket, fetch, threads=1)
         assert os.pread(fd, len(blob) + 1, 0) == blob
     finally:
         os.close(fd)
