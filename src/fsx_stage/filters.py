@@ -10,10 +10,9 @@ with ``*`` crossing ``/`` as in the AWS CLI (``fnmatch``: ``*``, ``?``, ``[seq]`
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from enum import StrEnum
 from fnmatch import fnmatchcase
-
-from pydantic import BaseModel, ConfigDict
 
 
 class FilterAction(StrEnum):
@@ -21,13 +20,18 @@ class FilterAction(StrEnum):
     EXCLUDE = "exclude"
 
 
-class Filter(BaseModel):
-    """One ``include=`` or ``exclude=`` option."""
-
-    model_config = ConfigDict(frozen=True)
+@dataclass(frozen=True, slots=True)
+class Filter:
+    """One ``include=`` or ``exclude=`` option (a dataclass: the transfer core's start-up
+    does not import pydantic; pydantic models embed it as they would one of their own)."""
 
     action: FilterAction
     pattern: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "action", FilterAction(self.action))
+        if not isinstance(self.pattern, str):
+            raise ValueError(f"Filter.pattern: expected a str, got {self.pattern!r}")
 
     def matches(self, relative: str) -> bool:
         return fnmatchcase(relative, self.pattern)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import re
-
-from pydantic import BaseModel, ConfigDict
+from dataclasses import dataclass
 
 # S3 bucket naming rules (the general-purpose bucket subset we accept).
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
@@ -14,10 +13,9 @@ class S3UrlError(ValueError):
     """An ``s3://`` URL that cannot be parsed; the message says why."""
 
 
-class S3Url(BaseModel):
+@dataclass(frozen=True, slots=True)
+class S3Url:
     """A parsed ``s3://bucket/key`` URL. A key ending in ``/`` (or empty) is a prefix."""
-
-    model_config = ConfigDict(frozen=True)
 
     bucket: str
     key: str = ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 from pathlib import Path
@@ -92,7 +93,7 @@ def test_many_failures_are_sampled_but_keep_every_kind() -> None:
     kept = representative_failures(summary)
     assert len(kept) == 22
     assert {f.category for f in kept} == {"network", "access_denied", "local_io"}
-    sampled = summary.model_copy(update={"failures": kept})
+    sampled = dataclasses.replace(summary, failures=kept)
     result = interpret(_entry(), sampled, failure_count=5002)
     assert result.fault is Fault.USER  # the access_denied among them decides
     assert result.error is not None and "5002 objects failed" in result.error

@@ -6,6 +6,7 @@ It must agree with botocore wherever it answers, and leave everything else to bo
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import subprocess
 import sys
@@ -149,10 +150,10 @@ def test_profiles_config_files_and_missing_parts_are_left_to_botocore(
     creds = StaticCredentials(access_key_id="AKID", secret_access_key="s3cr3t")
     explicit = S3Settings(endpoint_url="http://e:1", credentials=creds)
     assert plain_s3(explicit, "b") is not None
-    assert plain_s3(explicit.model_copy(update={"profile": "p"}), "b") is None
-    assert plain_s3(explicit.model_copy(update={"addressing_style": "virtual"}), "b") is None
-    assert plain_s3(explicit.model_copy(update={"endpoint_url": None}), "b") is None
-    assert plain_s3(explicit.model_copy(update={"credentials": None}), "b") is None
+    assert plain_s3(dataclasses.replace(explicit, profile="p"), "b") is None
+    assert plain_s3(dataclasses.replace(explicit, addressing_style="virtual"), "b") is None
+    assert plain_s3(dataclasses.replace(explicit, endpoint_url=None), "b") is None
+    assert plain_s3(dataclasses.replace(explicit, credentials=None), "b") is None
     assert plain_s3(explicit, "Bad_Bucket") is None
     config = tmp_path / "config"
     monkeypatch.setenv("AWS_CONFIG_FILE", str(config))

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+import pickle
+import re
 import stat
 import zlib
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -13,7 +17,16 @@ from hypothesis import strategies as st
 from fsx_stage.cli import build_parser
 from fsx_stage.cli.transfer import parse_size
 from fsx_stage.filters import Filter, selects
-from fsx_stage.transfer import Encryption
+from fsx_stage.transfer import (
+    Encryption,
+    S3Settings,
+    Secret,
+    StaticCredentials,
+    StripeRule,
+    TransferFailure,
+    TransferOptions,
+    TransferSummary,
+)
 from fsx_stage.transfer.checksums import crc_combine, expected_from_response
 from fsx_stage.transfer.errors import UnsafePath, classify
 from fsx_stage.transfer.posixmeta import from_metadata, to_metadata
@@ -115,6 +128,59 @@ def test_sse_c_key_must_be_base64_of_32_bytes() -> None:
         Encryption(mode="sse-c", customer_key="c2hvcnQ=")
     with pytest.raises(ValueError, match="needs customer_key"):
         Encryption(mode="sse-c")
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (
+            lambda: TransferOptions(concurrency=0),
+            "TransferOptions.concurrency: expected an integer >= 1 <= 1024, got 0",
+        ),
+        (
+            lambda: TransferOptions(part_size=1024),
+            "TransferOptions.part_size: expected an integer >= 5242880",
+        ),
+        (lambda: TransferOptions(workers=True), "TransferOptions.workers: expected an integer"),
+        (
+            lambda: S3Settings(addressing_style="sideways"),
+            "S3Settings.addressing_style: expected one of auto, path, virtual, got 'sideways'",
+        ),
+        (lambda: S3Settings(read_timeout_s=0), "S3Settings.read_timeout_s: expected a number > 0"),
+        (
+            lambda: StripeRule(bytes_per_stripe=0),
+            "StripeRule.bytes_per_stripe: expected an integer >= 1",
+        ),
+        (
+            lambda: Encryption(mode="sse-x"),
+            "Encryption.mode: expected one of none, sse-s3, sse-kms, sse-c",
+        ),
+        (lambda: Filter(action="keep", pattern="*"), "'keep' is not a valid FilterAction"),
+    ],
+)
+def test_bad_settings_are_refused_naming_the_field(build: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        build()
+
+
+def test_secrets_never_show_and_survive_the_trip_to_a_worker() -> None:
+    creds = StaticCredentials(
+        access_key_id="AKID", secret_access_key="s3cr3t", session_token="t0k3n"
+    )
+    settings = S3Settings(endpoint_url="http://e:1", credentials=creds)
+    assert "s3cr3t" not in repr(settings) and "t0k3n" not in repr(settings)
+    assert "s3cr3t" not in f"{creds.secret_access_key}"
+    assert creds.secret_access_key == Secret("s3cr3t")
+    copy = pickle.loads(pickle.dumps(settings))
+    assert copy == settings
+    assert copy.credentials is not None
+    assert copy.credentials.secret_access_key.get_secret_value() == "s3cr3t"
+
+
+def test_a_summary_round_trips_through_json() -> None:
+    summary = TransferSummary(objects_done=2, bytes_done=9, elapsed_s=0.5, cancelled=True)
+    summary.failures.append(TransferFailure(key="k", reason="NoSuchKey", category="not_found"))
+    assert TransferSummary.from_json(json.loads(json.dumps(summary.to_json()))) == summary
 
 
 def test_failure_reasons_never_carry_the_secret() -> None:

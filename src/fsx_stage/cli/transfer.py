@@ -163,7 +163,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _encryption(args: argparse.Namespace) -> Encryption:
-    from fsx_stage.transfer import Encryption, TransferUsageError
+    from fsx_stage.transfer import Encryption, Secret, TransferUsageError
 
     if args.sse_c_key_file is not None:
         if args.sse:
@@ -178,7 +178,7 @@ def _encryption(args: argparse.Namespace) -> Encryption:
             raise TransferUsageError(
                 f"--sse-c-key-file {args.sse_c_key_file}: expected 32 raw bytes or their base64"
             )
-        return Encryption(mode="sse-c", customer_key=base64.b64encode(raw).decode())
+        return Encryption(mode="sse-c", customer_key=Secret(base64.b64encode(raw).decode()))
     if args.sse_kms_key_id and args.sse != "aws:kms":
         raise TransferUsageError("--sse-kms-key-id needs --sse aws:kms")
     if args.sse == "AES256":
@@ -334,7 +334,7 @@ def _report(args: argparse.Namespace, summary: TransferSummary) -> int:
     if summary.cancelled:
         print(f"fsx-stage {args.command}: cancelled", file=sys.stderr)
     if args.json:
-        record = {"event": "summary", "ok": summary.ok, **summary.model_dump(mode="json")}
+        record = {"event": "summary", "ok": summary.ok, **summary.to_json()}
         sys.stdout.write(json.dumps(record) + "\n")
     elif not args.no_progress:
         print(

@@ -13,8 +13,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import SecretStr
-
 from fsx_stage.config import ConfigError, SiteConfig, config_path, load_config
 from fsx_stage.filters import Filter
 from fsx_stage.hooks.jobinfo import JobInfoError
@@ -22,7 +20,7 @@ from fsx_stage.hooks.logging import EventLog, emergency_log, register_secret, se
 from fsx_stage.hooks.outcome import Fault, HookFault
 from fsx_stage.hooks.pending import PendingStore
 from fsx_stage.hooks.state import StateStore
-from fsx_stage.transfer import Encryption, S3Settings, StaticCredentials, TransferOptions
+from fsx_stage.transfer import Encryption, S3Settings, Secret, StaticCredentials, TransferOptions
 
 LOG_FALLBACK_NAME = "fsx-stage.log"
 #: A hook's exit statuses: Slurm drains the node on anything but 0.
@@ -121,8 +119,8 @@ def resolve_credentials(config: SiteConfig) -> StaticCredentials:
     register_secret(frozen.token)
     return StaticCredentials(
         access_key_id=frozen.access_key,
-        secret_access_key=SecretStr(frozen.secret_key),
-        session_token=SecretStr(frozen.token) if frozen.token else None,
+        secret_access_key=Secret(frozen.secret_key),
+        session_token=Secret(frozen.token) if frozen.token else None,
     )
 
 
@@ -154,7 +152,7 @@ def encryption(config: SiteConfig) -> Encryption:
         key = base64.b64encode(raw).decode() if len(raw) == 32 else raw.decode("latin-1").strip()
         register_secret(key)
         try:
-            return Encryption(mode="sse-c", customer_key=SecretStr(key))
+            return Encryption(mode="sse-c", customer_key=Secret(key))
         except ValueError:
             raise HookFault(
                 Fault.NODE,

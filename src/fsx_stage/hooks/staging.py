@@ -8,6 +8,7 @@ into the `Fault` that decides what the hook does.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import signal
@@ -105,7 +106,7 @@ def _transfer_in_child(
         # The core would start its worker processes by exec, and an exec'd process is
         # dumpable again: the user could read root's credentials from its memory. Forked
         # workers (one thread here) or none at all keep them out of reach.
-        options = options.model_copy(update={"workers": 1})
+        options = dataclasses.replace(options, workers=1)
     cancel = threading.Event()
     if budget_s is not None:
         signal.signal(signal.SIGALRM, lambda _sig, _frame: cancel.set())
@@ -117,8 +118,8 @@ def _transfer_in_child(
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
     count = len(summary.failures)
-    compact = summary.model_copy(update={"failures": representative_failures(summary)})
-    return {"summary": compact.model_dump(mode="json"), "failure_count": count}
+    compact = dataclasses.replace(summary, failures=representative_failures(summary))
+    return {"summary": compact.to_json(), "failure_count": count}
 
 
 def representative_failures(summary: TransferSummary) -> list[TransferFailure]:
@@ -245,7 +246,7 @@ def run_entry(
         return EntryResult(
             EntryStatus.FAILED, fault=Fault.USER, error=message, category=SOURCE_MISSING
         )
-    summary = TransferSummary.model_validate(reply["summary"])
+    summary = TransferSummary.from_json(reply["summary"])
     return interpret(entry, summary, int(reply.get("failure_count", len(summary.failures))))
 
 

@@ -7,6 +7,7 @@ from fsx_stage.transfer.engine import TransferUsageError, transfer, transfer_asy
 from fsx_stage.transfer.models import (
     Encryption,
     S3Settings,
+    Secret,
     StaticCredentials,
     StripeRule,
     TransferEvent,
@@ -18,6 +19,7 @@ from fsx_stage.transfer.models import (
 __all__ = [
     "Encryption",
     "S3Settings",
+    "Secret",
     "StaticCredentials",
     "StripeRule",
     "TransferEvent",

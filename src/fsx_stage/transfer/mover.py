@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Callable
+from typing import cast
 
 from fsx_stage.filters import selects
 from fsx_stage.transfer import download, posixmeta, safefs, upload
@@ -14,6 +15,7 @@ from fsx_stage.transfer.context import Context, Job
 from fsx_stage.transfer.errors import RetryPolicy, classify
 from fsx_stage.transfer.fastpath import FastS3
 from fsx_stage.transfer.models import (
+    FailureCategory,
     S3Settings,
     TransferEvent,
     TransferFailure,
@@ -40,7 +42,11 @@ class Tally:
             summary.objects_skipped += 1
         elif event.kind == "failed":
             summary.failures.append(
-                TransferFailure(key=event.key, reason=event.reason, category=event.category)
+                TransferFailure(
+                    key=event.key,
+                    reason=event.reason,
+                    category=cast(FailureCategory, event.category),  # set by classify()
+                )
             )
         if self.on_event is not None:
             self.on_event(event)
