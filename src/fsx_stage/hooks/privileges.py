@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import json
 import os
 import pwd
@@ -79,11 +78,8 @@ class WorkerCrashed(WorkerError):
 
 def _set_parent_death_signal() -> None:
     # If the hook is killed (PrologEpilogTimeout), the worker must not outlive it.
-    libc_name = ctypes.util.find_library("c")
-    if not libc_name:
-        return
     with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(libc_name, use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)  # the C library Python runs on
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import math
 import os
@@ -21,8 +20,12 @@ class _Statfs(ctypes.Structure):
 
 @functools.cache
 def _libc() -> ctypes.CDLL | None:
-    name = ctypes.util.find_library("c")
-    return ctypes.CDLL(name, use_errno=True) if name else None
+    """The C library Python runs on (``dlopen(NULL)``; ``find_library`` would fork
+    ``ldconfig -p``, ~5 ms, for every large download)."""
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
 
 
 def fs_magic(fd: int) -> int | None:
