@@ -302,6 +302,24 @@ def test_an_epilog_killed_midway_leaves_its_flush_pending(
     assert s3_client.get_object(Bucket=bucket, Key="out/r.txt")["Body"].read() == b"result"
 
 
+def test_no_credentials_at_flush_keeps_the_results_pending_and_drains(
+    site: Site, bucket: str, job_user: str, slurm: SlurmRecorder
+) -> None:
+    home = site.user_dir(job_user)
+    uid = pwd.getpwnam(job_user).pw_uid
+    out = _user_tree(home, "out", {"r.txt": b"result"}, uid)
+    env = hook_env(site, job_user, [f"out,{out}/,s3://{bucket}/out/"])
+    assert prolog.run(env) == 0
+    site.credentials.unlink()
+    assert epilog.run(env) == 1  # the node's fault: Slurm drains it
+    record = PendingStore(StateStore(site.state_dir)).load(int(env["SLURM_JOB_ID"]))
+    assert record is not None
+    assert [e.status for e in record.entries] == [EntryStatus.PENDING]
+    assert "credentials unavailable" in (record.entries[0].error or "")
+    assert (out / "r.txt").read_bytes() == b"result"  # data untouched on scratch
+    assert state_of(site, env).epilog.status is HookStatus.NODE_FAULT
+
+
 def test_an_exhausted_flush_budget_keeps_the_rest_pending(
     s3_server: Any, site: Site, bucket: str, job_user: str, slurm: SlurmRecorder
 ) -> None:

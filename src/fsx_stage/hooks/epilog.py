@@ -28,22 +28,17 @@ from fsx_stage.hooks.jobinfo import HookContext
 from fsx_stage.hooks.outcome import Fault, HookFault
 from fsx_stage.hooks.pending import PendingFlush
 from fsx_stage.hooks.planning import carry_over, decode_directives, entry_state, plan_job
-from fsx_stage.hooks.privileges import UserCredentials
 from fsx_stage.hooks.prolog import Hook, fresh_state, user_credentials
 from fsx_stage.hooks.runtime import (
     EXIT_NODE_FAULT,
     EXIT_OK,
-    check_scratch,
-    encryption,
-    resolve_credentials,
+    TransferSetup,
     run_hook,
-    s3_settings,
     transfer_options,
 )
 from fsx_stage.hooks.staging import SOURCE_MISSING, remove_as_user, run_entry
 from fsx_stage.hooks.state import EntryState, EntryStatus, HookRun, HookStatus, JobState, Phase
 from fsx_stage.plan import StagePlan
-from fsx_stage.transfer import Encryption, S3Settings
 
 _JOB_NOT_RUN = (HookStatus.FAILED_JOB, HookStatus.NODE_FAULT)
 
@@ -182,28 +177,22 @@ class Epilog(Hook):
         ]
         if not todo:
             return
-        check_scratch(config, [e.source for e in todo], need_space=False)
-        credentials = resolve_credentials(config)
-        s3 = s3_settings(config, credentials)
-        enc = encryption(config)
-        creds = user_credentials(ctx)
+        setup = self._prepare_transfers(ctx, [e.source for e in todo], need_space=False)
         deadline = self.started + config.timeouts.flush
         for entry in todo:
-            self._flush_one(state, entry, creds, s3, enc, deadline)
+            self._flush_one(state, entry, setup, deadline)
 
     def _flush_one(
         self,
         state: JobState,
         entry: EntryState,
-        creds: UserCredentials,
-        s3: S3Settings,
-        enc: Encryption,
+        setup: TransferSetup,
         deadline: float,
     ) -> None:
         entry.start()
         self.rt.store.save(state)
-        options = transfer_options(self.rt.config, enc, filters=entry.filters)
-        result = run_entry(creds, entry, options, s3, deadline - time.monotonic())
+        options = transfer_options(self.rt.config, setup.encryption, filters=entry.filters)
+        result = run_entry(setup.user, entry, options, setup.s3, deadline - time.monotonic())
         entry.bytes, entry.objects = result.bytes, result.objects
         entry.skipped_objects = result.skipped
         status = result.status

@@ -23,6 +23,7 @@ from fsx_stage.hooks.runtime import (
     EXIT_NODE_FAULT,
     EXIT_OK,
     Runtime,
+    TransferSetup,
     check_scratch,
     encryption,
     resolve_credentials,
@@ -94,6 +95,18 @@ class Hook:
     def _run_locked(self, ctx: HookContext) -> int:
         raise NotImplementedError
 
+    def _prepare_transfers(
+        self, ctx: HookContext, scratch_paths: list[str], *, need_space: bool
+    ) -> TransferSetup:
+        """The node's part first (scratch usable, S3 credentials, SSE-C key: each a node
+        `HookFault`), then the job user's credentials for the transfer worker."""
+        config = self.rt.config
+        check_scratch(config, scratch_paths, need_space=need_space)
+        credentials = resolve_credentials(config)
+        s3 = s3_settings(config, credentials)
+        enc = encryption(config)
+        return TransferSetup(user=user_credentials(ctx), s3=s3, encryption=enc)
+
 
 class Prolog(Hook):
     name = "prolog"
@@ -137,12 +150,8 @@ class Prolog(Hook):
         todo = [e for e in todo if e.status is not EntryStatus.SKIPPED]
         if not todo:
             return
-        check_scratch(config, [e.destination for e in todo], need_space=True)
-        credentials = resolve_credentials(config)
-        s3 = s3_settings(config, credentials)
-        enc = encryption(config)
-        creds = user_credentials(ctx)
-        self._protect_pending_checkpoints(ctx, state, creds)
+        setup = self._prepare_transfers(ctx, [e.destination for e in todo], need_space=True)
+        self._protect_pending_checkpoints(ctx, state, setup.user)
         deadline = self.started + config.timeouts.stage_in
         faults: list[HookFault] = []
         for entry in state.phase_entries(Phase.STAGE_IN):
@@ -150,8 +159,8 @@ class Prolog(Hook):
                 continue
             entry.start()
             self.rt.store.save(state)
-            options = transfer_options(config, enc, filters=entry.filters)
-            result = run_entry(creds, entry, options, s3, deadline - time.monotonic())
+            options = transfer_options(config, setup.encryption, filters=entry.filters)
+            result = run_entry(setup.user, entry, options, setup.s3, deadline - time.monotonic())
             entry.bytes, entry.objects = result.bytes, result.objects
             entry.skipped_objects = result.skipped
             entry.finish(result.status, result.error, result.category)

@@ -19,6 +19,7 @@ from fsx_stage.hooks.jobinfo import JobInfoError
 from fsx_stage.hooks.logging import EventLog, emergency_log, register_secret, setup_logging
 from fsx_stage.hooks.outcome import Fault, HookFault
 from fsx_stage.hooks.pending import PendingStore
+from fsx_stage.hooks.privileges import UserCredentials
 from fsx_stage.hooks.state import StateStore
 from fsx_stage.transfer import Encryption, S3Settings, Secret, StaticCredentials, TransferOptions
 
@@ -34,6 +35,15 @@ class Runtime:
     store: StateStore
     pending: PendingStore
     log: EventLog
+
+
+@dataclass(frozen=True)
+class TransferSetup:
+    """What a job's transfers need, prepared as root before the first one."""
+
+    user: UserCredentials  # the transfer worker runs as the job's user
+    s3: S3Settings  # with the credentials resolved as root
+    encryption: Encryption
 
 
 def run_hook(
