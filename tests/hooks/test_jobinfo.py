@@ -156,13 +156,13 @@ class _Hostnames:
 
 def test_a_bracketed_list_is_expanded_by_scontrol(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = _Hostnames(["n1", "n2", "n3"])
-    monkeypatch.setattr(jobinfo.subprocess, "run", fake)
+    monkeypatch.setattr(subprocess, "run", fake)
     assert first_node("n[1-3]") == "n1"
     assert fake.asked == [[jobinfo.SCONTROL, "show", "hostnames", "n[1-3]"]]
 
 
 def test_only_the_first_node_stages(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(jobinfo.subprocess, "run", _Hostnames(["n1", "n2", "n3"]))
+    monkeypatch.setattr(subprocess, "run", _Hostnames(["n1", "n2", "n3"]))
     monkeypatch.setattr(jobinfo, "short_hostname", lambda: "whatever")
     second = hook_context(dict(ENV, SLURMD_NODENAME="n2", SLURM_NODELIST="n[1-3]"))
     first = hook_context(dict(ENV, SLURMD_NODENAME="n1", SLURM_NODELIST="n[1-3]"))

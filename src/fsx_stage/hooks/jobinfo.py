@@ -13,17 +13,13 @@ and the expanded StdOut/StdErr paths; none of them grants anything.
 
 from __future__ import annotations
 
-import os
 import re
 import socket
-import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from fsx_stage.hooks.slurmctl import SCONTROL, run_command
 from fsx_stage.job import JobIdentity
-
-SCONTROL = "/usr/bin/scontrol"
-SCONTROL_TIMEOUT_S = 30.0
 
 # Final job states in which the job did not succeed (as printed by scontrol/squeue).
 _FAILED_STATES = frozenset(
@@ -158,19 +154,10 @@ def parse_scontrol_job(line: str, user: str, uid: int) -> ScontrolJob:
 
 def scontrol_show_job(job_id: int, env: Mapping[str, str] | None = None) -> str:
     """``scontrol show job -o JOBID`` (one line); raises `JobInfoError` when it fails."""
-    try:
-        proc = subprocess.run(
-            [SCONTROL, "show", "job", "-o", str(int(job_id))],
-            env=dict(env if env is not None else os.environ),
-            capture_output=True,
-            text=True,
-            timeout=SCONTROL_TIMEOUT_S,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise JobInfoError(f"scontrol show job {job_id}: {exc}") from exc
+    what = f"scontrol show job {job_id}"
+    proc = run_command([SCONTROL, "show", "job", "-o", str(int(job_id))], env, JobInfoError, what)
     if proc.returncode != 0 or not proc.stdout.strip():
-        raise JobInfoError(f"scontrol show job {job_id}: {proc.stderr.strip()}")
+        raise JobInfoError(f"{what}: {proc.stderr.strip()}")
     return proc.stdout.strip().splitlines()[0]
 
 
@@ -183,17 +170,8 @@ def first_node(node_list: str, env: Mapping[str, str] | None = None) -> str:
     node_list = node_list.strip()
     if "[" not in node_list:
         return node_list.split(",")[0].strip()
-    try:
-        proc = subprocess.run(
-            [SCONTROL, "show", "hostnames", node_list],
-            env=dict(env if env is not None else os.environ),
-            capture_output=True,
-            text=True,
-            timeout=SCONTROL_TIMEOUT_S,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise JobInfoError(f"scontrol show hostnames {node_list}: {exc}") from exc
+    argv = [SCONTROL, "show", "hostnames", node_list]
+    proc = run_command(argv, env, JobInfoError, f"scontrol show hostnames {node_list}")
     hosts = proc.stdout.split()
     if proc.returncode != 0 or not hosts:
         raise JobInfoError(f"cannot expand node list {node_list!r}: {proc.stderr.strip()}")

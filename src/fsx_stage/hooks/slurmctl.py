@@ -1,4 +1,9 @@
-"""Ending or holding a job from the Prolog without draining the node.
+"""Slurm client commands from the hooks: one runner, and ending or holding a job.
+
+`run_command` runs ``scontrol``/``scancel`` for every hook module; each caller turns a
+failure into its own error (`SlurmCommandError` here, a node fault in `jobinfo`).
+
+Ending or holding a job from the Prolog without draining the node:
 
 A non-zero Prolog exit drains the node and requeues the job: right for a broken node,
 wrong for a user's mistake. So for a user error the Prolog exits 0 after
@@ -30,9 +35,16 @@ class SlurmCommandError(Exception):
     """A Slurm client command failed; the message has its stderr."""
 
 
-def _run(argv: Sequence[str], env: Mapping[str, str] | None) -> None:
+def run_command(
+    argv: Sequence[str], env: Mapping[str, str] | None, error: type[Exception], what: str
+) -> subprocess.CompletedProcess[str]:
+    """Run a Slurm client command in ``env`` (default: ours), output captured as text.
+
+    A command that cannot start or outlives `COMMAND_TIMEOUT_S` raises
+    ``error(f"{what}: {reason}")``; its exit status is the caller's to judge.
+    """
     try:
-        proc = subprocess.run(
+        return subprocess.run(
             list(argv),
             env=dict(env if env is not None else os.environ),
             capture_output=True,
@@ -41,7 +53,11 @@ def _run(argv: Sequence[str], env: Mapping[str, str] | None) -> None:
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise SlurmCommandError(f"{argv[0]}: {exc}") from exc
+        raise error(f"{what}: {exc}") from exc
+
+
+def _run(argv: Sequence[str], env: Mapping[str, str] | None) -> None:
+    proc = run_command(argv, env, SlurmCommandError, argv[0])
     if proc.returncode != 0:
         raise SlurmCommandError(f"{' '.join(argv[:3])}: {proc.stderr.strip() or proc.returncode}")
 
