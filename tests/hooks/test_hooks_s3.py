@@ -273,6 +273,15 @@ def _user_tree(home: Path, name: str, files: dict[str, bytes], uid: int) -> Path
     return top
 
 
+def _started_job_with_results(site: Site, user: str, bucket: str) -> tuple[Path, dict[str, str]]:
+    """A job past its Prolog whose ``out/r.txt`` (``b"result"``) flushes to ``out/``."""
+    home = site.user_dir(user)
+    out = _user_tree(home, "out", {"r.txt": b"result"}, pwd.getpwnam(user).pw_uid)
+    env = hook_env(site, user, [f"out,{out}/,s3://{bucket}/out/"])
+    assert prolog.run(env) == 0
+    return out, env
+
+
 def test_an_epilog_killed_midway_leaves_its_flush_pending(
     site: Site,
     s3_client: Any,
@@ -281,11 +290,7 @@ def test_an_epilog_killed_midway_leaves_its_flush_pending(
     slurm: SlurmRecorder,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    home = site.user_dir(job_user)
-    uid = pwd.getpwnam(job_user).pw_uid
-    out = _user_tree(home, "out", {"r.txt": b"result"}, uid)
-    env = hook_env(site, job_user, [f"out,{out}/,s3://{bucket}/out/"])
-    assert prolog.run(env) == 0
+    _out, env = _started_job_with_results(site, job_user, bucket)
 
     def killed(*args: Any, **kwargs: Any) -> None:
         raise SystemExit("killed by slurmd at PrologEpilogTimeout")
@@ -305,11 +310,7 @@ def test_an_epilog_killed_midway_leaves_its_flush_pending(
 def test_no_credentials_at_flush_keeps_the_results_pending_and_drains(
     site: Site, bucket: str, job_user: str, slurm: SlurmRecorder
 ) -> None:
-    home = site.user_dir(job_user)
-    uid = pwd.getpwnam(job_user).pw_uid
-    out = _user_tree(home, "out", {"r.txt": b"result"}, uid)
-    env = hook_env(site, job_user, [f"out,{out}/,s3://{bucket}/out/"])
-    assert prolog.run(env) == 0
+    out, env = _started_job_with_results(site, job_user, bucket)
     site.credentials.unlink()
     assert epilog.run(env) == 1  # the node's fault: Slurm drains it
     record = PendingStore(StateStore(site.state_dir)).load(int(env["SLURM_JOB_ID"]))
@@ -323,12 +324,8 @@ def test_no_credentials_at_flush_keeps_the_results_pending_and_drains(
 def test_an_exhausted_flush_budget_keeps_the_rest_pending(
     s3_server: Any, site: Site, bucket: str, job_user: str, slurm: SlurmRecorder
 ) -> None:
-    home = site.user_dir(job_user)
-    uid = pwd.getpwnam(job_user).pw_uid
-    out = _user_tree(home, "out", {"r.txt": b"result"}, uid)
     site.write_config(s3_server.endpoint_url, [bucket], flush_budget=1)
-    env = hook_env(site, job_user, [f"out,{out}/,s3://{bucket}/out/"])
-    assert prolog.run(env) == 0
+    _out, env = _started_job_with_results(site, job_user, bucket)
     assert epilog.run(env) == 0
     entry = state_of(site, env).phase_entries(Phase.FLUSH)[0]
     assert entry.status is EntryStatus.PENDING and entry.error_category == "timeout"
