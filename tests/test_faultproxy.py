@@ -9,10 +9,8 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-import boto3
 import pytest
 from boto3.s3.transfer import TransferConfig
-from botocore.config import Config
 from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
@@ -22,6 +20,7 @@ from botocore.exceptions import (
 )
 from tests.testbed.faultproxy import FaultKind, FaultProxy
 from tests.testbed.seaweed import SeaweedServer
+from tests.testbed.server import s3_client
 
 MiB = 1024 * 1024
 
@@ -33,17 +32,11 @@ def client_via(
 
     ``validate=False`` turns off botocore's response checksum validation.
     """
-    return boto3.client(
-        "s3",
-        endpoint_url=proxy.endpoint_url,
-        aws_access_key_id=server.access_key,
-        aws_secret_access_key=server.secret_key,
-        region_name=server.region,
-        config=Config(
-            s3={"addressing_style": "path"},
-            retries={"mode": "standard", "total_max_attempts": attempts},
-            response_checksum_validation="when_supported" if validate else "when_required",
-        ),
+    return s3_client(
+        proxy.endpoint_url,
+        server,
+        retries={"mode": "standard", "total_max_attempts": attempts},
+        response_checksum_validation="when_supported" if validate else "when_required",
     )
 
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.testbed.ports import free_port
+from tests.testbed.server import pid_alive, read_pid
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SPANK_SO = REPO_ROOT / "spank" / "fsx_stage.so"
@@ -110,29 +111,6 @@ def hooks_home(venv: Path, directory: Path) -> Path:
         mode=0o755,
     )
     return directory
-
-
-def pid_alive(pid: int) -> bool:
-    """True when ``pid`` exists and is not a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def read_pid(path: Path) -> int | None:
-    """The pid in ``path``, or None when the file is missing or garbage."""
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
 
 
 @dataclass(frozen=True)

@@ -41,11 +41,11 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, fields
 from enum import StrEnum
-from types import TracebackType
 from typing import Self
 from urllib.parse import unquote, urlsplit
 
 from tests.testbed.ports import LOOPBACK
+from tests.testbed.server import Server
 
 MAX_HEADER_BYTES = 64 * 1024
 COPY_CHUNK = 256 * 1024
@@ -174,7 +174,7 @@ class _Decision:
     latency: bool = False
 
 
-class FaultProxy:
+class FaultProxy(Server):
     """The proxy; start it, point clients at :attr:`endpoint_url`, then ``set_faults``."""
 
     def __init__(self, upstream_host: str, upstream_port: int, port: int = 0) -> None:
@@ -269,17 +269,6 @@ class FaultProxy:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         self._loop = self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- the event loop side ----------------------------------------------------------
     async def _shutdown(self) -> None:

@@ -18,21 +18,24 @@ CLI (``make s3-up`` / ``make s3-down``)::
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from tests.testbed.ports import LOOPBACK, free_port_pairs
+from tests.testbed.server import (
+    S3Endpoint,
+    pid_alive,
+    read_pid,
+    stop_pid,
+    term_when_parent_dies,
+)
 
 ACCESS_KEY = "fsxstage-test-admin"
 SECRET_KEY = "fsxstage-test-admin-secret-key"  # a test credential for a loopback server
@@ -43,7 +46,6 @@ GRPC_OFFSET = 10000
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
 UPLOAD_LIMIT_MB = 512
-PR_SET_PDEATHSIG = 1
 GO_MEMORY_LIMIT = "3GiB"  # GOMEMLIMIT: a soft heap limit, makes the Go GC return memory early
 # Unix socket paths must fit in sun_path (108 bytes); longer dirs keep weed's default.
 _MAX_SOCKET_PATH = 100
@@ -97,12 +99,17 @@ def identities() -> dict[str, Any]:
     }
 
 
-class SeaweedServer:
+class SeaweedServer(S3Endpoint):
     """One ``weed mini`` process serving S3 on ``127.0.0.1``, rooted at ``dir``."""
 
     access_key = ACCESS_KEY
     secret_key = SECRET_KEY
     region = REGION
+    client_config: ClassVar[dict[str, Any]] = {
+        "retries": {"mode": "standard", "max_attempts": 3},
+        "connect_timeout": 5,
+        "read_timeout": 60,
+    }
 
     def __init__(self, dir: Path | str, *, die_with_parent: bool = False) -> None:
         """``die_with_parent``: SIGTERM the server when the starting process dies (test
@@ -144,42 +151,11 @@ class SeaweedServer:
     def endpoint_url(self) -> str:
         return f"http://{LOOPBACK}:{self.s3_port}"
 
-    def env(self) -> dict[str, str]:
-        """The AWS_* variables that point an SDK or CLI at this server."""
-        return {
-            "AWS_ENDPOINT_URL": self.endpoint_url,
-            "AWS_ACCESS_KEY_ID": self.access_key,
-            "AWS_SECRET_ACCESS_KEY": self.secret_key,
-            "AWS_DEFAULT_REGION": self.region,
-        }
-
-    def client(self) -> Any:
-        """A boto3 S3 client for this server (path-style addressing)."""
-        import boto3
-        from botocore.config import Config
-
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint_url,
-            aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key,
-            region_name=self.region,
-            config=Config(
-                s3={"addressing_style": "path"},
-                retries={"mode": "standard", "max_attempts": 3},
-                connect_timeout=5,
-                read_timeout=60,
-            ),
-        )
-
     # -- lifecycle -----------------------------------------------------------------
     def running_pid(self) -> int | None:
         """The pid from the pid file when that process is our live ``weed``."""
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
-        return pid if _is_our_weed(pid, self.dir) else None
+        pid = read_pid(self.pid_file)
+        return pid if pid is not None and _is_our_weed(pid, self.dir) else None
 
     def attach(self) -> Self:
         """Adopt a server started earlier in ``dir`` (e.g. by ``make s3-up``)."""
@@ -212,22 +188,11 @@ class SeaweedServer:
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
         """TERM the server, KILL it after ``timeout`` seconds, and wait until it is gone."""
         pid = self._proc.pid if self._proc is not None else self.running_pid()
-        if pid is not None:
-            _terminate(pid, self._proc, timeout)
+        if pid is not None and not stop_pid(pid, timeout, self._proc):
+            raise SeaweedError(f"weed pid {pid} survived SIGKILL")
         self._proc = None
         self.pid_file.unlink(missing_ok=True)
         self.state_file.unlink(missing_ok=True)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- internals ---------------------------------------------------------------
     def command(self) -> list[str]:
@@ -278,7 +243,7 @@ class SeaweedServer:
                 stderr=subprocess.STDOUT,
                 cwd=self.dir,
                 start_new_session=True,  # outlives `make s3-up`; not hit by the terminal's ^C
-                preexec_fn=_term_when_parent_dies if self.die_with_parent else None,
+                preexec_fn=term_when_parent_dies if self.die_with_parent else None,
             )
         self.pid_file.write_text(f"{self._proc.pid}\n")
         assert self.ports is not None
@@ -318,49 +283,19 @@ class SeaweedServer:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def _term_when_parent_dies() -> None:
-    """In the child before exec: ask Linux for SIGTERM when the parent thread exits."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
-
-
 def _is_our_weed(pid: int, dir: Path) -> bool:
     """True when ``pid`` is alive and is a ``weed`` rooted in ``dir`` (not a recycled pid)."""
+    if not pid_alive(pid):
+        return False
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return False
-    if stat.rsplit(")", 1)[-1].split()[0] == "Z":
         return False
     return (
         bool(cmdline)
         and Path(os.fsdecode(cmdline[0])).name == "weed"
         and f"-dir={dir / 'data'}".encode() in cmdline
     )
-
-
-def _terminate(pid: int, proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
-    def gone() -> bool:
-        if proc is not None:
-            return proc.poll() is not None
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            return True
-        return stat.rsplit(")", 1)[-1].split()[0] == "Z"
-
-    for sig, wait_s in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
-        if gone():
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-        deadline = time.monotonic() + wait_s
-        while not gone() and time.monotonic() < deadline:
-            time.sleep(0.1)
-    if not gone():
-        raise SeaweedError(f"weed pid {pid} survived SIGKILL")
 
 
 def main(argv: list[str] | None = None) -> int:
