@@ -12,6 +12,7 @@ from fsx_stage.transfer.client import sse_c_params, sse_write_params
 from fsx_stage.transfer.errors import RetryPolicy
 from fsx_stage.transfer.fastpath import FastS3, sse_headers
 from fsx_stage.transfer.models import GiB, MiB, TransferEvent, TransferOptions
+from fsx_stage.transfer.posixmeta import PosixMeta
 
 MAX_PARTS = 10_000
 MIN_PART = 8 * MiB
@@ -63,6 +64,9 @@ class Context:
     umask: int
     local_root: str
     fast: FastS3 | None = None
+    #: (marker key, directory path parts, metadata) of the directory markers downloaded,
+    #: applied once every file is written (see ``download.apply_directory_metadata``).
+    directory_meta: list[tuple[str, list[str], PosixMeta]] = field(default_factory=list)
     requests: asyncio.Semaphore = field(init=False)
     budget: ByteBudget = field(init=False)
     sse_read: dict[str, str] = field(init=False)

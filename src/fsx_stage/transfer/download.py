@@ -13,7 +13,7 @@ from typing import Any, Literal
 from fsx_stage.transfer import checksums, lustre, posixmeta, safefs
 from fsx_stage.transfer.checksums import Expected
 from fsx_stage.transfer.context import CHUNK, Context, Job
-from fsx_stage.transfer.errors import ChecksumMismatch, TransferError
+from fsx_stage.transfer.errors import ChecksumMismatch, TransferError, classify
 from fsx_stage.transfer.fastpath import FastS3
 from fsx_stage.transfer.models import TransferEvent
 
@@ -62,13 +62,7 @@ def _up_to_date(dir_fd: int, name: str, job: Job) -> bool:
 
 async def download(ctx: Context, root_fd: int, job: Job) -> Outcome:
     if job.rel.endswith("/"):
-        parts = safefs.split_relative(job.rel[:-1])
-        if ctx.options.sync:
-            with contextlib.suppress(FileNotFoundError):
-                os.close(safefs.open_dir(root_fd, parts, create=False))
-                return "skipped", 0
-        os.close(safefs.open_dir(root_fd, parts))
-        return "done", 0
+        return await _directory(ctx, root_fd, job)
     parts = safefs.split_relative(job.rel)
     parent = safefs.open_parent(root_fd, parts)
     try:
@@ -96,6 +90,51 @@ async def download(ctx: Context, root_fd: int, job: Job) -> Outcome:
         raise AssertionError("unreachable")
     finally:
         os.close(parent)
+
+
+async def _directory(ctx: Context, root_fd: int, job: Job) -> Outcome:
+    """A directory marker: the directory is made now; its mode and times are recorded
+    for :func:`apply_directory_metadata` (sync leaves an existing directory alone)."""
+    parts = safefs.split_relative(job.rel[:-1])
+    if ctx.options.sync:
+        with contextlib.suppress(FileNotFoundError):
+            os.close(safefs.open_dir(root_fd, parts, create=False))
+            return "skipped", 0
+    os.close(safefs.open_dir(root_fd, parts))
+    head = await ctx.retry.run(lambda: _head(ctx, job.key))
+    meta = posixmeta.from_metadata(head.get("Metadata") or {})
+    if meta != posixmeta.PosixMeta():
+        ctx.directory_meta.append((job.key, parts, meta))
+    return "done", 0
+
+
+def apply_directory_metadata(ctx: Context, root_fd: int) -> None:
+    """Apply the recorded metadata of directory markers, deepest directory first.
+
+    Call it once every file of the transfer is written: creating a file changes its
+    directory's mtime, and a read-only mode would keep the files still to come out.
+    Each directory is reopened from the root without following symlinks; a failure is a
+    failed event for its marker key.
+    """
+    pending = sorted(ctx.directory_meta, key=lambda item: len(item[1]), reverse=True)
+    ctx.directory_meta.clear()
+    for key, parts, meta in pending:
+        try:
+            fd = safefs.open_dir(root_fd, parts, create=False)
+            try:
+                posixmeta.apply_to_fd(
+                    fd,
+                    meta,
+                    default_mtime_ns=None,
+                    preserve_owner=ctx.options.preserve_owner,
+                    umask=ctx.umask,
+                    directory=True,
+                )
+            finally:
+                os.close(fd)
+        except Exception as exc:
+            category, reason = classify(exc)
+            ctx.report(TransferEvent("failed", key, 0, 0, reason, category))
 
 
 def _verified_by_botocore(body: Any) -> bool:

@@ -180,6 +180,7 @@ async def run_here(route: Route, options: TransferOptions, s3: S3Settings, tally
                     tally.add(TransferEvent("queued", job.key, 0, job.size))
                 await mover.submit(job)
             await mover.drain()
+            download.apply_directory_metadata(ctx, root_fd)
         except asyncio.CancelledError:
             mover.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -78,11 +78,13 @@ def apply_to_fd(
     default_mtime_ns: int | None,
     preserve_owner: bool,
     umask: int,
+    directory: bool = False,
 ) -> None:
     """Apply mode, times and (only for a root admin restore) ownership to an open file.
 
     Set-id bits are kept only when ownership was restored too: a root-run download must
-    never create a set-uid file owned by root from untrusted metadata.
+    never create a set-uid file owned by root from untrusted metadata. Without a mode in
+    the metadata a file gets ``0o666 & ~umask``; a ``directory`` keeps the mode it has.
     """
     owned = False
     if preserve_owner and os.geteuid() == 0 and meta.uid is not None and meta.gid is not None:
@@ -92,9 +94,9 @@ def apply_to_fd(
         mode = stat.S_IMODE(meta.mode)
         if not owned:
             mode &= ~(stat.S_ISUID | stat.S_ISGID)
-    else:
-        mode = 0o666 & ~umask
-    os.fchmod(fd, mode)
+        os.fchmod(fd, mode)
+    elif not directory:
+        os.fchmod(fd, 0o666 & ~umask)
     mtime = meta.mtime_ns if meta.mtime_ns is not None else default_mtime_ns
     if mtime is not None:
         atime = meta.atime_ns if meta.atime_ns is not None else mtime

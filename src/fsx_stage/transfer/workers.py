@@ -26,6 +26,7 @@ from typing import Any
 import uvloop
 
 from fsx_stage.transfer.context import Job
+from fsx_stage.transfer.download import apply_directory_metadata
 from fsx_stage.transfer.models import S3Settings, TransferEvent, TransferOptions
 from fsx_stage.transfer.mover import Mover, Tally, jobs, open_root, process_context
 from fsx_stage.transfer.routes import Route
@@ -248,6 +249,9 @@ async def run_workers(
                 async for job in jobs(ctx, route, tally.add):
                     if tally.on_event is not None:
                         tally.add(TransferEvent("queued", job.key, 0, job.size))
+                    if job.rel.endswith("/"):  # a marker: its metadata is applied here at the end
+                        await local.submit(job)
+                        continue
                     best: _Worker | None = None
                     while not local.has_room():
                         alive = [w for w in workers if not w.exited.is_set()]
@@ -273,6 +277,7 @@ async def run_workers(
                 await local.drain()
                 for worker in workers:
                     await worker.exited.wait()
+                apply_directory_metadata(ctx, root_fd)
             except BaseException:
                 local.cancel()  # before root_fd closes under its tasks
                 await asyncio.gather(*list(local.tasks), return_exceptions=True)
