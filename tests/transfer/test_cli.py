@@ -50,6 +50,12 @@ def spawn(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
         ["cp", "s3://bucket/prefix/", "/tmp/b"],
         ["cp", "s3://Bad_Bucket/a", "/tmp/b"],
         ["sync", "s3://bucket/a"],
+        ["cp", "s3://bucket/a", "s3://other/b", "/tmp/d/"],
+        ["cp", "s3://bucket/a", "s3://bucket/p/", "/tmp/d/"],
+        ["cp", "s3://bucket/a", "s3://bucket/b", "/tmp/d/", "--recursive"],
+        ["cp", "s3://bucket/x/a", "s3://bucket/y/a", "/tmp/d/"],
+        ["cp", "s3://bucket/a", "s3://bucket/b", "/tmp/no-such-dir-and-no-slash"],
+        ["cp", "/tmp/a", "/tmp/b", "s3://bucket/p/"],
     ],
 )
 def test_bad_usage_exits_2(args: list[str]) -> None:
@@ -80,6 +86,44 @@ def test_failures_exit_1_and_are_listed_on_stderr(
     assert result.returncode == 1
     assert "p/missing" in result.stderr and "not_found" in result.stderr
     assert s3_env["AWS_SECRET_ACCESS_KEY"] not in result.stderr + result.stdout
+
+
+def test_a_list_of_objects_lands_in_the_directory_each_under_its_name(
+    bucket: str, s3_env: dict[str, str], tmp_path: Path, s3_client: Any
+) -> None:
+    bodies = {"in/a.txt": b"a", "in/deep/b.bin": b"b" * 70_000, "other/c": os.urandom(6 * MiB)}
+    for key, body in bodies.items():
+        s3_client.put_object(Bucket=bucket, Key=key, Body=body)
+    sources = [f"s3://{bucket}/{key}" for key in bodies]
+    result = cli("cp", *sources, f"{tmp_path}/d/", "--json", env=s3_env)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["a.txt", "b.bin", "c"]
+    for key, body in bodies.items():
+        assert (tmp_path / "d" / key.rsplit("/", 1)[-1]).read_bytes() == body
+    summary = json.loads(result.stdout.splitlines()[-1])
+    assert summary["objects_done"] == 3
+
+    again = cli("sync", *sources, f"{tmp_path}/d/", "--json", env=s3_env)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout.splitlines()[-1])["objects_skipped"] == 3
+
+
+def test_a_missing_object_in_a_list_fails_alone(
+    bucket: str, s3_env: dict[str, str], tmp_path: Path, s3_client: Any
+) -> None:
+    s3_client.put_object(Bucket=bucket, Key="l/here", Body=b"here")
+    result = cli(
+        "cp",
+        f"s3://{bucket}/l/here",
+        f"s3://{bucket}/l/gone",
+        f"{tmp_path}/",
+        "--no-progress",
+        env=s3_env,
+    )
+    assert result.returncode == 1
+    assert "l/gone" in result.stderr and "not_found" in result.stderr
+    assert (tmp_path / "here").read_bytes() == b"here"
+    assert not (tmp_path / "gone").exists()
 
 
 def test_endpoint_url_option_wins(

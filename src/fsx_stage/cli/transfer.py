@@ -89,7 +89,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         parser.add_argument(
-            "src", metavar="SRC", help="s3://bucket/key, s3://bucket/prefix/ or a path"
+            "src",
+            metavar="SRC",
+            nargs="+",
+            help="s3://bucket/key, s3://bucket/prefix/ or a path; several s3:// objects of "
+            "one bucket (a list) are downloaded into the directory DST",
         )
         parser.add_argument(
             "dst", metavar="DST", help="s3://bucket/key, s3://bucket/prefix/ or a path"
@@ -279,7 +283,7 @@ def run(args: argparse.Namespace) -> int:
             addressing_style="path" if args.path_style else "auto",
         )
     except (ValueError, OSError) as exc:
-        print(f"fsx-stage {args.command}: {_usage_text(exc)}", file=sys.stderr)
+        print(f"fsx-stage {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
     progress: Progress | None = (
@@ -298,9 +302,9 @@ def run(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         summary = transfer(
-            args.src,
+            args.src[0] if len(args.src) == 1 else args.src,
             args.dst,
-            recursive=args.sync or args.recursive,
+            recursive=(args.sync and len(args.src) == 1) or getattr(args, "recursive", False),
             options=options,
             s3=s3,
             on_event=on_event,
@@ -315,13 +319,6 @@ def run(args: argparse.Namespace) -> int:
         if progress is not None:
             progress.close()
     return _report(args, summary)
-
-
-def _usage_text(exc: BaseException) -> str:
-    errors = getattr(exc, "errors", None)
-    if callable(errors):
-        return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors())
-    return str(exc)
 
 
 def _report(args: argparse.Namespace, summary: TransferSummary) -> int:

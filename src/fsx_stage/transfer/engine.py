@@ -6,7 +6,7 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import uvloop
 
@@ -26,7 +26,7 @@ __all__ = ["TransferUsageError", "resolve", "transfer", "transfer_async"]
 
 
 def _worker_count(route: Route, options: TransferOptions) -> int:
-    if route.single is not None:
+    if len(route.named) == 1:
         return 1
     if options.workers is not None:
         return options.workers
@@ -37,7 +37,7 @@ def _worker_count(route: Route, options: TransferOptions) -> int:
 
 
 async def transfer_async(
-    src: str,
+    src: str | Sequence[str],
     dst: str,
     *,
     recursive: bool,
@@ -46,7 +46,8 @@ async def transfer_async(
     on_event: Callable[[TransferEvent], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> TransferSummary:
-    """Copy SRC to DST (exactly one is ``s3://...``); failures are listed, not raised."""
+    """Copy SRC to DST (exactly one is ``s3://...``), or several SRC objects (one bucket)
+    into the directory DST; failures are listed, not raised."""
     route = resolve(src, dst, recursive)
     tally = Tally(on_event)
     started = time.monotonic()
@@ -67,7 +68,11 @@ async def transfer_async(
         category, reason = classify(exc)
         tally.summary.failures.append(
             TransferFailure(
-                key=src if route.direction == "download" else dst, reason=reason, category=category
+                key=(src if isinstance(src, str) else " ".join(src))
+                if route.direction == "download"
+                else dst,
+                reason=reason,
+                category=category,
             )
         )
     finally:
@@ -84,7 +89,7 @@ async def _watch(cancel: threading.Event, run: asyncio.Future[None]) -> None:
 
 
 def transfer(
-    src: str,
+    src: str | Sequence[str],
     dst: str,
     *,
     recursive: bool,

@@ -107,8 +107,9 @@ class Mover:
 async def jobs(
     ctx: Context, route: Route, report: Callable[[TransferEvent], None]
 ) -> AsyncIterator[Job]:
-    if route.single is not None:
-        yield route.single
+    if route.named:
+        for job in route.named:
+            yield job
         return
     filters = ctx.options.filters
 
@@ -148,7 +149,7 @@ async def process_context(
             s3.connect_timeout_s,
             s3.read_timeout_s,
             settings=s3,
-            listing=route.single is None,
+            listing=not route.named,
         )
         try:
             yield Context(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -22,30 +23,37 @@ class Route:
     direction: Direction
     bucket: str
     local_root: str
-    single: Job | None  # one object/file; otherwise list ``prefix`` / walk ``local_root``
+    named: tuple[Job, ...]  # objects/files named one by one; if none, list/walk ``prefix``
     prefix: str
 
 
-def resolve(src: str, dst: str, recursive: bool) -> Route:
-    """Work out direction, local root and what to list; raises TransferUsageError."""
+def resolve(src: str | Sequence[str], dst: str, recursive: bool) -> Route:
+    """Work out direction, local root and what to list; raises TransferUsageError.
+
+    Several sources (a list) are objects of one bucket downloaded into the directory
+    DST, each under the last component of its key."""
+    if not isinstance(src, str):
+        if len(src) != 1:
+            return _resolve_list(list(src), dst, recursive)
+        src = src[0]
     if is_s3_url(src) == is_s3_url(dst):
         raise TransferUsageError("exactly one of SRC and DST must be an s3:// URL")
     if is_s3_url(src):
         url = S3Url.parse(src)
         if recursive:
             prefix = url.key if url.is_prefix else url.key + "/"
-            return Route("download", url.bucket, dst, None, prefix)
+            return Route("download", url.bucket, dst, (), prefix)
         if url.is_prefix:
             raise TransferUsageError(f"{src} is a prefix: add --recursive to copy what is under it")
         name = url.key.rsplit("/", 1)[-1]
         if dst.endswith("/") or Path(dst).is_dir():
-            return Route("download", url.bucket, dst, Job(url.key, name), "")
+            return Route("download", url.bucket, dst, (Job(url.key, name),), "")
         root, _, leaf = dst.rpartition("/")
         return Route(
             "download",
             url.bucket,
             root or ("/" if dst.startswith("/") else "."),
-            Job(url.key, leaf),
+            (Job(url.key, leaf),),
             "",
         )
     url = S3Url.parse(dst)
@@ -54,12 +62,45 @@ def resolve(src: str, dst: str, recursive: bool) -> Route:
         if os.path.lexists(src) and not Path(src).is_dir():
             raise TransferUsageError(f"{src} is not a directory (needed with --recursive)")
         prefix = url.key if url.is_prefix else url.key + "/"
-        return Route("upload", url.bucket, src, None, prefix)
+        return Route("upload", url.bucket, src, (), prefix)
     if Path(src).is_dir() and not Path(src).is_symlink():
         raise TransferUsageError(f"{src} is a directory: add --recursive to copy its contents")
     path = src.rstrip("/")
     root, _, name = path.rpartition("/")
     key = url.key + name if url.is_prefix else url.key
     return Route(
-        "upload", url.bucket, root or ("/" if path.startswith("/") else "."), Job(key, name), ""
+        "upload", url.bucket, root or ("/" if path.startswith("/") else "."), (Job(key, name),), ""
     )
+
+
+def _resolve_list(sources: list[str], dst: str, recursive: bool) -> Route:
+    if not sources:
+        raise TransferUsageError("no source given")
+    if is_s3_url(dst) or not all(is_s3_url(source) for source in sources):
+        raise TransferUsageError(
+            "several sources are for downloads only: s3:// objects into a local directory "
+            "(upload a directory with --recursive)"
+        )
+    if recursive:
+        raise TransferUsageError("several sources are single objects: --recursive takes one prefix")
+    if not dst.endswith("/") and not Path(dst).is_dir():
+        raise TransferUsageError(
+            f"with several sources, DST must be a directory (end it with /): {dst}"
+        )
+    urls = [S3Url.parse(source) for source in sources]
+    bucket = urls[0].bucket
+    named: dict[str, Job] = {}
+    for url in urls:
+        if url.bucket != bucket:
+            raise TransferUsageError(
+                f"several sources must be in one bucket: {bucket}, {url.bucket}"
+            )
+        if url.is_prefix:
+            raise TransferUsageError(f"{url} is a prefix: copy it alone, with --recursive")
+        name = url.key.rsplit("/", 1)[-1]
+        if name in named:
+            raise TransferUsageError(
+                f"{named[name].key} and {url.key} would both be written to {dst.rstrip('/')}/{name}"
+            )
+        named[name] = Job(url.key, name)
+    return Route("download", bucket, dst, tuple(named.values()), "")
