@@ -271,6 +271,26 @@ def test_set_id_bits_of_a_directory_are_dropped_without_ownership(
     assert stat.S_IMODE((tmp_path / "dst" / "shared").stat().st_mode) == 0o775
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="restoring ownership needs root")
+def test_ownership_and_set_gid_of_a_directory_are_restored_only_when_asked(
+    run: Run, store: Store, tmp_path: Path
+) -> None:
+    store.marker(
+        "own/team/", {**fsx_marker(0o2770, OLD, OLD), "file-owner": "1234", "file-group": "4321"}
+    )
+    source = f"s3://{store.bucket}/own/"
+    assert run(source, tmp_path / "plain", recursive=True, s3=store.s3).ok
+    plain = (tmp_path / "plain" / "team").stat()
+    assert (plain.st_uid, plain.st_gid, stat.S_IMODE(plain.st_mode)) == (
+        os.geteuid(),
+        os.getegid(),
+        0o770,
+    )
+    assert run(source, tmp_path / "owned", recursive=True, s3=store.s3, preserve_owner=True).ok
+    owned = (tmp_path / "owned" / "team").stat()
+    assert (owned.st_uid, owned.st_gid, stat.S_IMODE(owned.st_mode)) == (1234, 4321, 0o2770)
+
+
 def test_sync_leaves_an_existing_directory_alone(run: Run, store: Store, tmp_path: Path) -> None:
     store.marker("sy/there/", fsx_marker(0o700, OLD, OLD))
     dst = tmp_path / "dst"
