@@ -90,22 +90,22 @@ class _Chunked:
 def parse_head(head: bytes) -> tuple[int, str, dict[str, str], bool]:
     """Status, reason, headers (lower-case names) and whether the connection may be
     kept alive, from a reply head without its final blank line."""
-    lines = head.split(b"\r\n")
-    version, _, rest = lines[0].decode("latin-1").partition(" ")
+    lines = head.decode("utf-8", "surrogateescape").split("\r\n")  # values: UTF-8 at most
+    version, _, rest = lines[0].partition(" ")
     code, _, reason = rest.partition(" ")
     if not version.startswith("HTTP/1.") or len(code) != 3 or not code.isdigit():
         raise ValueError(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
     headers: dict[str, str] = {}
     name = ""
     for line in lines[1:]:
-        if line[:1] in (b" ", b"\t") and name:  # an obsolete folded continuation
-            headers[name] += " " + line.strip().decode("utf-8", "surrogateescape")
+        if line[:1] in (" ", "\t") and name:  # an obsolete folded continuation
+            headers[name] += " " + line.strip()
             continue
-        raw_name, colon, raw_value = line.partition(b":")
-        if not colon or not raw_name or raw_name != raw_name.strip():
+        name, colon, value = line.partition(":")
+        if not colon or not name or name != name.strip():
             raise ValueError(f"malformed header line: {line[:80]!r}")
-        name = raw_name.decode("latin-1").lower()
-        value = raw_value.strip().decode("utf-8", "surrogateescape")
+        name = name.lower()
+        value = value.strip()
         headers[name] = f"{headers[name]}, {value}" if name in headers else value
     tokens = {t.strip() for t in headers.get("connection", "").lower().split(",")}
     keep_alive = "close" not in tokens and (version != "HTTP/1.0" or "keep-alive" in tokens)
@@ -189,15 +189,19 @@ class _Connection(asyncio.Protocol):
 
     # -- reply parsing ---------------------------------------------------------------
     def _head(self, data: bytes) -> None:
-        self.head += data
-        end = self.head.find(b"\r\n\r\n")
+        if self.head:
+            self.head += data
+            data = bytes(self.head)
+        end = data.find(b"\r\n\r\n")
         if end < 0:
+            if not self.head:
+                self.head += data
             if len(self.head) > _MAX_HEAD:
                 raise ValueError("reply head too large")
             return
-        rest = bytes(self.head[end + 4 :])
-        status, reason, headers, keep_alive = parse_head(bytes(self.head[:end]))
         self.head = bytearray()
+        rest = data[end + 4 :]
+        status, reason, headers, keep_alive = parse_head(data[:end])
         if 100 <= status < 200:  # an interim reply (100 Continue): the real one follows
             if rest:
                 self._head(rest)
