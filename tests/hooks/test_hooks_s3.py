@@ -295,7 +295,7 @@ def test_an_epilog_killed_midway_leaves_its_flush_pending(
     def killed(*args: Any, **kwargs: Any) -> None:
         raise SystemExit("killed by slurmd at PrologEpilogTimeout")
 
-    monkeypatch.setattr(epilog, "run_entry", killed)
+    monkeypatch.setattr(prolog, "run_entry", killed)  # the transfer step both hooks share
     with pytest.raises(SystemExit):
         epilog.run(env)
     record = PendingStore(StateStore(site.state_dir)).load(int(env["SLURM_JOB_ID"]))

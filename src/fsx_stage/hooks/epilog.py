@@ -18,7 +18,6 @@ limit or scancel shows as signal 15) together with the environment. A requeued j
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Mapping
 
@@ -34,9 +33,8 @@ from fsx_stage.hooks.runtime import (
     EXIT_OK,
     TransferSetup,
     run_hook,
-    transfer_options,
 )
-from fsx_stage.hooks.staging import SOURCE_MISSING, remove_as_user, run_entry
+from fsx_stage.hooks.staging import SOURCE_MISSING, remove_as_user
 from fsx_stage.hooks.state import EntryState, EntryStatus, HookRun, HookStatus, JobState, Phase
 from fsx_stage.plan import StagePlan
 
@@ -189,31 +187,13 @@ class Epilog(Hook):
         setup: TransferSetup,
         deadline: float,
     ) -> None:
-        entry.start()
-        self.rt.store.save(state)
-        options = transfer_options(self.rt.config, setup.encryption, filters=entry.filters)
-        result = run_entry(setup.user, entry, options, setup.s3, deadline - time.monotonic())
-        entry.bytes, entry.objects = result.bytes, result.objects
-        entry.skipped_objects = result.skipped
+        result = self._transfer(state, entry, setup, deadline)
         status = result.status
         if status is EntryStatus.FAILED and result.category != SOURCE_MISSING:
             # Only a missing source is final at flush; anything else is kept and retried.
             status = EntryStatus.PENDING
-        entry.finish(status, result.error, result.category)
-        self.rt.store.save(state)
-        self.log.event(
-            "flush.entry",
-            logging.INFO if status in (EntryStatus.DONE, EntryStatus.SKIPPED) else logging.WARNING,
-            index=entry.index,
-            kind=entry.kind,
-            source=entry.source,
-            destination=entry.destination,
-            status=status.value,
-            bytes=entry.bytes,
-            objects=entry.objects,
-            seconds=entry.duration_s,
-            error=entry.error,
-        )
+        ok = status in (EntryStatus.DONE, EntryStatus.SKIPPED)
+        self._finish(state, entry, status, result, "flush.entry", ok=ok)
 
     def _save_pending(
         self,

@@ -32,8 +32,8 @@ from fsx_stage.hooks.runtime import (
     transfer_options,
 )
 from fsx_stage.hooks.slurmctl import SlurmCommandError, cancel_job, requeue_hold, set_admin_comment
-from fsx_stage.hooks.staging import run_entry, tell_user
-from fsx_stage.hooks.state import EntryStatus, HookRun, HookStatus, JobState, Phase
+from fsx_stage.hooks.staging import EntryResult, run_entry, tell_user
+from fsx_stage.hooks.state import EntryState, EntryStatus, HookRun, HookStatus, JobState, Phase
 
 
 def context(env: Mapping[str, str], log: EventLog | None = None) -> HookContext:
@@ -107,6 +107,46 @@ class Hook:
         enc = encryption(config)
         return TransferSetup(user=user_credentials(ctx), s3=s3, encryption=enc)
 
+    def _transfer(
+        self, state: JobState, entry: EntryState, setup: TransferSetup, deadline: float
+    ) -> EntryResult:
+        """Run one entry's transfer as the job user until ``deadline``; the entry keeps
+        its counts, its end is the caller's to judge (`_finish`)."""
+        entry.start()
+        self.rt.store.save(state)
+        options = transfer_options(self.rt.config, setup.encryption, filters=entry.filters)
+        result = run_entry(setup.user, entry, options, setup.s3, deadline - time.monotonic())
+        entry.bytes, entry.objects = result.bytes, result.objects
+        entry.skipped_objects = result.skipped
+        return result
+
+    def _finish(
+        self,
+        state: JobState,
+        entry: EntryState,
+        status: EntryStatus,
+        result: EntryResult,
+        event: str,
+        *,
+        ok: bool,
+    ) -> None:
+        """Save the entry's end, then log ``event`` (a warning unless ``ok``)."""
+        entry.finish(status, result.error, result.category)
+        self.rt.store.save(state)
+        self.log.event(
+            event,
+            logging.INFO if ok else logging.WARNING,
+            index=entry.index,
+            kind=entry.kind,
+            source=entry.source,
+            destination=entry.destination,
+            status=entry.status.value,
+            bytes=entry.bytes,
+            objects=entry.objects,
+            seconds=entry.duration_s,
+            error=entry.error,
+        )
+
 
 class Prolog(Hook):
     name = "prolog"
@@ -157,27 +197,9 @@ class Prolog(Hook):
         for entry in state.phase_entries(Phase.STAGE_IN):
             if entry.status in (EntryStatus.DONE, EntryStatus.SKIPPED):
                 continue
-            entry.start()
-            self.rt.store.save(state)
-            options = transfer_options(config, setup.encryption, filters=entry.filters)
-            result = run_entry(setup.user, entry, options, setup.s3, deadline - time.monotonic())
-            entry.bytes, entry.objects = result.bytes, result.objects
-            entry.skipped_objects = result.skipped
-            entry.finish(result.status, result.error, result.category)
-            self.rt.store.save(state)
-            self.log.event(
-                "stage_in.entry",
-                logging.INFO if result.fault is None else logging.WARNING,
-                index=entry.index,
-                kind=entry.kind,
-                source=entry.source,
-                destination=entry.destination,
-                status=entry.status.value,
-                bytes=entry.bytes,
-                objects=entry.objects,
-                seconds=entry.duration_s,
-                error=entry.error,
-            )
+            result = self._transfer(state, entry, setup, deadline)
+            ok = result.fault is None
+            self._finish(state, entry, result.status, result, "stage_in.entry", ok=ok)
             if result.fault is not None:
                 faults.append(
                     HookFault(
