@@ -333,6 +333,26 @@ def test_closing_a_reply_before_its_end_drops_the_connection() -> None:
     run(main)
 
 
+def test_a_finished_reply_never_reads_the_next_reply_on_its_connection() -> None:
+    """Once a body is read to its end the connection serves the next request; reading
+    the finished reply again (as a copy loop does before it stops) must not take the
+    next reply's bytes."""
+
+    async def main() -> None:
+        async with Server(replies=lambda line: reply(line.encode() * 100)) as server:
+            pool = server.pool()
+            first = await pool.request("GET", "/1", {})
+            assert await first.read(1 << 20) == b"GET /1 HTTP/1.1" * 100
+            second = await pool.request("GET", "/2", {})
+            await asyncio.sleep(0.05)  # the second reply is in the shared connection's buffer
+            assert await first.read(1 << 20) == b""
+            assert await second.read() == b"GET /2 HTTP/1.1" * 100
+            await pool.close()
+        assert server.connections == 1
+
+    run(main)
+
+
 def test_a_slow_reader_pauses_the_socket_instead_of_buffering_the_body() -> None:
     size = 16 * 1024 * 1024
 
@@ -340,12 +360,14 @@ def test_a_slow_reader_pauses_the_socket_instead_of_buffering_the_body() -> None
         async with Server(replies=lambda _: reply(b"y" * size)) as server:
             pool = server.pool()
             response = await pool.request("GET", "/", {})
+            conn = response._conn
+            assert conn is not None
             got = 0
             most = 0
             while chunk := await response.read(64 * 1024):
                 got += len(chunk)
                 await asyncio.sleep(0)  # the reader lags behind
-                most = max(most, response._conn.buffered)
+                most = max(most, conn.buffered)
             assert got == size
             assert most <= http1._HIGH_WATER + 512 * 1024
             await pool.close()

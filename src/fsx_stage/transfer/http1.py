@@ -331,13 +331,14 @@ class _Connection(asyncio.Protocol):
 class Response:
     """A reply: status, reason, headers (lower-case names) and the body, read with
     :meth:`read`. The connection goes back to the pool once the body has been read to
-    the end; :meth:`close` before that closes it."""
+    the end (the reply then lets go of it: a later :meth:`read` returns ``b""`` and never
+    sees the next request's reply); :meth:`close` before that closes it."""
 
     __slots__ = ("_conn", "_pool", "headers", "reason", "status")
 
     def __init__(self, pool: Pool, conn: _Connection) -> None:
-        self._pool: Pool | None = pool
-        self._conn = conn
+        self._pool = pool
+        self._conn: _Connection | None = conn
         self.status = conn.status
         self.reason = conn.reason
         self.headers = conn.headers
@@ -350,7 +351,7 @@ class Response:
         Waits until ``amount`` bytes (or, for larger amounts, the buffering limit) are
         in, or the body ended: few large pieces rather than many small ones."""
         conn = self._conn
-        if self._pool is None and not conn.chunks:
+        if conn is None:
             return b""
         if amount < 0:
             conn.unbounded = True
@@ -370,17 +371,17 @@ class Response:
         return data
 
     def _finish(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            conn = self._conn
+        conn, self._conn = self._conn, None
+        if conn is not None:
             conn.reusable = conn.keep_alive and conn.error is None and not conn.closed
-            pool.give_back(conn)
+            self._pool.give_back(conn)
 
     def close(self) -> None:
         """Done with this reply: an unread rest of the body closes the connection."""
-        if self._pool is not None:
-            self._conn.abort()
-            self._conn.chunks.clear()
+        conn = self._conn
+        if conn is not None:
+            conn.abort()
+            conn.chunks.clear()
             self._finish()
 
 
