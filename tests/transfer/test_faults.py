@@ -169,3 +169,47 @@ def test_a_worker_sets_up_its_client_only_when_it_gets_jobs(
     assert summary.ok and summary.objects_done == 1
     probes = [path for _, path, _ in fault_proxy.log if "does-not-exist" in path]
     assert len(probes) == 1  # one client's fast-path probe: no worker set one up
+
+
+@pytest.fixture
+def single_part(bucket: str, s3_server: Any) -> dict[str, bytes]:
+    """Objects above the multipart threshold (so fetched in ranges) stored in one PUT:
+    one with no checksum but its MD5 ETag (as s5cmd or an older SDK writes them), one
+    with a full-object SHA-256."""
+    from tests.testbed.server import s3_client
+
+    client = s3_client(
+        s3_server.endpoint_url, s3_server, request_checksum_calculation="when_required"
+    )
+    bodies = {"one/md5.bin": os.urandom(7 * MiB + 1), "one/sha.bin": os.urandom(6 * MiB + 5)}
+    client.put_object(Bucket=bucket, Key="one/md5.bin", Body=bodies["one/md5.bin"])
+    client.put_object(
+        Bucket=bucket, Key="one/sha.bin", Body=bodies["one/sha.bin"], ChecksumAlgorithm="SHA256"
+    )
+    head = client.head_object(Bucket=bucket, Key="one/md5.bin", ChecksumMode="ENABLED")
+    assert not any(name.startswith("Checksum") and name != "ChecksumType" for name in head)
+    return bodies
+
+
+@pytest.mark.parametrize("name", ["md5.bin", "sha.bin"])
+def test_a_ranged_download_of_a_single_part_object_is_verified_whole(
+    run: Run,
+    bucket: str,
+    tmp_path: Path,
+    single_part: dict[str, bytes],
+    s3_server: Any,
+    fault_proxy: Any,
+    name: str,
+) -> None:
+    """Its ranges carry no checksum of their own: the file is read back and checked
+    against the object's SHA-256, or the MD5 its ETag is, before it gets its name."""
+    s3 = settings_for(s3_server, fault_proxy.endpoint_url, max_attempts=2)
+    fault_proxy.set_faults(methods={"GET"}, corrupt_count=1)
+    summary = run(f"s3://{bucket}/one/{name}", f"{tmp_path}/ok/", s3=s3, **SMALL_PARTS)
+    assert summary.ok, summary.failures
+    assert (tmp_path / "ok" / name).read_bytes() == single_part[f"one/{name}"]
+
+    fault_proxy.set_faults(methods={"GET"}, corrupt_rate=1.0)
+    summary = run(f"s3://{bucket}/one/{name}", f"{tmp_path}/bad/", s3=s3, **SMALL_PARTS)
+    assert [(f.key, f.category) for f in summary.failures] == [(f"one/{name}", "checksum")]
+    assert os.listdir(tmp_path / "bad") == []

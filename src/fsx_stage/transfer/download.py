@@ -8,6 +8,7 @@ import hashlib
 import os
 import stat
 import sys
+from collections.abc import Callable
 from typing import Any, Literal
 
 from fsx_stage.transfer import checksums, lustre, posixmeta, safefs
@@ -294,7 +295,7 @@ async def _ranged(ctx: Context, parent: int, name: str, job: Job, head: dict[str
     tmp = safefs.temp_name(name)
     safefs.discard_temp(parent, tmp)
     if lustre.create_striped(parent, tmp, size, ctx.options.striping):
-        fd = os.open(tmp, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+        fd = os.open(tmp, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
     else:
         tmp, fd = safefs.create_temp(parent, name)
     try:
@@ -317,8 +318,10 @@ async def _ranged(ctx: Context, parent: int, name: str, job: Job, head: dict[str
         async with asyncio.TaskGroup() as group:
             for index in range(len(starts)):
                 group.create_task(fetch(index))
-        if expected is not None:
-            _verify_ranged(job, expected, digests, starts, size, fd)
+        if expected is not None or (
+            checksums.is_md5_etag(job.etag) and not _encrypted_etag(ctx, head)
+        ):
+            await _off_loop(_verify_ranged, job, expected, digests, starts, size, fd)
         _finish(ctx, parent, fd, tmp, name, meta, job.etag or "", job.mtime_ns)
         tmp = ""
     finally:
@@ -400,9 +403,42 @@ async def _get_range_fast(
     return digest.digest() if digest is not None else b""
 
 
+async def _off_loop(function: Callable[..., None], *args: Any) -> None:
+    """Run ``function`` on a thread. A cancellation still waits for it to return: it
+    reads a file descriptor that the caller closes as soon as this returns."""
+    future = asyncio.get_running_loop().run_in_executor(None, function, *args)
+    try:
+        await asyncio.shield(future)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            await future
+        raise
+
+
+def _file_digest(fd: int, digest: checksums.Digest) -> bytes:
+    offset = 0
+    while block := os.pread(fd, 8 * 1024 * 1024, offset):
+        digest.update(block)
+        offset += len(block)
+    return digest.digest()
+
+
 def _verify_ranged(
-    job: Job, expected: Expected, digests: list[bytes], starts: list[int], size: int, fd: int
+    job: Job,
+    expected: Expected | None,
+    digests: list[bytes],
+    starts: list[int],
+    size: int,
+    fd: int,
 ) -> None:
+    """Check the written file against the object's checksum: combined from the ranges'
+    CRCs or part checksums where S3 allows, else read back whole (a full-object SHA, or
+    the MD5 that the ETag of a single-part object without a checksum is)."""
+    if expected is None:
+        got = _file_digest(fd, hashlib.md5(usedforsecurity=False)).hex()
+        if got != (job.etag or "").strip('"'):
+            raise ChecksumMismatch(f"MD5 mismatch on {job.key!r}")
+        return
     if expected.parts:
         combined = checksums.new_digest(expected.algorithm)
         combined.update(b"".join(digests))
@@ -416,11 +452,6 @@ def _verify_ranged(
             )
         got = checksums.b64(crc.to_bytes(4, "big"))
     else:
-        whole = checksums.new_digest(expected.algorithm)
-        offset = 0
-        while block := os.pread(fd, 8 * 1024 * 1024, offset):
-            whole.update(block)
-            offset += len(block)
-        got = checksums.b64(whole.digest())
+        got = checksums.b64(_file_digest(fd, checksums.new_digest(expected.algorithm)))
     if got != expected.value:
         raise ChecksumMismatch(f"{expected.algorithm} mismatch on {job.key!r}")

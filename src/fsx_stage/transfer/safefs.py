@@ -105,7 +105,7 @@ def open_dir(root_fd: int, parts: list[str], create: bool = True) -> int:
 def create_temp(dir_fd: int, name: str, mode: int = 0o600) -> tuple[str, int]:
     """Create the temporary file for ``name`` exclusively, replacing a dead run's leftover."""
     tmp = temp_name(name)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC  # read back to verify
     try:
         return tmp, os.open(tmp, flags, mode, dir_fd=dir_fd)
     except FileExistsError:
