@@ -221,14 +221,11 @@ async def _whole(ctx: Context, parent: int, name: str, job: Job) -> int:
                 digest, md5 = hashlib.md5(usedforsecurity=False), True
             tmp, fd = safefs.create_temp(parent, name)
             try:
-                offset = 0
-                reported = 0
-                while chunk := await body.read(CHUNK):
-                    _store(fd, chunk, offset, digest)
-                    offset += len(chunk)
-                    if offset - reported >= _PROGRESS_STEP:
-                        ctx.report(TransferEvent("bytes", job.key, offset - reported, length))
-                        reported = offset
+
+                def progress(amount: int) -> None:
+                    ctx.report(TransferEvent("bytes", job.key, amount, length))
+
+                offset = await _stream(body, fd, 0, length, digest, progress, job.key)
                 _check_length(job.key, offset, length)
                 if digest is not None:
                     got = digest.digest().hex() if md5 else checksums.b64(digest.digest())
@@ -243,6 +240,50 @@ async def _whole(ctx: Context, parent: int, name: str, job: Job) -> int:
                 if tmp:
                     safefs.discard_temp(parent, tmp)
             return offset
+
+
+async def _stream(
+    body: Any,
+    fd: int,
+    first: int,
+    limit: int,
+    digest: checksums.Digest | None,
+    progress: Callable[[int], None],
+    key: str,
+) -> int:
+    """Write ``body`` to ``fd`` from offset ``first`` on (at most ``limit`` bytes), feeding
+    ``digest`` in order; return the number of bytes written. Small bodies are written at
+    once; pieces of :data:`CHUNK` bytes are written and hashed on a thread while the next
+    one arrives (both release the GIL, so a large body does not hold the event loop).
+    The progress of a body of several pieces is reported every few MiB."""
+    loop = asyncio.get_running_loop()
+    writing: asyncio.Future[None] | None = None
+    offset = reported = first
+    try:
+        while chunk := await body.read(CHUNK):
+            if offset + len(chunk) > first + limit:
+                raise TransferError(f"more data than announced for {key!r}", "network")
+            if writing is not None:
+                await writing
+                writing = None
+            if len(chunk) >= CHUNK:
+                writing = loop.run_in_executor(None, _store, fd, chunk, offset, digest)
+            else:
+                _store(fd, chunk, offset, digest)
+            offset += len(chunk)
+            if offset - reported >= _PROGRESS_STEP:
+                progress(offset - reported)
+                reported = offset
+        if writing is not None:
+            await writing
+    except BaseException:
+        if writing is not None:  # the thread must be done with fd before it is closed
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(writing)
+        raise
+    if reported != first and offset > reported:
+        progress(offset - reported)
+    return offset - first
 
 
 def _store(fd: int, data: bytes, offset: int, digest: checksums.Digest | None) -> None:
@@ -356,34 +397,13 @@ async def _get_range(
         )
         body = response["Body"]
         digest = checksums.new_digest(algorithm) if algorithm else None
-        offset = first
-        reported = first
+
+        def progress(amount: int) -> None:
+            ctx.report(TransferEvent("bytes", job.key, amount, job.size))
+
         with contextlib.closing(body):
-            # Write (and checksum) each chunk in a thread while the next one is read:
-            # both release the GIL, so socket reads and page-cache copies overlap.
-            loop = asyncio.get_running_loop()
-            writing: asyncio.Future[None] | None = None
-            try:
-                while chunk := await body.read(CHUNK):
-                    if offset + len(chunk) > last + 1:
-                        raise TransferError(f"range overrun for {job.key!r}", "network")
-                    if writing is not None:
-                        await writing
-                    writing = loop.run_in_executor(None, _store, fd, chunk, offset, digest)
-                    offset += len(chunk)
-                    if offset - reported >= _PROGRESS_STEP:
-                        ctx.report(TransferEvent("bytes", job.key, offset - reported, job.size))
-                        reported = offset
-                if writing is not None:
-                    await writing
-            except BaseException:
-                if writing is not None:
-                    with contextlib.suppress(BaseException):
-                        await asyncio.shield(writing)
-                raise
-        _check_length(job.key, offset - first, last + 1 - first)
-        if offset > reported:
-            ctx.report(TransferEvent("bytes", job.key, offset - reported, job.size))
+            got = await _stream(body, fd, first, last + 1 - first, digest, progress, job.key)
+        _check_length(job.key, got, last + 1 - first)
         return digest.digest() if digest is not None else b""
 
 
