@@ -20,7 +20,6 @@ from fsx_stage.transfer.models import (
 )
 from fsx_stage.transfer.mover import Tally, run_here
 from fsx_stage.transfer.routes import Route, TransferUsageError, resolve
-from fsx_stage.transfer.workers import run_workers
 
 __all__ = ["TransferUsageError", "resolve", "transfer", "transfer_async"]
 
@@ -52,11 +51,12 @@ async def transfer_async(
     tally = Tally(on_event)
     started = time.monotonic()
     count = _worker_count(route, options)
-    run = asyncio.ensure_future(
-        run_workers(route, options, s3, tally, count)
-        if count > 1
-        else run_here(route, options, s3, tally)
-    )
+    if count > 1:
+        from fsx_stage.transfer.workers import run_workers  # multiprocessing loads only here
+
+        run = asyncio.ensure_future(run_workers(route, options, s3, tally, count))
+    else:
+        run = asyncio.ensure_future(run_here(route, options, s3, tally))
     watcher = asyncio.ensure_future(_watch(cancel, run)) if cancel is not None else None
     try:
         await run

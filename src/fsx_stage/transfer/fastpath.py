@@ -2,9 +2,9 @@
 
 Many small objects make a transfer CPU-bound in botocore's per-request pipeline
 (endpoint rules, event hooks, signing set-up, response parsing): about 1 ms of CPU per
-request. This module sends the same requests directly: GETs, PUTs and listings over
-:mod:`~fsx_stage.transfer.http1` (a minimal HTTP/1.1 client on the event loop), HEADs
-and the probe (like large ranges) on threads over blocking connections. The URL layout
+request. This module sends the same requests directly over
+:mod:`~fsx_stage.transfer.http1` (a minimal HTTP/1.1 client on the event loop), and the
+ranged GETs of large objects on threads over blocking connections. The URL layout
 and the signing scope come from :mod:`~fsx_stage.transfer.plainconfig` or from
 botocore itself (a presigned URL, computed locally), the SigV4 signature is computed
 here with a cached signing key, and the response headers are turned into the fields our
@@ -23,7 +23,7 @@ import os
 import re
 import ssl
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote_plus, urlsplit
 from xml.etree import ElementTree
 
@@ -35,9 +35,11 @@ from fsx_stage.transfer.errors import TransferError
 from fsx_stage.transfer.http1 import Pool, Response
 from fsx_stage.transfer.models import S3Settings
 from fsx_stage.transfer.plainconfig import plain_s3
-from fsx_stage.transfer.rangeget import ThreadedRanges
 
 RANGE_THREADS = 16  # ranged GETs of large objects in flight per process
+if TYPE_CHECKING:  # http.client and threads load with the first ranged GET
+    from fsx_stage.transfer.rangeget import ThreadedRanges
+
 _PROBE_KEY = "fsx-stage probe/ü+%~.x/does-not-exist"
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _CODE_RE = re.compile(rb"<Code>([^<]*)</Code>")
@@ -138,7 +140,7 @@ class FastS3:
         would botocore's (NoSuchKey, or AccessDenied without list rights), not redirect
         us or reject the signature."""
         try:
-            await self._small("GET", _PROBE_KEY, {}, "GetObject")
+            (await self._send("GET", _PROBE_KEY, {}, None, "GetObject")).close()
         except ClientError as exc:
             code = exc.response["Error"]["Code"]
             return code in ("NoSuchKey", "AccessDenied")
@@ -170,6 +172,8 @@ class FastS3:
 
     def _threads(self) -> ThreadedRanges:
         if self._ranges is None:
+            from fsx_stage.transfer.rangeget import ThreadedRanges
+
             parts = urlsplit(self._prefix)
             pool_size, context, connect_s, read_s = self._setup
             self._ranges = ThreadedRanges(
@@ -183,25 +187,6 @@ class FastS3:
                 error_reply,
             )
         return self._ranges
-
-    async def _small(
-        self,
-        method: str,
-        key: str,
-        headers: Mapping[str, str],
-        operation: str,
-        query: Mapping[str, str] | None = None,
-    ) -> tuple[int, Any]:
-        """A bodiless request whose reply is small, on the range threads."""
-        path = self._base_path + _quote_key(key)
-        canonical_query = _canonical_query(query)
-        signed = await self._signed_headers(
-            method, path, canonical_query, dict(headers), _EMPTY_SHA256
-        )
-        signed["host"] = self._host
-        target = path + ("?" + canonical_query if canonical_query else "")
-        status, reply_headers, _ = await self._threads().small(method, target, signed, operation)
-        return status, reply_headers
 
     def _signing_key(self, secret: str, day: str) -> bytes:
         cached = self._keys.get((secret, day))
@@ -307,9 +292,9 @@ class FastS3:
         self, key: str, headers: Mapping[str, str], part_number: int | None = None
     ) -> dict[str, Any]:
         query = {"partNumber": str(part_number)} if part_number is not None else None
-        status, reply = await self._small("HEAD", key, headers, "HeadObject", query)
-        result = _fields(status, reply, body=None)
-        result["ContentLength"] = int(reply.get("Content-Length", "-1"))
+        response = await self._send("HEAD", key, dict(headers), None, "HeadObject", query)
+        result = _fields(response.status, response.headers, body=None)
+        result["ContentLength"] = int(response.headers.get("content-length", "-1"))
         return result
 
     async def list_objects_v2(self, prefix: str, token: str | None) -> dict[str, Any]:

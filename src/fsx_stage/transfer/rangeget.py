@@ -131,39 +131,6 @@ class ThreadedRanges:
         with contextlib.suppress(threading.BrokenBarrierError):
             barrier.wait()
 
-    async def small(
-        self, method: str, target: str, headers: Mapping[str, str], operation: str
-    ) -> tuple[int, http.client.HTTPMessage, bytes]:
-        """A request whose reply is small (HEAD, a probe): status, headers and body.
-
-        An error reply raises the botocore ``ClientError``; a network failure a
-        ``TransferError`` ("network"), as for ranges.
-        """
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._pool, self._small, method, target, dict(headers), operation
-        )
-
-    def _small(
-        self, method: str, target: str, headers: dict[str, str], operation: str
-    ) -> tuple[int, http.client.HTTPMessage, bytes]:
-        try:
-            try:
-                response = self._request(_Range(), target, headers, method)
-                raw = response.read(_ERROR_BODY_LIMIT + 1)
-                if len(raw) > _ERROR_BODY_LIMIT:
-                    raise TransferError(f"oversized reply to a {method}", "network")
-            except (http.client.HTTPException, OSError) as exc:
-                raise TransferError(f"{type(exc).__name__}: {exc}", "network") from None
-            if response.status >= 300:
-                raise self._error(response.status, response.reason, raw, operation)
-        except BaseException:
-            self._drop()  # a connection in an unknown state is never reused
-            raise
-        if response.will_close:
-            self._drop()
-        return response.status, response.msg, raw
-
     def _connection(self) -> http.client.HTTPConnection:
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
         if conn is None:
