@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.testbed.faultproxy import FaultKind
 from tests.transfer.conftest import Run, settings_for, tree
 
 MiB = 1024 * 1024
@@ -171,45 +172,70 @@ def test_a_worker_sets_up_its_client_only_when_it_gets_jobs(
     assert len(probes) == 1  # one client's fast-path probe: no worker set one up
 
 
+ALGORITHMS = ["MD5", "SHA256", "CRC32C", "CRC64NVME"]
+SIZES = {"whole": 300_000, "ranged": 6 * MiB + 5, "multipart": 11 * MiB}  # SMALL_PARTS
+
+
 @pytest.fixture
-def single_part(bucket: str, s3_server: Any) -> dict[str, bytes]:
-    """Objects above the multipart threshold (so fetched in ranges) stored in one PUT:
-    one with no checksum but its MD5 ETag (as s5cmd or an older SDK writes them), one
-    with a full-object SHA-256."""
+def checksummed(bucket: str, s3_server: Any) -> dict[str, bytes]:
+    """Objects with each kind of checksum S3 keeps (``MD5``: none, only the ETag that is
+    the MD5, as s5cmd or an older SDK writes them): small enough for one GET, fetched in
+    ranges, and uploaded in 5 MiB parts (composite SHA-256 and CRC32C, full-object
+    CRC64NVME; their ETag is no MD5, so only the checksum can catch a bad byte)."""
+    import io
+
+    from boto3.s3.transfer import TransferConfig
     from tests.testbed.server import s3_client
 
     client = s3_client(
         s3_server.endpoint_url, s3_server, request_checksum_calculation="when_required"
     )
-    bodies = {"one/md5.bin": os.urandom(7 * MiB + 1), "one/sha.bin": os.urandom(6 * MiB + 5)}
-    client.put_object(Bucket=bucket, Key="one/md5.bin", Body=bodies["one/md5.bin"])
-    client.put_object(
-        Bucket=bucket, Key="one/sha.bin", Body=bodies["one/sha.bin"], ChecksumAlgorithm="SHA256"
-    )
-    head = client.head_object(Bucket=bucket, Key="one/md5.bin", ChecksumMode="ENABLED")
-    assert not any(name.startswith("Checksum") and name != "ChecksumType" for name in head)
+    parts = TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB)
+    bodies = {}
+    for algorithm in ALGORITHMS:
+        extra = {} if algorithm == "MD5" else {"ChecksumAlgorithm": algorithm}
+        for shape, size in SIZES.items():
+            key = f"ck/{algorithm}-{shape}"
+            bodies[key] = os.urandom(size)
+            if shape == "multipart":
+                stream = io.BytesIO(bodies[key])
+                client.upload_fileobj(stream, bucket, key, ExtraArgs=extra, Config=parts)
+            else:
+                client.put_object(Bucket=bucket, Key=key, Body=bodies[key], **extra)
+            head = client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+            stored = {n for n in head if n.startswith("Checksum") and n != "ChecksumType"}
+            assert stored == (set() if algorithm == "MD5" else {f"Checksum{algorithm}"})
     return bodies
 
 
-@pytest.mark.parametrize("name", ["md5.bin", "sha.bin"])
-def test_a_ranged_download_of_a_single_part_object_is_verified_whole(
+@pytest.mark.parametrize(
+    ("algorithm", "shape"),
+    # a multipart object without a checksum can only be checked for its size
+    [(a, shape) for a in ALGORITHMS for shape in SIZES if (a, shape) != ("MD5", "multipart")],
+)
+def test_every_checksum_s3_keeps_is_verified(
     run: Run,
     bucket: str,
     tmp_path: Path,
-    single_part: dict[str, bytes],
+    checksummed: dict[str, bytes],
     s3_server: Any,
     fault_proxy: Any,
-    name: str,
+    algorithm: str,
+    shape: str,
 ) -> None:
-    """Its ranges carry no checksum of their own: the file is read back and checked
-    against the object's SHA-256, or the MD5 its ETag is, before it gets its name."""
+    """A corrupted body is retried and the file lands intact; a body corrupted every time
+    fails the object as "checksum" and nothing lands. Objects fetched in ranges whose
+    checksum cannot be combined from the ranges (the MD5 ETag, a full-object SHA-256 or
+    CRC64NVME) are checked as they are written, in order, on a thread."""
+    key = f"ck/{algorithm}-{shape}"
     s3 = settings_for(s3_server, fault_proxy.endpoint_url, max_attempts=2)
     fault_proxy.set_faults(methods={"GET"}, corrupt_count=1)
-    summary = run(f"s3://{bucket}/one/{name}", f"{tmp_path}/ok/", s3=s3, **SMALL_PARTS)
+    summary = run(f"s3://{bucket}/{key}", f"{tmp_path}/ok/", s3=s3, **SMALL_PARTS)
     assert summary.ok, summary.failures
-    assert (tmp_path / "ok" / name).read_bytes() == single_part[f"one/{name}"]
+    assert fault_proxy.injected[FaultKind.CORRUPT] == 1
+    assert (tmp_path / "ok" / key.rsplit("/", 1)[-1]).read_bytes() == checksummed[key]
 
     fault_proxy.set_faults(methods={"GET"}, corrupt_rate=1.0)
-    summary = run(f"s3://{bucket}/one/{name}", f"{tmp_path}/bad/", s3=s3, **SMALL_PARTS)
-    assert [(f.key, f.category) for f in summary.failures] == [(f"one/{name}", "checksum")]
+    summary = run(f"s3://{bucket}/{key}", f"{tmp_path}/bad/", s3=s3, **SMALL_PARTS)
+    assert [(f.key, f.category) for f in summary.failures] == [(key, "checksum")]
     assert os.listdir(tmp_path / "bad") == []

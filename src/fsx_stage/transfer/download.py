@@ -20,6 +20,7 @@ from fsx_stage.transfer.models import TransferEvent
 
 Outcome = tuple[Literal["done", "skipped"], int]
 _PROGRESS_STEP = 8 * 1024 * 1024
+BLOCK = 1024 * 1024  # read back to verify: one block per pread
 _WHOLE_OBJECT_ATTEMPTS = 3
 # More ranges of one object in flight than this only add memory and contention.
 _RANGES_PER_OBJECT = 16
@@ -317,7 +318,10 @@ def _make_symlink(parent: int, name: str, target: bytes, meta: posixmeta.PosixMe
 
 
 async def _ranged(ctx: Context, parent: int, name: str, job: Job, head: dict[str, Any]) -> int:
-    """Parallel ranged GETs, each streamed to its offset; CRCs of ranges are combined."""
+    """Parallel ranged GETs, each streamed to its offset. CRCs and part checksums of the
+    ranges are combined; a checksum that needs the bytes in order (the MD5 that the ETag
+    of a single-part object is, a full-object SHA) follows the download on a thread,
+    range after range as each is written."""
     size = job.size
     meta = posixmeta.from_metadata(head.get("Metadata") or {})
     if meta.is_symlink:
@@ -333,6 +337,13 @@ async def _ranged(ctx: Context, parent: int, name: str, job: Job, head: dict[str
     crc_like = expected is not None and expected.algorithm in ("CRC32", "CRC32C")
     per_range = expected is not None and (expected.parts > 0 or crc_like)
     digests: list[bytes] = [b""] * len(starts)
+    whole: checksums.Digest | None = None
+    if expected is None:
+        if checksums.is_md5_etag(job.etag) and not _encrypted_etag(ctx, head):
+            whole = hashlib.md5(usedforsecurity=False)
+    elif not per_range:
+        whole = checksums.new_digest(expected.algorithm)
+    written = [asyncio.Event() for _ in starts]
     tmp = safefs.temp_name(name)
     safefs.discard_temp(parent, tmp)
     if lustre.create_striped(parent, tmp, size, ctx.options.striping):
@@ -355,14 +366,19 @@ async def _ranged(ctx: Context, parent: int, name: str, job: Job, head: dict[str
             digests[index] = await ctx.retry.run(
                 lambda: _get_range(ctx, fd, job, first, last, algorithm)
             )
+            written[index].set()
+
+        async def follow(digest: checksums.Digest) -> None:
+            for index, first in enumerate(starts):
+                await written[index].wait()
+                await _off_loop(_digest_span, fd, digest, first, min(size, first + span))
 
         async with asyncio.TaskGroup() as group:
             for index in range(len(starts)):
                 group.create_task(fetch(index))
-        if expected is not None or (
-            checksums.is_md5_etag(job.etag) and not _encrypted_etag(ctx, head)
-        ):
-            await _off_loop(_verify_ranged, job, expected, digests, starts, size, fd)
+            if whole is not None:
+                group.create_task(follow(whole))
+        _verify_ranged(job, expected, digests, starts, size, whole)
         _finish(ctx, parent, fd, tmp, name, meta, job.etag or "", job.mtime_ns)
         tmp = ""
     finally:
@@ -435,12 +451,14 @@ async def _off_loop(function: Callable[..., None], *args: Any) -> None:
         raise
 
 
-def _file_digest(fd: int, digest: checksums.Digest) -> bytes:
-    offset = 0
-    while block := os.pread(fd, 8 * 1024 * 1024, offset):
+def _digest_span(fd: int, digest: checksums.Digest, start: int, end: int) -> None:
+    """Feed ``digest`` the bytes ``start..end`` of ``fd`` (from the page cache)."""
+    while start < end:
+        block = os.pread(fd, min(BLOCK, end - start), start)
+        if not block:
+            raise TransferError("the file shrank while it was being verified", "local_io")
         digest.update(block)
-        offset += len(block)
-    return digest.digest()
+        start += len(block)
 
 
 def _verify_ranged(
@@ -449,14 +467,12 @@ def _verify_ranged(
     digests: list[bytes],
     starts: list[int],
     size: int,
-    fd: int,
+    whole: checksums.Digest | None,
 ) -> None:
-    """Check the written file against the object's checksum: combined from the ranges'
-    CRCs or part checksums where S3 allows, else read back whole (a full-object SHA, or
-    the MD5 that the ETag of a single-part object without a checksum is)."""
+    """Check the ranges against the object's checksum: combined from the ranges' CRCs or
+    part checksums where S3 allows, else ``whole`` (fed the file in order)."""
     if expected is None:
-        got = _file_digest(fd, hashlib.md5(usedforsecurity=False)).hex()
-        if got != (job.etag or "").strip('"'):
+        if whole is not None and whole.digest().hex() != (job.etag or "").strip('"'):
             raise ChecksumMismatch(f"MD5 mismatch on {job.key!r}")
         return
     if expected.parts:
@@ -472,6 +488,7 @@ def _verify_ranged(
             )
         got = checksums.b64(crc.to_bytes(4, "big"))
     else:
-        got = checksums.b64(_file_digest(fd, checksums.new_digest(expected.algorithm)))
+        assert whole is not None
+        got = checksums.b64(whole.digest())
     if got != expected.value:
         raise ChecksumMismatch(f"{expected.algorithm} mismatch on {job.key!r}")
