@@ -27,7 +27,7 @@ from typing import cast
 from fsx_stage.transfer.errors import TransferError
 
 _MAX_HEAD = 64 * 1024  # a reply head larger than this is not an S3 reply
-_HIGH_WATER = 1024 * 1024  # body bytes buffered before the socket is paused
+_HIGH_WATER = 512 * 1024  # body bytes buffered per connection before its socket is paused
 _MAX_LINE = 4096  # a chunk-size line
 
 
