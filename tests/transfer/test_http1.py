@@ -13,7 +13,7 @@ import uvloop
 
 from fsx_stage.transfer import http1
 from fsx_stage.transfer.errors import TransferError
-from fsx_stage.transfer.http1 import Pool, parse_head
+from fsx_stage.transfer.http1 import Endpoint, Pool, parse_head
 
 T = TypeVar("T")
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
@@ -71,7 +71,7 @@ class Server:
         return line, headers
 
     def pool(self, read_s: float = 5.0) -> Pool:
-        return Pool("http", "127.0.0.1", self.port, None, 8, 5.0, read_s)
+        return Pool(Endpoint.from_url(f"http://127.0.0.1:{self.port}", None, 5.0, read_s), 8)
 
 
 def run(main: Callable[[], Awaitable[T]]) -> T:
@@ -310,7 +310,7 @@ def test_nobody_listening_is_a_network_error() -> None:
     async def main() -> None:
         async with Server(replies=lambda _: b"") as server:
             port = server.port
-        pool = Pool("http", "127.0.0.1", port, None, 8, 5.0, 5.0)
+        pool = Pool(Endpoint.from_url(f"http://127.0.0.1:{port}", None, 5.0, 5.0), 8)
         with pytest.raises(TransferError, match=r"cannot connect to 127\.0\.0\.1") as info:
             await pool.request("GET", "/", {})
         assert info.value.category == "network"

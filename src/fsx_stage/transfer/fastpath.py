@@ -32,7 +32,7 @@ from botocore.exceptions import ClientError
 from fsx_stage.transfer.checksums import Digest
 from fsx_stage.transfer.client import LazyClient, fast_timestamp
 from fsx_stage.transfer.errors import TransferError
-from fsx_stage.transfer.http1 import Pool, Response
+from fsx_stage.transfer.http1 import Endpoint, Pool, Response
 from fsx_stage.transfer.models import S3Settings
 from fsx_stage.transfer.plainconfig import plain_s3
 
@@ -66,15 +66,16 @@ class FastS3:
         prefix: str,
         region: str,
         service: str,
-        setup: tuple[int, ssl.SSLContext | None, float, float],
+        endpoint: Endpoint,
+        pool_size: int,
     ) -> None:
         self._credentials = credentials  # has ``async get_frozen_credentials()``
-        self._prefix = prefix
         self._region = region
         self._service = service
-        self._setup = setup  # pool size, TLS (https only), connect and read timeouts
+        self._endpoint = endpoint
+        self._pool_size = pool_size
         self._http: Pool | None = None
-        self._host = urlsplit(prefix).netloc
+        self._host = endpoint.authority
         self._base_path = urlsplit(prefix).path
         self._keys: dict[tuple[str, str], bytes] = {}
         self.can_list = False
@@ -122,7 +123,8 @@ class FastS3:
         ssl_context = None
         if urlsplit(prefix).scheme == "https":  # loading CAs costs ~15 ms: only for TLS
             ssl_context = ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE"))
-        fast = cls(credentials, prefix, region, "s3", (pool_size, ssl_context, connect_s, read_s))
+        endpoint = Endpoint.from_url(prefix, ssl_context, connect_s, read_s)
+        fast = cls(credentials, prefix, region, "s3", endpoint, pool_size)
         if await fast._probe():
             if not listing:
                 return fast
@@ -156,35 +158,15 @@ class FastS3:
 
     def _pool(self) -> Pool:
         if self._http is None:
-            parts = urlsplit(self._prefix)
-            pool_size, context, connect_s, read_s = self._setup
-            self._http = Pool(
-                parts.scheme,
-                parts.hostname or "",
-                parts.port,
-                context,
-                pool_size,
-                connect_s,
-                read_s,
-                authority=self._host,
-            )
+            self._http = Pool(self._endpoint, self._pool_size)
         return self._http
 
     def _threads(self) -> ThreadedRanges:
         if self._ranges is None:
             from fsx_stage.transfer.rangeget import ThreadedRanges
 
-            parts = urlsplit(self._prefix)
-            pool_size, context, connect_s, read_s = self._setup
             self._ranges = ThreadedRanges(
-                parts.scheme,
-                parts.hostname or "",
-                parts.port,
-                context,
-                min(pool_size, RANGE_THREADS),
-                connect_s,
-                read_s,
-                error_reply,
+                self._endpoint, min(self._pool_size, RANGE_THREADS), error_reply
             )
         return self._ranges
 

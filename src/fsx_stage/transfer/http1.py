@@ -22,7 +22,9 @@ import collections
 import socket
 import ssl
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import cast
+from urllib.parse import urlsplit
 
 from fsx_stage.transfer.errors import TransferError
 
@@ -385,41 +387,54 @@ class Response:
             self._finish()
 
 
-class Pool:
-    """Kept-alive connections to one HTTP(S) endpoint; ``limit`` bounds the idle ones
-    (the caller bounds the requests in flight)."""
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where requests go and how: the connection (TLS only for https), its timeouts,
+    and the Host header (the URL's ``host[:port]``, which the signature covers)."""
 
-    def __init__(
-        self,
-        scheme: str,
-        host: str,
-        port: int | None,
-        ssl_context: ssl.SSLContext | None,
-        limit: int,
-        connect_s: float,
-        read_s: float,
-        authority: str | None = None,
-    ) -> None:
-        """``authority``: the Host header (default: ``host[:port]``, as in the URL)."""
-        self._host = host
-        self._port = port or (443 if scheme == "https" else 80)
-        self._ssl = ssl_context if scheme == "https" else None
-        if scheme == "https" and self._ssl is None:
-            self._ssl = ssl.create_default_context()
+    scheme: str
+    host: str
+    port: int
+    tls: ssl.SSLContext | None  # https only
+    connect_s: float
+    read_s: float
+    authority: str
+
+    @classmethod
+    def from_url(
+        cls, url: str, ssl_context: ssl.SSLContext | None, connect_s: float, read_s: float
+    ) -> Endpoint:
+        parts = urlsplit(url)
+        https = parts.scheme == "https"
+        if https and ssl_context is None:
+            ssl_context = ssl.create_default_context()
+        return cls(
+            parts.scheme,
+            parts.hostname or "",
+            parts.port or (443 if https else 80),
+            ssl_context if https else None,
+            connect_s,
+            read_s,
+            parts.netloc,
+        )
+
+
+class Pool:
+    """Kept-alive connections to one endpoint; ``limit`` bounds the idle ones (the caller
+    bounds the requests in flight)."""
+
+    def __init__(self, endpoint: Endpoint, limit: int) -> None:
+        self.endpoint = endpoint
         self._limit = limit
-        self._connect_s = connect_s
-        self._read_s = read_s
         self._idle: list[_Connection] = []
         self._open: set[_Connection] = set()
-        name = f"[{host}]" if ":" in host else host
-        self.authority = authority or (f"{name}:{port}" if port else name)
 
     async def request(
         self, method: str, target: str, headers: Mapping[str, str], body: bytes | None = None
     ) -> Response:
         """Send a request (``target``: path and query, already encoded) and return once
         the reply head is in. Headers are sent as given, plus Host and Content-Length."""
-        lines = [f"host: {self.authority}"]
+        lines = [f"host: {self.endpoint.authority}"]
         lines.extend(f"{name}: {value}" for name, value in headers.items())
         if body is not None and "content-length" not in headers:
             lines.append(f"content-length: {len(body)}")
@@ -449,21 +464,22 @@ class Pool:
                 return conn, True
             self._open.discard(conn)
         loop = asyncio.get_running_loop()
-        conn = _Connection(loop, self._read_s)
+        end = self.endpoint
+        conn = _Connection(loop, end.read_s)
         try:
             await asyncio.wait_for(
                 loop.create_connection(
                     lambda: conn,
-                    self._host,
-                    self._port,
-                    ssl=self._ssl,
-                    server_hostname=self._host if self._ssl is not None else None,
+                    end.host,
+                    end.port,
+                    ssl=end.tls,
+                    server_hostname=end.host if end.tls is not None else None,
                 ),
-                self._connect_s,
+                end.connect_s,
             )
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             detail = "timed out" if isinstance(exc, TimeoutError) else str(exc)
-            raise _network(f"cannot connect to {self.authority}: {detail}") from None
+            raise _network(f"cannot connect to {end.authority}: {detail}") from None
         self._open.add(conn)
         return conn, False
 

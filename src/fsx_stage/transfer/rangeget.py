@@ -17,7 +17,6 @@ import contextlib
 import http.client
 import os
 import socket
-import ssl
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +25,7 @@ from botocore.exceptions import ClientError
 
 from fsx_stage.transfer.checksums import Digest
 from fsx_stage.transfer.errors import TransferError
+from fsx_stage.transfer.http1 import Endpoint
 
 BUFFER = 1024 * 1024  # per thread: one receive, one pwrite
 _PROGRESS_STEP = 8 * 1024 * 1024
@@ -61,21 +61,11 @@ class ThreadedRanges:
 
     def __init__(
         self,
-        scheme: str,
-        host: str,
-        port: int | None,
-        ssl_context: ssl.SSLContext | None,
+        endpoint: Endpoint,
         threads: int,
-        connect_s: float,
-        read_s: float,
         error: Callable[[int, str, bytes, str], ClientError],
     ) -> None:
-        self._scheme = scheme
-        self._host = host
-        self._port = port
-        self._ssl = ssl_context
-        self._connect_s = connect_s
-        self._read_s = read_s
+        self._endpoint = endpoint
         self._error = error
         self._threads = threads
         self._warm = False
@@ -134,19 +124,20 @@ class ThreadedRanges:
     def _connection(self) -> http.client.HTTPConnection:
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
         if conn is None:
-            if self._scheme == "https":
+            end = self._endpoint
+            if end.tls is not None:
                 conn = http.client.HTTPSConnection(
-                    self._host, self._port, timeout=self._connect_s, context=self._ssl
+                    end.host, end.port, timeout=end.connect_s, context=end.tls
                 )
             else:
-                conn = http.client.HTTPConnection(self._host, self._port, timeout=self._connect_s)
+                conn = http.client.HTTPConnection(end.host, end.port, timeout=end.connect_s)
             self._local.conn = conn
             with self._lock:
                 self._connections.append(conn)
         if conn.sock is None:
             conn.connect()
             assert conn.sock is not None
-            conn.sock.settimeout(self._read_s)
+            conn.sock.settimeout(self._endpoint.read_s)
         return conn
 
     def _drop(self) -> None:
