@@ -289,6 +289,34 @@ def test_a_kept_alive_connection_closed_by_the_server_is_replaced_silently() -> 
     run(main)
 
 
+def test_a_silent_server_is_not_retried_on_every_kept_alive_connection() -> None:
+    """A read timeout is no stale connection: with several connections kept alive, a
+    server that stops answering fails the request after one timeout, not one each."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await server.read_request(reader)
+        writer.write(reply(b"ok"))
+        await writer.drain()
+        await server.read_request(reader)  # the second request is never answered
+        await asyncio.sleep(5)
+
+    server = Server(handler)
+
+    async def main() -> None:
+        async with server:
+            pool = server.pool(read_s=0.3)
+            first = await asyncio.gather(*(pool.request("GET", "/", {}) for _ in range(3)))
+            for response in first:
+                assert await response.read() == b"ok"
+            started = server.connections
+            with pytest.raises(TransferError, match="no data from the server"):
+                await pool.request("GET", "/", {})
+            assert server.connections == started  # no fresh connection was tried
+            await pool.close()
+
+    run(main)
+
+
 def test_a_new_connection_closed_without_reply_is_an_error_not_a_loop() -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
         await server.read_request(reader)

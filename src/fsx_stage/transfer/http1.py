@@ -123,6 +123,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.reusable = False
+        self.dropped = False  # the server closed it in the middle of a request
         self._waiter: asyncio.Future[None] | None = None
         self._writable: asyncio.Future[None] | None = None
         self._reset("GET")
@@ -176,6 +177,7 @@ class _Connection(asyncio.Protocol):
             elif self.method:
                 reason = f"{type(exc).__name__}: {exc}" if exc else "connection closed"
                 self.error = _network(f"{reason} before the end of the reply")
+                self.dropped = True
         self._wake()
         writable = self._writable
         if writable is not None and not writable.done():
@@ -447,7 +449,9 @@ class Pool:
                 while not conn.has_head:
                     await conn.wait()
             except TransferError:
-                stale = reused and not conn.got_any
+                # Closed by the server before a byte of the reply (an idle timeout racing
+                # the request): try a fresh connection. Never after our own read timeout.
+                stale = reused and not conn.got_any and conn.dropped
                 self._discard(conn)
                 if stale:
                     continue  # the server closed it while idle: try a fresh one
