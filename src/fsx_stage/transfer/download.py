@@ -9,13 +9,13 @@ import os
 import stat
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from fsx_stage.transfer import checksums, lustre, posixmeta, safefs
 from fsx_stage.transfer.checksums import Expected
 from fsx_stage.transfer.context import CHUNK, Context, Job
 from fsx_stage.transfer.errors import ChecksumMismatch, TransferError, classify
-from fsx_stage.transfer.fastpath import FastS3
 from fsx_stage.transfer.models import TransferEvent
 
 Outcome = tuple[Literal["done", "skipped"], int]
@@ -139,6 +139,37 @@ def apply_directory_metadata(ctx: Context, root_fd: int) -> None:
             ctx.report(TransferEvent("failed", key, 0, 0, reason, category))
 
 
+@dataclass(frozen=True, slots=True)
+class _WholeCheck:
+    """A checksum of the whole object, fed its bytes in order."""
+
+    algorithm: str  # "MD5" (want is hex) or an S3 checksum algorithm (want is base64)
+    want: str
+    digest: checksums.Digest
+
+    def verify(self, key: str) -> None:
+        raw = self.digest.digest()
+        got = raw.hex() if self.algorithm == "MD5" else checksums.b64(raw)
+        if got != self.want:
+            raise ChecksumMismatch(f"{self.algorithm} mismatch on {key!r}")
+
+
+def _whole_check(
+    ctx: Context, response: dict[str, Any], expected: Expected | None
+) -> _WholeCheck | None:
+    """What checks the whole object (``response``: its GET or HEAD; ``expected``: the
+    checksum S3 keeps): a full-object checksum, else the MD5 that the ETag of a
+    single-part unencrypted object is; None when neither exists (size only)."""
+    if expected is not None and not expected.parts:
+        return _WholeCheck(
+            expected.algorithm, expected.value, checksums.new_digest(expected.algorithm)
+        )
+    etag = _etag(response)
+    if checksums.is_md5_etag(etag) and not _encrypted_etag(ctx, response):
+        return _WholeCheck("MD5", etag, hashlib.md5(usedforsecurity=False))
+    return None
+
+
 def _verified_by_botocore(body: Any) -> bool:
     """Whether botocore checks the full-object checksum as ``body`` is read. Only its own
     bodies can be such (aiobotocore is not even imported when the fast path serves all)."""
@@ -210,16 +241,10 @@ async def _whole(ctx: Context, parent: int, name: str, job: Job) -> int:
                 _check_length(job.key, len(target), length)
                 _make_symlink(parent, name, target, meta)
                 return len(target)
+            # botocore's own bodies verify the full-object checksum as they are read
             expected = checksums.expected_from_response(response)
-            etag = _etag(response)
-            digest: checksums.Digest | None = None
-            md5 = False
-            if _verified_by_botocore(body):
-                pass  # botocore verifies the full-object checksum as the body is read
-            elif expected is not None and expected.parts == 0:
-                digest = checksums.new_digest(expected.algorithm)
-            elif checksums.is_md5_etag(etag) and not _encrypted_etag(ctx, response):
-                digest, md5 = hashlib.md5(usedforsecurity=False), True
+            check = None if _verified_by_botocore(body) else _whole_check(ctx, response, expected)
+            digest = check.digest if check is not None else None
             tmp, fd = safefs.create_temp(parent, name)
             try:
 
@@ -228,13 +253,9 @@ async def _whole(ctx: Context, parent: int, name: str, job: Job) -> int:
 
                 offset = await _stream(body, fd, 0, length, digest, progress, job.key)
                 _check_length(job.key, offset, length)
-                if digest is not None:
-                    got = digest.digest().hex() if md5 else checksums.b64(digest.digest())
-                    want = etag if md5 else expected.value if expected else ""
-                    if got != want:
-                        algorithm = "MD5" if md5 else expected.algorithm if expected else ""
-                        raise ChecksumMismatch(f"{algorithm} mismatch on {job.key!r}")
-                _finish(ctx, parent, fd, tmp, name, meta, etag, _mtime_ns(response))
+                if check is not None:
+                    check.verify(job.key)
+                _finish(ctx, parent, fd, tmp, name, meta, _etag(response), _mtime_ns(response))
                 tmp = ""
             finally:
                 os.close(fd)
@@ -337,12 +358,7 @@ async def _ranged(ctx: Context, parent: int, name: str, job: Job, head: dict[str
     crc_like = expected is not None and expected.algorithm in ("CRC32", "CRC32C")
     per_range = expected is not None and (expected.parts > 0 or crc_like)
     digests: list[bytes] = [b""] * len(starts)
-    whole: checksums.Digest | None = None
-    if expected is None:
-        if checksums.is_md5_etag(job.etag) and not _encrypted_etag(ctx, head):
-            whole = hashlib.md5(usedforsecurity=False)
-    elif not per_range:
-        whole = checksums.new_digest(expected.algorithm)
+    whole = None if per_range else _whole_check(ctx, head, expected)
     written = [asyncio.Event() for _ in starts]
     tmp = safefs.temp_name(name)
     safefs.discard_temp(parent, tmp)
@@ -377,8 +393,11 @@ async def _ranged(ctx: Context, parent: int, name: str, job: Job, head: dict[str
             for index in range(len(starts)):
                 group.create_task(fetch(index))
             if whole is not None:
-                group.create_task(follow(whole))
-        _verify_ranged(job, expected, digests, starts, size, whole)
+                group.create_task(follow(whole.digest))
+        if whole is not None:
+            whole.verify(job.key)
+        elif expected is not None and per_range:
+            _combine_ranges(job, expected, digests, starts, size)
         _finish(ctx, parent, fd, tmp, name, meta, job.etag or "", job.mtime_ns)
         tmp = ""
     finally:
@@ -400,42 +419,32 @@ async def _original_part_size(ctx: Context, job: Job, expected: Expected) -> int
 async def _get_range(
     ctx: Context, fd: int, job: Job, first: int, last: int, algorithm: str | None
 ) -> bytes:
-    async with ctx.requests:
-        if ctx.fast is not None:
-            return await _get_range_fast(ctx, ctx.fast, fd, job, first, last, algorithm)
-        condition = {"IfMatch": f'"{job.etag}"'} if job.etag else {}
-        response = await ctx.client.get_object(
-            Bucket=ctx.bucket,
-            Key=job.key,
-            Range=f"bytes={first}-{last}",
-            **condition,
-            **ctx.sse_read,
-        )
-        body = response["Body"]
-        digest = checksums.new_digest(algorithm) if algorithm else None
-
-        def progress(amount: int) -> None:
-            ctx.report(TransferEvent("bytes", job.key, amount, job.size))
-
-        with contextlib.closing(body):
-            got = await _stream(body, fd, first, last + 1 - first, digest, progress, job.key)
-        _check_length(job.key, got, last + 1 - first)
-        return digest.digest() if digest is not None else b""
-
-
-async def _get_range_fast(
-    ctx: Context, fast: FastS3, fd: int, job: Job, first: int, last: int, algorithm: str | None
-) -> bytes:
-    """The range on a thread of the fast path, written and checksummed as it arrives."""
-    headers = {"if-match": f'"{job.etag}"'} if job.etag else {}
+    """GET bytes ``first..last`` into ``fd`` at ``first`` (on a range thread of the fast
+    path, else through botocore); the range's own digest when ``algorithm`` is given."""
     digest = checksums.new_digest(algorithm) if algorithm else None
 
     def progress(amount: int) -> None:
         ctx.report(TransferEvent("bytes", job.key, amount, job.size))
 
-    await fast.get_range(
-        job.key, first, last, {**headers, **ctx.fast_sse_read}, fd, digest, progress
-    )
+    async with ctx.requests:
+        if ctx.fast is not None:
+            headers = {"if-match": f'"{job.etag}"'} if job.etag else {}
+            await ctx.fast.get_range(
+                job.key, first, last, {**headers, **ctx.fast_sse_read}, fd, digest, progress
+            )
+        else:
+            condition = {"IfMatch": f'"{job.etag}"'} if job.etag else {}
+            response = await ctx.client.get_object(
+                Bucket=ctx.bucket,
+                Key=job.key,
+                Range=f"bytes={first}-{last}",
+                **condition,
+                **ctx.sse_read,
+            )
+            body = response["Body"]
+            with contextlib.closing(body):
+                got = await _stream(body, fd, first, last + 1 - first, digest, progress, job.key)
+            _check_length(job.key, got, last + 1 - first)
     return digest.digest() if digest is not None else b""
 
 
@@ -461,25 +470,16 @@ def _digest_span(fd: int, digest: checksums.Digest, start: int, end: int) -> Non
         start += len(block)
 
 
-def _verify_ranged(
-    job: Job,
-    expected: Expected | None,
-    digests: list[bytes],
-    starts: list[int],
-    size: int,
-    whole: checksums.Digest | None,
+def _combine_ranges(
+    job: Job, expected: Expected, digests: list[bytes], starts: list[int], size: int
 ) -> None:
-    """Check the ranges against the object's checksum: combined from the ranges' CRCs or
-    part checksums where S3 allows, else ``whole`` (fed the file in order)."""
-    if expected is None:
-        if whole is not None and whole.digest().hex() != (job.etag or "").strip('"'):
-            raise ChecksumMismatch(f"MD5 mismatch on {job.key!r}")
-        return
+    """Check the ranges' digests against a composite (part) checksum or a full-object
+    CRC32/CRC32C, which S3 lets us combine from them."""
     if expected.parts:
         combined = checksums.new_digest(expected.algorithm)
         combined.update(b"".join(digests))
         got = checksums.b64(combined.digest())
-    elif expected.algorithm in ("CRC32", "CRC32C"):
+    else:  # a full-object CRC32 or CRC32C
         crc = int.from_bytes(digests[0], "big")
         for index in range(1, len(starts)):
             length = min(size, starts[index] + (starts[1] - starts[0])) - starts[index]
@@ -487,8 +487,5 @@ def _verify_ranged(
                 expected.algorithm, crc, int.from_bytes(digests[index], "big"), length
             )
         got = checksums.b64(crc.to_bytes(4, "big"))
-    else:
-        assert whole is not None
-        got = checksums.b64(whole.digest())
     if got != expected.value:
         raise ChecksumMismatch(f"{expected.algorithm} mismatch on {job.key!r}")
