@@ -75,7 +75,6 @@ class FastS3:
         self._endpoint = endpoint
         self._pool_size = pool_size
         self._http: Pool | None = None
-        self._host = endpoint.authority
         self._base_path = urlsplit(prefix).path
         self._keys: dict[tuple[str, str], bytes] = {}
         self.can_list = False
@@ -188,7 +187,7 @@ class FastS3:
         stamp = now.strftime("%Y%m%dT%H%M%SZ")
         day = stamp[:8]
         headers = {k.lower(): v for k, v in headers.items()}
-        headers["host"] = self._host
+        headers["host"] = self._endpoint.authority
         headers["x-amz-date"] = stamp
         headers["x-amz-content-sha256"] = payload_hash
         if frozen.token:
@@ -267,7 +266,7 @@ class FastS3:
         signed = await self._signed_headers(
             "GET", path, "", {"range": f"bytes={first}-{last}", **headers}, _EMPTY_SHA256
         )
-        signed["host"] = self._host
+        signed["host"] = self._endpoint.authority
         await ranges.get(path, signed, fd, first, last, digest, progress)
 
     async def head_object(
