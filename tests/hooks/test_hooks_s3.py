@@ -7,10 +7,12 @@ acting as the job user, the transfer core, the state directory and the pending q
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import random
 import socket
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +29,7 @@ from fsx_stage.hooks.pending import PendingStore
 from fsx_stage.hooks.state import EntryStatus, HookStatus, Phase, StateStore
 
 _PRIVATE = private_interpreter_dir(Path(sys.prefix))
+MiB = 1024 * 1024
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="the hooks run as root"),
     # The worker drops privileges in this very interpreter: the job user must be able
@@ -479,3 +482,62 @@ def test_a_symlink_to_a_root_directory_gets_nothing_written(
     assert list(protected.iterdir()) == []
     entry = state_of(site, env).entries[0]
     assert entry.status is EntryStatus.FAILED
+
+
+@pytest.fixture
+def small_scratch(site: Site) -> Iterator[Path]:
+    """The site's scratch on an 8 MiB tmpfs (root only); skipped where mounts are forbidden."""
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m,mode=0755", "tmpfs", str(site.scratch)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {proc.stderr.strip()}")
+    try:
+        yield site.scratch
+    finally:
+        subprocess.run(["umount", "-l", str(site.scratch)], check=False)
+
+
+@pytest.mark.parametrize("size_mib", [3, 12])  # one GET, and ranged GETs (a TaskGroup)
+def test_full_scratch_holds_the_job_and_keeps_the_node(
+    s3_server: Any,
+    site: Site,
+    s3_client: Any,
+    bucket: str,
+    job_user: str,
+    slurm: SlurmRecorder,
+    small_scratch: Path,
+    size_mib: int,
+) -> None:
+    site.write_config(s3_server.endpoint_url, [bucket], multipart_threshold="5MiB")
+    s3_client.put_object(Bucket=bucket, Key="big/blob", Body=os.urandom(size_mib * MiB))
+    home = site.user_dir(job_user)
+    (small_scratch / "ballast").write_bytes(b"\0" * (6 * MiB))  # another user's files
+    slurm.std_out = str(home / "job.out")
+    env = hook_env(site, job_user, [f"in,s3://{bucket}/big/blob,{home}/in/"])
+    assert prolog.run(env) == 0  # shared scratch being full is no reason to drain this node
+    assert [c[0] for c in slurm.calls] == ["comment", "hold"]
+    reason = slurm.calls[0][2]
+    assert f"held (scratch full): directive 1: s3://{bucket}/big/blob:" in reason
+    assert f"scratch {home}/in/blob is full (no space left on device)" in reason
+    assert "once there is room on scratch" in reason
+    assert "S3" not in reason and "ExceptionGroup" not in reason
+    assert "held (scratch full)" in (home / "job.out").read_text()
+    entry = state_of(site, env).entries[0]
+    assert (entry.status, entry.error_category) == (EntryStatus.PENDING, "no_space")
+    assert not list((home / "in").iterdir())  # no partial file under any name
+
+
+def test_scratch_with_no_room_at_all_holds_the_job(
+    site: Site, bucket: str, job_user: str, slurm: SlurmRecorder, small_scratch: Path
+) -> None:
+    home = site.user_dir(job_user)
+    with contextlib.suppress(OSError):
+        (small_scratch / "ballast").write_bytes(b"\0" * (9 * MiB))
+    env = hook_env(site, job_user, [f"in,s3://{bucket}/k,{home}/in/"])
+    assert prolog.run(env) == 0
+    assert [c[0] for c in slurm.calls] == ["comment", "hold"]
+    assert f"scratch {site.scratch}/ is full (no space left on device)" in slurm.calls[0][2]

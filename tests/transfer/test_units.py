@@ -202,6 +202,19 @@ def test_failure_reasons_never_carry_the_secret() -> None:
     assert classify(UnsafePath("bad"))[0] == "unsafe_key"
 
 
+def test_disk_full_is_no_space_even_inside_a_task_group() -> None:
+    import errno
+
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    quota = OSError(errno.EDQUOT, os.strerror(errno.EDQUOT), "/fsx/u/f")
+    assert classify(full) == ("no_space", "No space left on device")
+    assert classify(quota) == ("no_space", "Disk quota exceeded (/fsx/u/f)")
+    # The ranges of one object run in a TaskGroup: the group's failure is its cause.
+    group = ExceptionGroup("ranges", [TimeoutError("read"), ExceptionGroup("inner", [full])])
+    assert classify(group) == ("no_space", "No space left on device")
+    assert classify(ExceptionGroup("ranges", [UnsafePath("bad")]))[0] == "unsafe_key"
+
+
 def test_a_garbled_reply_is_a_network_failure() -> None:
     from xml.etree import ElementTree
 

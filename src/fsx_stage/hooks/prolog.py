@@ -244,11 +244,13 @@ class Prolog(Hook):
             self.log.error("prolog.node_fault", error=fault.message)
             return EXIT_NODE_FAULT
         state.prolog.status = HookStatus.FAILED_JOB
-        held = fault.fault is Fault.S3
-        what = "held (S3 unavailable)" if held else "not started"
+        held = fault.fault in (Fault.S3, Fault.SCRATCH_FULL)
+        full = fault.fault is Fault.SCRATCH_FULL
+        what = "held (scratch full)" if full else "held (S3 unavailable)" if held else "not started"
         reason = redact(f"fsx-stage: job {ctx.job_id} {what}: {fault.message}")
         if held:
-            reason += f" -- release it with `scontrol release {ctx.job_id}` once S3 is back"
+            once = "there is room on scratch" if full else "S3 is back"
+            reason += f" -- release it with `scontrol release {ctx.job_id}` once {once}"
         state.failure_reason = reason
         store.save(state)
         self.log.error("prolog.job_failed", fault=fault.fault.value, reason=fault.message)

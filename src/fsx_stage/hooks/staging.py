@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import os
 import shutil
 import signal
@@ -142,6 +143,14 @@ def _failure_text(summary: TransferSummary, count: int) -> str:
     return head + shown + (f" (and {more} more)" if more > 0 else "")
 
 
+def full_scratch_text(destination: str, reasons: list[str]) -> str:
+    """What a user reads when scratch ran out of room (or the user's quota did)."""
+    quota = os.strerror(errno.EDQUOT)
+    if any(quota in reason for reason in reasons):
+        return f"scratch {destination}: your disk quota is exceeded ({quota.lower()})"
+    return f"scratch {destination} is full (no space left on device)"
+
+
 def interpret(
     entry: EntryState, summary: TransferSummary, failure_count: int | None = None
 ) -> EntryResult:
@@ -160,10 +169,13 @@ def interpret(
             )
         fault = worst(faults)
         categories = {f.category for f in summary.failures}
+        error = _failure_text(summary, failure_count or len(summary.failures))
+        if fault is Fault.SCRATCH_FULL:
+            error = full_scratch_text(entry.destination, [f.reason for f in summary.failures])
         return EntryResult(
             EntryStatus.FAILED if fault is Fault.USER else EntryStatus.PENDING,
             fault=fault,
-            error=_failure_text(summary, failure_count or len(summary.failures)),
+            error=error,
             category=",".join(sorted(categories)),
             bytes=counts.bytes,
             objects=counts.objects,
@@ -233,10 +245,13 @@ def run_entry(
                 EntryStatus.PENDING, fault=Fault.NODE, error=exc.message, category="node"
             )
         fault = classify_failure("local_io", exc.message, exc.errno)
+        error = f"{exc.type_name}: {exc.message}"
+        if fault is Fault.SCRATCH_FULL:
+            error = full_scratch_text(entry.destination, [exc.message])
         return EntryResult(
             EntryStatus.FAILED if fault is Fault.USER else EntryStatus.PENDING,
             fault=fault,
-            error=f"{exc.type_name}: {exc.message}",
+            error=error,
             category="local_io",
         )
     if "usage_error" in reply:

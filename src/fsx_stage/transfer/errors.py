@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import random
 import sys
@@ -55,6 +56,21 @@ _THROTTLED = {
 }
 _CHECKSUM = {"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch", "InvalidChecksum"}
 _TRANSIENT = {"InternalError", "RequestTimeout", "RequestTimeTooSkewed", "500", "502", "504"}
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+# Which failure of a group (the ranges of one object) explains it: the local file system
+# first (retrying elsewhere cannot fix it), then what S3 said.
+_GROUP_ORDER: tuple[FailureCategory, ...] = (
+    "no_space",
+    "local_io",
+    "unsafe_key",
+    "access_denied",
+    "not_found",
+    "invalid",
+    "checksum",
+    "throttled",
+    "network",
+    "other",
+)
 
 
 class TransferError(Exception):
@@ -92,6 +108,9 @@ def client_error_code(exc: ClientError) -> str:
 
 def classify(exc: BaseException) -> tuple[FailureCategory, str]:
     """The failure category and a message that carries no secrets."""
+    if isinstance(exc, BaseExceptionGroup):  # the ranges of one object (a TaskGroup)
+        found = [classify(leaf) for leaf in _leaves(exc)]
+        return min(found, key=lambda pair: _GROUP_ORDER.index(pair[0]), default=("other", ""))
     if isinstance(exc, TransferError):
         return exc.category, exc.reason
     if isinstance(exc, ClientError):
@@ -134,11 +153,23 @@ def classify(exc: BaseException) -> tuple[FailureCategory, str]:
         return "other", f"{type(exc).__name__}: {exc}"
     if isinstance(exc, FileNotFoundError):
         return "not_found", f"no such file or directory: {exc.filename or exc}"
+    if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
+        return "no_space", f"{exc.strerror}" + (f" ({exc.filename})" if exc.filename else "")
     if isinstance(exc, OSError):
         return "local_io", f"{exc.strerror or type(exc).__name__}" + (
             f" ({exc.filename})" if exc.filename else ""
         )
     return "other", f"{type(exc).__name__}: {exc}"
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    leaves: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            leaves += _leaves(exc)
+        elif not isinstance(exc, asyncio.CancelledError):
+            leaves.append(exc)
+    return leaves
 
 
 def is_retryable(category: FailureCategory, exc: BaseException) -> bool:
