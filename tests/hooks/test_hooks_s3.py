@@ -78,6 +78,12 @@ def slurm(monkeypatch: pytest.MonkeyPatch) -> SlurmRecorder:
     monkeypatch.setattr(
         prolog, "set_admin_comment", lambda j, t, e=None: rec.calls.append(("comment", j, t))
     )
+    monkeypatch.setattr(
+        epilog, "set_admin_comment", lambda j, t, e=None: rec.calls.append(("comment", j, t))
+    )
+    monkeypatch.setattr(
+        flush, "set_admin_comment", lambda j, t, e=None: rec.calls.append(("comment", j, t))
+    )
     monkeypatch.setattr(prolog, "cancel_job", lambda j, e=None: rec.calls.append(("cancel", j, "")))
     monkeypatch.setattr(prolog, "requeue_hold", lambda j, e=None: rec.calls.append(("hold", j, "")))
     return rec
@@ -541,3 +547,75 @@ def test_scratch_with_no_room_at_all_holds_the_job(
     assert prolog.run(env) == 0
     assert [c[0] for c in slurm.calls] == ["comment", "hold"]
     assert f"scratch {site.scratch}/ is full (no space left on device)" in slurm.calls[0][2]
+
+
+@pytest.mark.parametrize(("dst", "key"), [("r/", "r/results/r.txt"), ("r", "r/r.txt")])
+def test_an_out_directory_written_without_its_slash_is_flushed_as_the_directory(
+    site: Site, s3_client: Any, bucket: str, job_user: str, slurm: SlurmRecorder, dst: str, key: str
+) -> None:
+    home = site.user_dir(job_user)
+    uid = pwd.getpwnam(job_user).pw_uid
+    results = _user_tree(home, "results", {"r.txt": b"result"}, uid)
+    env = hook_env(site, job_user, [f"out,{results},s3://{bucket}/{dst}"])
+    assert prolog.run(env) == 0
+    assert epilog.run(env) == 0
+    entry = state_of(site, env).phase_entries(Phase.FLUSH)[0]
+    assert (entry.status, entry.objects) == (EntryStatus.DONE, 1)
+    assert s3_client.get_object(Bucket=bucket, Key=key)["Body"].read() == b"result"
+    assert slurm.calls == []  # nothing to tell
+
+
+def test_a_flush_that_fails_is_told_in_the_output_file_and_the_admin_comment(
+    site: Site, s3_client: Any, bucket: str, job_user: str, slurm: SlurmRecorder
+) -> None:
+    home = site.user_dir(job_user)
+    slurm.std_out = str(home / "job.out")
+    env = hook_env(site, job_user, [f"out,{home}/never-written/,s3://{bucket}/r/"])
+    job_id = int(env["SLURM_JOB_ID"])
+    assert prolog.run(env) == 0
+    assert epilog.run(env) == 0  # the user's mistake: the node stays in service
+    entry = state_of(site, env).phase_entries(Phase.FLUSH)[0]
+    assert entry.status is EntryStatus.FAILED
+    expected = (
+        f"fsx-stage: job {job_id}: not all results reached S3: directive 1 failed: "
+        f"{home}/never-written/: no such file or directory\n"
+    )
+    assert (home / "job.out").read_text() == expected
+    assert slurm.calls == [("comment", job_id, expected)]
+    assert "1 entry failed" in (state_of(site, env).epilog.message or "")
+
+
+def test_a_pending_flush_is_told_too_and_the_comment_cleared_once_flushed(
+    s3_server: Any, site: Site, bucket: str, job_user: str, slurm: SlurmRecorder
+) -> None:
+    out, env = _started_job_with_results(site, job_user, bucket)
+    slurm.std_out = str(out.parent / "job.out")
+    job_id = int(env["SLURM_JOB_ID"])
+    site.write_config(f"http://127.0.0.1:{free_port()}", [bucket])
+    assert epilog.run(env) == 0
+    told = (out.parent / "job.out").read_text()
+    assert told.startswith(f"fsx-stage: job {job_id}: not all results reached S3: directive 1 ")
+    assert "pending data stays on scratch and is retried by `fsx-stage flush --pending`" in told
+    assert [c[:2] for c in slurm.calls] == [("comment", job_id)]
+    assert state_of(site, env).admin_comment == slurm.calls[0][2]
+    site.write_config(s3_server.endpoint_url, [bucket])
+    assert flush.run({"FSX_STAGE_CONFIG": str(site.config)}) == 0
+    assert slurm.calls[1:] == [("comment", job_id, "")]  # no longer true
+    assert state_of(site, env).admin_comment is None
+
+
+def test_a_released_job_loses_its_stale_held_comment(
+    s3_server: Any, site: Site, s3_client: Any, bucket: str, job_user: str, slurm: SlurmRecorder
+) -> None:
+    s3_client.put_object(Bucket=bucket, Key="data/a", Body=b"a")
+    home = site.user_dir(job_user)
+    env = hook_env(site, job_user, [f"in,s3://{bucket}/data/,{home}/in/"])
+    site.write_config(f"http://127.0.0.1:{free_port()}", [bucket])
+    assert prolog.run(env) == 0
+    assert [c[0] for c in slurm.calls] == ["comment", "hold"]
+    site.write_config(s3_server.endpoint_url, [bucket])
+    released = dict(env, SLURM_JOB_RESTART_COUNT="1")  # `scontrol release` runs it again
+    assert prolog.run(released) == 0
+    assert slurm.calls[2:] == [("comment", int(env["SLURM_JOB_ID"]), "")]
+    state = state_of(site, env)
+    assert state.prolog.status is HookStatus.DONE and state.admin_comment is None

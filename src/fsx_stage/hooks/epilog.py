@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from fsx_stage.directives import Kind
 from fsx_stage.hooks import jobinfo
 from fsx_stage.hooks.jobinfo import HookContext
+from fsx_stage.hooks.logging import redact
 from fsx_stage.hooks.outcome import Fault, HookFault
 from fsx_stage.hooks.pending import PendingFlush
 from fsx_stage.hooks.planning import carry_over, decode_directives, entry_state, plan_job
@@ -34,7 +35,8 @@ from fsx_stage.hooks.runtime import (
     TransferSetup,
     run_hook,
 )
-from fsx_stage.hooks.staging import SOURCE_MISSING, remove_as_user
+from fsx_stage.hooks.slurmctl import SlurmCommandError, set_admin_comment
+from fsx_stage.hooks.staging import SOURCE_MISSING, remove_as_user, tell_user
 from fsx_stage.hooks.state import EntryState, EntryStatus, HookRun, HookStatus, JobState, Phase
 from fsx_stage.plan import StagePlan
 
@@ -129,17 +131,49 @@ class Epilog(Hook):
             self.log.info("scratch.removed", paths=cleanup, problems=problems)
         state.epilog.status = HookStatus.DONE
         state.epilog.finished_at = time.time()
-        if pending:
-            state.epilog.message = (
-                f"{len(pending)} entr{'ies' if len(pending) != 1 else 'y'} pending"
+        failed = [e for e in state.phase_entries(Phase.FLUSH) if e.status is EntryStatus.FAILED]
+        if failed or pending:
+            state.epilog.message = ", ".join(
+                f"{len(group)} entr{'ies' if len(group) != 1 else 'y'} {word}"
+                for group, word in ((failed, "failed"), (pending, "pending"))
+                if group
             )
         store.save(state)
+        self._tell(ctx, state, failed, pending)
         self.log.info(
             "epilog.done",
             pending=len(pending),
             seconds=round(time.monotonic() - self.started, 3),
         )
         return EXIT_OK
+
+    def _tell(
+        self,
+        ctx: HookContext,
+        state: JobState,
+        failed: list[EntryState],
+        pending: list[EntryState],
+    ) -> None:
+        """A flush that did not reach S3 is shown where users look: the job's output
+        file and its AdminComment (the job itself already shows COMPLETED or FAILED).
+        A comment fsx-stage set earlier (a hold) is cleared once everything is in S3."""
+        if not failed and not pending:
+            if state.admin_comment:
+                self._comment(ctx, state, "")
+            return
+        text = flush_problem_text(ctx.job_id, failed, pending)
+        written = tell_user(user_credentials(ctx), [ctx.std_out or "", ctx.std_err or ""], text)
+        self.log.info("epilog.user_told", files=written)
+        self._comment(ctx, state, text)
+
+    def _comment(self, ctx: HookContext, state: JobState, text: str) -> None:
+        try:
+            set_admin_comment(ctx.job_id, text, self.env)
+        except SlurmCommandError as exc:  # the job is over: nothing else to do about it
+            self.log.warning("epilog.cannot_comment", error=str(exc))
+            return
+        state.admin_comment = text or None
+        self.rt.store.save(state)
 
     def _flush_states(self, plan: StagePlan, succeeded: bool, requeued: bool) -> list[EntryState]:
         wanted = {e.index for e in plan.flush_entries(succeeded)}
@@ -251,7 +285,21 @@ class Epilog(Hook):
         state.epilog.finished_at = time.time()
         self.rt.store.save(state)
         self.log.error("epilog.node_fault", error=fault.message)
+        self._tell(ctx, state, [], pending)
         return EXIT_NODE_FAULT if fault.fault is Fault.NODE else EXIT_OK
+
+
+def flush_problem_text(job_id: int, failed: list[EntryState], pending: list[EntryState]) -> str:
+    """One line for a user: which results did not reach S3, and what happens next."""
+    parts = [f"directive {e.index} failed: {e.error or 'not flushed'}" for e in failed]
+    parts += [f"directive {e.index} pending: {e.error or 'not flushed yet'}" for e in pending]
+    text = f"fsx-stage: job {job_id}: not all results reached S3: " + "; ".join(parts)
+    if pending:
+        text += (
+            " -- pending data stays on scratch and is retried by `fsx-stage flush --pending`;"
+            f" see `fsx-stage status {job_id}`"
+        )
+    return redact(text) + "\n"
 
 
 def run(env: Mapping[str, str]) -> int:

@@ -161,7 +161,10 @@ class Prolog(Hook):
                 return EXIT_OK
             self.log.info("prolog.resume", previous=state.prolog.status.value)
         else:
+            # A comment set by an earlier run (held) is cleared once this run gets its data.
+            comment = state.admin_comment if state is not None else None
             state = fresh_state(ctx, [])
+            state.admin_comment = comment
         state.prolog = HookRun(
             status=HookStatus.RUNNING, host=ctx.node_name, started_at=time.time()
         )
@@ -181,6 +184,8 @@ class Prolog(Hook):
         state.prolog.status = HookStatus.DONE
         state.prolog.finished_at = time.time()
         store.save(state)
+        if state.admin_comment:
+            self._clear_comment(ctx, state)
         self.log.info("prolog.done", seconds=round(time.monotonic() - self.started, 3))
         return EXIT_OK
 
@@ -212,6 +217,16 @@ class Prolog(Hook):
         if decisive is not None:
             messages = [f.message for f in faults if f.fault is decisive]
             raise HookFault(decisive, "; ".join(messages))
+
+    def _clear_comment(self, ctx: HookContext, state: JobState) -> None:
+        """The job runs now: an earlier "held" comment would only mislead."""
+        try:
+            set_admin_comment(ctx.job_id, "", self.env)
+        except SlurmCommandError as exc:
+            self.log.warning("prolog.cannot_comment", error=str(exc))
+            return
+        state.admin_comment = None
+        self.rt.store.save(state)
 
     def _protect_pending_checkpoints(
         self, ctx: HookContext, state: JobState, creds: UserCredentials
@@ -260,6 +275,8 @@ class Prolog(Hook):
         self.log.info("prolog.user_told", files=written)
         try:
             set_admin_comment(ctx.job_id, reason, self.env)
+            state.admin_comment = reason
+            store.save(state)
             if held:
                 requeue_hold(ctx.job_id, self.env)
             else:

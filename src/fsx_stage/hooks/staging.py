@@ -103,6 +103,11 @@ def _transfer_in_child(
     if not src.startswith("s3://") and not os.path.lexists(src):
         # Checked here, as the user: a path the user cannot see does not exist for them.
         return {"usage_error": f"{src}: no such file or directory"}
+    local = Path(src)
+    if not src.startswith("s3://") and not recursive and local.is_dir() and not local.is_symlink():
+        # `out,/fsx/u/results,s3://b/r/` (planned as DST `s3://b/r/results`) with results a
+        # directory: its `/` was forgotten. It is copied as itself, to the prefix DST/.
+        recursive = True
     if threading.active_count() > 1:
         # The core would start its worker processes by exec, and an exec'd process is
         # dumpable again: the user could read root's credentials from its memory. Forked
