@@ -402,6 +402,7 @@ def test_s3_down_at_stage_in_holds_the_job(
     reason = slurm.calls[0][2]
     assert "held (S3 unavailable)" in reason and "scontrol release" in reason
     assert "held (S3 unavailable)" in (home / "held.out").read_text()
+    assert "could not " in reason and "http://" not in reason  # no endpoint URLs
     entry = state_of(site, env).entries[0]
     assert entry.status is EntryStatus.PENDING and entry.error_category == "network"
 
@@ -619,3 +620,21 @@ def test_a_released_job_loses_its_stale_held_comment(
     assert slurm.calls[2:] == [("comment", int(env["SLURM_JOB_ID"]), "")]
     state = state_of(site, env)
     assert state.prolog.status is HookStatus.DONE and state.admin_comment is None
+
+
+def test_a_forgotten_slash_on_an_in_prefix_gets_a_hint(
+    site: Site, s3_client: Any, bucket: str, job_user: str, slurm: SlurmRecorder
+) -> None:
+    s3_client.put_object(Bucket=bucket, Key="dataset/part-1", Body=b"1")
+    home = site.user_dir(job_user)
+    env = hook_env(
+        site,
+        job_user,
+        [f"in,s3://{bucket}/dataset,{home}/d/", f"in,s3://{bucket}/nothing,{home}/n/"],
+    )
+    assert prolog.run(env) == 0
+    assert [c[0] for c in slurm.calls] == ["comment", "cancel"]
+    reason = slurm.calls[0][2]
+    assert f"directive 1: s3://{bucket}/dataset: 1 object failed: dataset: not found" in reason
+    assert f"did you mean s3://{bucket}/dataset/ (a prefix: everything under it)?" in reason
+    assert reason.count("did you mean") == 1  # no such prefix for `nothing`

@@ -125,7 +125,33 @@ def _transfer_in_child(
         signal.setitimer(signal.ITIMER_REAL, 0)
     count = len(summary.failures)
     compact = dataclasses.replace(summary, failures=representative_failures(summary))
-    return {"summary": compact.to_json(), "failure_count": count}
+    reply: dict[str, Any] = {"summary": compact.to_json(), "failure_count": count}
+    missing = summary.failures and all(f.category == "not_found" for f in summary.failures)
+    if missing and src.startswith("s3://") and not recursive and not src.endswith("/"):
+        reply["hint"] = prefix_hint(src, s3)
+    return reply
+
+
+def prefix_hint(src: str, s3: S3Settings) -> str | None:
+    """``s3://b/dataset`` is not an object: "did you mean ``dataset/``?" when that prefix
+    has objects (one list call, max-keys=1, made only once the object was not found)."""
+    import uvloop
+
+    from fsx_stage.s3url import S3Url
+    from fsx_stage.transfer.client import create_client
+
+    url = S3Url.parse(src)
+
+    async def probe() -> bool:
+        async with create_client(s3, 1) as client:
+            reply = await client.list_objects_v2(Bucket=url.bucket, Prefix=url.key + "/", MaxKeys=1)
+        return bool(reply.get("Contents"))
+
+    try:
+        found = uvloop.run(probe())
+    except Exception:  # only a hint: the failure stands without it
+        return None
+    return f"did you mean {src}/ (a prefix: everything under it)?" if found else None
 
 
 def representative_failures(summary: TransferSummary) -> list[TransferFailure]:
@@ -267,7 +293,10 @@ def run_entry(
             EntryStatus.FAILED, fault=Fault.USER, error=message, category=SOURCE_MISSING
         )
     summary = TransferSummary.from_json(reply["summary"])
-    return interpret(entry, summary, int(reply.get("failure_count", len(summary.failures))))
+    result = interpret(entry, summary, int(reply.get("failure_count", len(summary.failures))))
+    if reply.get("hint") and result.error and result.status is EntryStatus.FAILED:
+        result = dataclasses.replace(result, error=f"{result.error} -- {reply['hint']}")
+    return result
 
 
 # -- small filesystem actions done as the user -------------------------------------------

@@ -6,6 +6,7 @@ import asyncio
 import errno
 import logging
 import random
+import re
 import sys
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -117,9 +118,10 @@ def classify(exc: BaseException) -> tuple[FailureCategory, str]:
         code = client_error_code(exc)
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0
         message = str(exc.response.get("Error", {}).get("Message") or "")
+        said = f"HTTP {status}" if code == str(status) else f"{code}, HTTP {status}"
         text = f"{code} (HTTP {status})" + (f": {message}" if message else "")
         if code in _NOT_FOUND:
-            return "not_found", text
+            return "not_found", f"not found ({said})" + (f": {message}" if message else "")
         if code in _DENIED:
             return "access_denied", text
         if code in _THROTTLED or status in (429, 503):
@@ -148,9 +150,9 @@ def classify(exc: BaseException) -> tuple[FailureCategory, str]:
         | asyncio.TimeoutError
         | ConnectionError,
     ) or _is_aiohttp_error(exc):
-        return "network", f"{type(exc).__name__}: {exc}"
+        return "network", _network_text(exc)
     if isinstance(exc, BotoCoreError):
-        return "other", f"{type(exc).__name__}: {exc}"
+        return "other", _without_urls(f"{type(exc).__name__}: {exc}")
     if isinstance(exc, FileNotFoundError):
         return "not_found", f"no such file or directory: {exc.filename or exc}"
     if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
@@ -160,6 +162,25 @@ def classify(exc: BaseException) -> tuple[FailureCategory, str]:
             f" ({exc.filename})" if exc.filename else ""
         )
     return "other", f"{type(exc).__name__}: {exc}"
+
+
+_URL = re.compile(r"""["']?https?://[^\s"']*["']?""")
+
+
+def _without_urls(text: str) -> str:
+    """Users know their bucket and key, not the endpoint's URL (shown in ``AdminComment``)."""
+    return _URL.sub("S3", text)
+
+
+def _network_text(exc: BaseException) -> str:
+    """What went wrong on the way to S3, in words (never botocore's endpoint URL)."""
+    if isinstance(exc, ReadTimeoutError | asyncio.TimeoutError):
+        return "S3 did not answer in time (read timeout)"
+    if isinstance(exc, BotoConnectionError):
+        return "could not connect to S3" + (" (connect timeout)" if "timeout" in str(exc) else "")
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"could not reach S3 ({exc.strerror.lower()})"
+    return _without_urls(f"{type(exc).__name__}: {exc}")
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
