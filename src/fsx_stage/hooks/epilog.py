@@ -35,7 +35,6 @@ from fsx_stage.hooks.runtime import (
     TransferSetup,
     run_hook,
 )
-from fsx_stage.hooks.slurmctl import SlurmCommandError, set_admin_comment
 from fsx_stage.hooks.staging import SOURCE_MISSING, remove_as_user, tell_user
 from fsx_stage.hooks.state import EntryState, EntryStatus, HookRun, HookStatus, JobState, Phase
 from fsx_stage.plan import StagePlan
@@ -129,9 +128,10 @@ class Epilog(Hook):
         if not pending and remove and cleanup:
             problems = remove_as_user(user_credentials(ctx), cleanup)
             self.log.info("scratch.removed", paths=cleanup, problems=problems)
+        failed = [e for e in state.phase_entries(Phase.FLUSH) if e.status is EntryStatus.FAILED]
+        self._tell(ctx, state, failed, pending)  # before "done": whoever waits for it sees it
         state.epilog.status = HookStatus.DONE
         state.epilog.finished_at = time.time()
-        failed = [e for e in state.phase_entries(Phase.FLUSH) if e.status is EntryStatus.FAILED]
         if failed or pending:
             state.epilog.message = ", ".join(
                 f"{len(group)} entr{'ies' if len(group) != 1 else 'y'} {word}"
@@ -139,7 +139,6 @@ class Epilog(Hook):
                 if group
             )
         store.save(state)
-        self._tell(ctx, state, failed, pending)
         self.log.info(
             "epilog.done",
             pending=len(pending),
@@ -154,26 +153,14 @@ class Epilog(Hook):
         failed: list[EntryState],
         pending: list[EntryState],
     ) -> None:
-        """A flush that did not reach S3 is shown where users look: the job's output
-        file and its AdminComment (the job itself already shows COMPLETED or FAILED).
-        A comment fsx-stage set earlier (a hold) is cleared once everything is in S3."""
+        """A flush that did not reach S3 is told in the job's output file(s), where users
+        look first. Not in ``AdminComment``: by now the job has ended, and Slurm refuses
+        to update an ended job ("Job has already finished", checked on 22.05)."""
         if not failed and not pending:
-            if state.admin_comment:
-                self._comment(ctx, state, "")
             return
         text = flush_problem_text(ctx.job_id, failed, pending)
         written = tell_user(user_credentials(ctx), [ctx.std_out or "", ctx.std_err or ""], text)
         self.log.info("epilog.user_told", files=written)
-        self._comment(ctx, state, text)
-
-    def _comment(self, ctx: HookContext, state: JobState, text: str) -> None:
-        try:
-            set_admin_comment(ctx.job_id, text, self.env)
-        except SlurmCommandError as exc:  # the job is over: nothing else to do about it
-            self.log.warning("epilog.cannot_comment", error=str(exc))
-            return
-        state.admin_comment = text or None
-        self.rt.store.save(state)
 
     def _flush_states(self, plan: StagePlan, succeeded: bool, requeued: bool) -> list[EntryState]:
         wanted = {e.index for e in plan.flush_entries(succeeded)}
@@ -280,12 +267,12 @@ class Epilog(Hook):
                 entry.finish(EntryStatus.PENDING, fault.message, "node")
         pending = [e for e in state.phase_entries(Phase.FLUSH) if e.status is EntryStatus.PENDING]
         self._save_pending(ctx, state, pending, remove, cleanup)
+        self._tell(ctx, state, [], pending)
         state.epilog.status = HookStatus.NODE_FAULT
         state.epilog.message = fault.message
         state.epilog.finished_at = time.time()
         self.rt.store.save(state)
         self.log.error("epilog.node_fault", error=fault.message)
-        self._tell(ctx, state, [], pending)
         return EXIT_NODE_FAULT if fault.fault is Fault.NODE else EXIT_OK
 
 

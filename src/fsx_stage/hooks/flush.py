@@ -25,7 +25,6 @@ from fsx_stage.hooks.runtime import (
     start,
     transfer_options,
 )
-from fsx_stage.hooks.slurmctl import SlurmCommandError, set_admin_comment
 from fsx_stage.hooks.staging import SOURCE_MISSING, remove_as_user, run_entry
 from fsx_stage.hooks.state import EntryState, EntryStatus, Phase
 
@@ -42,20 +41,6 @@ def _update_job_state(rt: Runtime, job_id: int, entries: list[EntryState]) -> No
     for pos, entry in enumerate(state.entries):
         if entry.phase is Phase.FLUSH and (entry.index, entry.source) in by_index:
             state.entries[pos] = by_index[(entry.index, entry.source)]
-    rt.store.save(state)
-
-
-def _clear_comment(rt: Runtime, job_id: int, log: EventLog) -> None:
-    """The Epilog's "not all results reached S3" comment is no longer true."""
-    state = rt.store.load(job_id)
-    if state is None or not state.admin_comment:
-        return
-    try:
-        set_admin_comment(job_id, "")
-    except SlurmCommandError as exc:  # the job may be gone from slurmctld by now
-        log.info("flush_pending.cannot_comment", error=str(exc))
-        return
-    state.admin_comment = None
     rt.store.save(state)
 
 
@@ -119,7 +104,6 @@ def retry(
         problems = remove_as_user(creds, record.cleanup)
         log.info("scratch.removed", paths=record.cleanup, problems=problems)
     rt.pending.remove(record.job_id)
-    _clear_comment(rt, record.job_id, log)
     log.info("flush_pending.done", attempts=record.attempts)
     return None
 
