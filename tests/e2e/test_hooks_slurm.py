@@ -12,6 +12,7 @@ import os
 import pwd
 import re
 import shutil
+import socket
 import subprocess
 import time
 import uuid
@@ -512,3 +513,32 @@ def test_full_scratch_holds_the_job_and_keeps_the_node(bed: Bed) -> None:
         subprocess.run(["umount", "-l", str(bed.scratch)], check=False)
         bed.live_config()
         bed.cluster.ensure_node_usable()
+
+
+def test_an_afterok_dependent_waits_for_the_epilog_but_not_for_s3(bed: Bed) -> None:
+    """What `afterok` means in Prolog/Epilog mode (docs/hooks.md): the dependent starts only
+    after the Epilog ended, but a flush left pending does not fail the job it belongs to."""
+    silent = socket.socket()  # takes connections, never answers: a flush that hangs
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    bed.site.write_config(
+        f"http://127.0.0.1:{silent.getsockname()[1]}", [bed.bucket], workers=2, flush_budget=12
+    )
+    try:
+        first = bed.submit(
+            f"""#!/bin/sh
+#SBATCH --fsx-stage=out,{bed.scratch}/%u/dep-%j/,s3://{bed.bucket}/dep/%j/
+d={bed.scratch}/$(id -un)/dep-$SLURM_JOB_ID
+mkdir -p $d && echo r > $d/r.txt
+"""
+        )
+        second = bed.submit("#!/bin/sh\ndate +%s.%N\n", f"--dependency=afterok:{first}")
+        assert bed.cluster.wait(second, timeout=120)["JobState"] == "COMPLETED"
+        state = bed.wait_epilog(first)
+    finally:
+        bed.live_config()
+        silent.close()
+    assert bed.cluster.job(first)["JobState"] == "COMPLETED"  # its flush is pending
+    assert state.phase_entries(Phase.FLUSH)[0].status is EntryStatus.PENDING
+    started = float(bed.output(second).split()[0])
+    assert state.epilog.finished_at is not None and started > state.epilog.finished_at
