@@ -129,7 +129,11 @@ def test_installed_command_and_hooks_run_from_the_prefix(
         f'scratch_roots = ["/fsx/{{user}}/"]\nstate_dir = "{tmp_path / "state"}"\n'
         f'[log]\ndestination = "{log}"\n'
     )
-    env = {"SPANK_FSX_STAGE": "in,s3://b/k,/fsx/u/k", "FSX_STAGE_CONFIG": str(config)}
+    env = {
+        "SPANK_FSX_STAGE": "in,s3://b/k,/fsx/u/k",
+        "FSX_STAGE_CONFIG": str(config),
+        "AWS_EC2_METADATA_DISABLED": "true",  # never the real metadata service
+    }
     assert subprocess.run([str(prolog)], env=env, check=False).returncode == 1
     events = [json.loads(line)["event"] for line in log.read_text().splitlines()]
     assert events[-1] == "prolog.node_fault"

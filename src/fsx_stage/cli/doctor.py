@@ -56,8 +56,7 @@ def findings(env: Mapping[str, str], imds_endpoint: str, probe_user: str) -> Ite
     if isinstance(conf, Finding):
         yield conf
         return
-    if config is not None:
-        yield from slurm.settings(config, conf)
+    yield from slurm.settings(config, conf)
     yield from slurm.plugin(conf, env)
 
 

@@ -68,8 +68,9 @@ def _seconds(value: str | None) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def settings(config: SiteConfig, conf: Mapping[str, str]) -> Iterator[Finding]:
-    """PrologFlags, PrologEpilogTimeout, BatchStartTimeout, Prolog and Epilog."""
+def settings(config: SiteConfig | None, conf: Mapping[str, str]) -> Iterator[Finding]:
+    """PrologFlags, Prolog, Epilog, and (against a valid site config's budgets)
+    PrologEpilogTimeout and BatchStartTimeout."""
     flags = [f.strip().lower() for f in conf.get("PrologFlags", "").split(",")]
     if "alloc" in flags:
         yield ok("PrologFlags", conf["PrologFlags"])
@@ -79,6 +80,13 @@ def settings(config: SiteConfig, conf: Mapping[str, str]) -> Iterator[Finding]:
             f"{conf.get('PrologFlags', '(unset)')}: add PrologFlags=Alloc so the Prolog stages "
             "inputs before the job starts (also for salloc)",
         )
+    for hook in ("Prolog", "Epilog"):
+        yield _hook_setting(hook, conf.get(hook, ""))
+    if config is not None:
+        yield from _timeouts(config, conf)
+
+
+def _timeouts(config: SiteConfig, conf: Mapping[str, str]) -> Iterator[Finding]:
     budget = max(config.timeouts.stage_in, config.timeouts.flush)
     needed = int(budget) + HOOK_MARGIN_S
     hook_timeout = _seconds(conf.get("PrologEpilogTimeout"))
@@ -107,8 +115,6 @@ def settings(config: SiteConfig, conf: Mapping[str, str]) -> Iterator[Finding]:
         )
     else:
         yield ok("BatchStartTimeout", f"{batch} s")
-    for hook in ("Prolog", "Epilog"):
-        yield _hook_setting(hook, conf.get(hook, ""))
 
 
 def _configured_paths(value: str) -> list[Path]:
