@@ -8,40 +8,34 @@ from __future__ import annotations
 
 import glob
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from fsx_stage.config import SiteConfig
 from fsx_stage.doctor import Finding, fail, ok, warn
+from fsx_stage.hooks.slurmctl import SLURM_BIN_DIRS, slurm_command
 
 #: The hooks' own work besides the transfers (scontrol calls, credentials, state writes).
 HOOK_MARGIN_S = 60
 #: What ``scontrol show config`` prints for an unset PrologEpilogTimeout (wait forever).
 UNLIMITED = 65534
-SLURM_BIN_DIRS = ("/opt/slurm/bin", "/usr/bin", "/usr/local/bin")
 COMMAND_TIMEOUT_S = 30.0
 PLUGIN_NAME = "fsx_stage.so"
 
 
-def slurm_command(name: str, env: Mapping[str, str]) -> str | None:
-    """``name`` on PATH, else in the usual Slurm bin directories (ParallelCluster: /opt/slurm)."""
-    found = shutil.which(name, path=env.get("PATH"))
-    if found:
-        return found
-    for directory in SLURM_BIN_DIRS:
-        candidate = Path(directory) / name
-        if candidate.is_file():
-            return str(candidate)
-    return None
+def _command(name: str) -> str | None:
+    """Where the hooks find Slurm's ``name`` (see `slurmctl.slurm_command`), None if nowhere."""
+    path = slurm_command(name)
+    return path if Path(path).is_file() else None
 
 
 def show_config(env: Mapping[str, str]) -> dict[str, str] | Finding:
     """``scontrol show config`` as ``{key: value}``, or the finding that it failed."""
-    scontrol = slurm_command("scontrol", env)
+    scontrol = _command("scontrol")
     if scontrol is None:
-        return fail("slurm", "scontrol not found (PATH, /opt/slurm/bin, /usr/bin)")
+        where = ", ".join(SLURM_BIN_DIRS)
+        return fail("slurm", f"scontrol is in none of {where}: the hooks cannot reach Slurm")
     try:
         proc = subprocess.run(
             [scontrol, "show", "config"],
@@ -205,7 +199,7 @@ def plugin(conf: Mapping[str, str], env: Mapping[str, str]) -> Iterator[Finding]
             )
         else:
             yield ok("plugstack", f"{plugstack}: required {so}")
-    sbatch = slurm_command("sbatch", env)
+    sbatch = _command("sbatch")
     if sbatch is None:
         yield warn("sbatch", "sbatch not found on this host: cannot check the plugin loads")
         return
