@@ -112,7 +112,11 @@ def credentials_file(tmp_path: Path) -> Path:
 
 
 def doctor(
-    cluster: SlurmCluster, config: Path, imds_endpoint: str, tmp_path: Path
+    cluster: SlurmCluster,
+    config: Path,
+    imds_endpoint: str,
+    tmp_path: Path,
+    python: str = sys.executable,
 ) -> tuple[int, dict[str, list[str]]]:
     """Run doctor; returns its exit status and the lines by status (ok, warn, FAIL)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
@@ -125,7 +129,7 @@ def doctor(
         AWS_CONFIG_FILE=str(tmp_path / "no-config"),
     )
     proc = subprocess.run(
-        [sys.executable, "-m", "fsx_stage", "doctor"],
+        [python, "-m", "fsx_stage", "doctor"],
         env=env,
         capture_output=True,
         text=True,
@@ -150,6 +154,7 @@ def test_a_healthy_node_passes(slurm_cluster: SlurmCluster, tmp_path: Path, dead
     assert lines["FAIL"] == []
     assert rc == 0
     assert {
+        "install",
         "config",
         "credentials",
         "imds",
@@ -251,3 +256,23 @@ def test_settings_name_the_missing_slurm_conf_lines(tmp_path: Path) -> None:
     )
     found = {f.topic: f for f in slurm.settings(config, conf)}
     assert found["Prolog"].status == "ok"
+
+
+def test_an_installation_job_users_cannot_run_fails(
+    slurm_cluster: SlurmCluster, tmp_path: Path, dead_imds: str
+) -> None:
+    """A venv in a root-only directory (as over a pyenv python under /root): the hooks'
+    worker could not import anything after dropping to the job user."""
+    private = tmp_path / "private"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(private)], check=True)
+    private.chmod(0o700)
+    [site_packages] = private.glob("lib/python3.*/site-packages")
+    repo_site = next(p for p in sys.path if p.endswith("site-packages"))
+    (site_packages / "repo.pth").write_text(f"import site; site.addsitedir({repo_site!r})\n")
+    config = site_config(tmp_path, s3=f'credentials_file = "{credentials_file(tmp_path)}"\n')
+    python = str(private / "bin" / "python")
+    rc, lines = doctor(slurm_cluster, config, dead_imds, tmp_path, python=python)
+    assert rc == 1
+    [install] = [line for line in lines["FAIL"] if line.startswith("install:")]
+    assert f"user nobody cannot run {python}" in install
+    assert "PYTHON=" in install

@@ -43,6 +43,7 @@ def findings(env: Mapping[str, str], imds_endpoint: str, probe_user: str) -> Ite
 
     if os.geteuid() != 0:
         yield warn("user", "not root: the hooks run as root; run doctor as root for the full check")
+    yield node.installation(probe_user)
     config, finding = node.load(env)
     yield finding
     if config is not None:

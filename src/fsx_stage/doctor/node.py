@@ -10,7 +10,9 @@ import http.client
 import os
 import pwd
 import stat
-from collections.abc import Iterator, Mapping
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,6 +24,7 @@ from fsx_stage.doctor import Finding, fail, ok, warn
 IMDS_ENDPOINT = "http://169.254.169.254/"
 IMDS_ENDPOINT_ENV = "AWS_EC2_METADATA_SERVICE_ENDPOINT"
 IMDS_TIMEOUT_S = 2.0
+PROBE_TIMEOUT_S = 30.0
 HARDENING = "see docs/install.md, 'Instance metadata'"
 
 
@@ -89,6 +92,59 @@ _TTL = "X-aws-ec2-metadata-token-ttl-seconds"
 _TOKEN = "X-aws-ec2-metadata-token"  # noqa: S105 (a header name)
 
 
+def as_probe_user(
+    topic: str, probe_user: str, fn: Callable[..., Any], *args: Any
+) -> tuple[str, Any] | Finding:
+    """``fn(*args)`` as the unprivileged ``probe_user`` (as ourselves when not root).
+
+    Returns who ran it and its result, or the finding that it could not run."""
+    from fsx_stage.hooks.privileges import UserCredentials, WorkerError, run_as_user
+
+    if os.geteuid() != 0:
+        return pwd.getpwuid(os.geteuid()).pw_name, fn(*args)
+    try:
+        entry = pwd.getpwnam(probe_user)
+    except KeyError:
+        return fail(topic, f"probe user {probe_user!r} does not exist: pass --probe-user")
+    user = UserCredentials.lookup(probe_user, entry.pw_uid, entry.pw_gid)
+    try:
+        return probe_user, run_as_user(user, fn, *args, timeout=PROBE_TIMEOUT_S)
+    except WorkerError as exc:
+        return warn(topic, f"probe as {probe_user} failed: {exc}")
+
+
+def _import_hook_modules() -> str:
+    """Start this installation's Python and import what the hooks import after the drop."""
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", "import fsx_stage.hooks.staging, fsx_stage.transfer"],
+            cwd="/",
+            capture_output=True,
+            text=True,
+            timeout=PROBE_TIMEOUT_S,
+            check=False,
+        )
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return "" if proc.returncode == 0 else (proc.stderr.strip().splitlines() or ["failed"])[-1]
+
+
+def installation(probe_user: str) -> Finding:
+    """Job users can run this installation (the hooks' worker imports after dropping to them)."""
+    topic = "install"
+    probed = as_probe_user(topic, probe_user, _import_hook_modules)
+    if isinstance(probed, Finding):
+        return probed
+    user, error = probed
+    if error:
+        return fail(
+            topic,
+            f"user {user} cannot run {sys.executable} ({error}): every staged job would fail; "
+            "reinstall with PYTHON= a system python readable by all users (docs/install.md)",
+        )
+    return ok(topic, f"{sys.prefix} runs as user {user}")
+
+
 def imds_exposure(
     config: SiteConfig, source: str | None, endpoint: str, probe_user: str
 ) -> Finding:
@@ -97,22 +153,11 @@ def imds_exposure(
     If it can, and fsx-stage itself uses that role, the site policy is no boundary: a job
     can call S3 directly with the same rights.
     """
-    from fsx_stage.hooks.privileges import UserCredentials, WorkerError, run_as_user
-
     topic = "imds"
-    if os.geteuid() == 0:
-        try:
-            entry = pwd.getpwnam(probe_user)
-        except KeyError:
-            return fail(topic, f"probe user {probe_user!r} does not exist: pass --probe-user")
-        user = UserCredentials.lookup(probe_user, entry.pw_uid, entry.pw_gid)
-        try:
-            result = run_as_user(user, probe_imds, endpoint, timeout=4 * IMDS_TIMEOUT_S)
-        except WorkerError as exc:
-            return warn(topic, f"probe as {probe_user} failed: {exc}")
-    else:
-        probe_user = pwd.getpwuid(os.geteuid()).pw_name
-        result = probe_imds(endpoint)
+    probed = as_probe_user(topic, probe_user, probe_imds, endpoint)
+    if isinstance(probed, Finding):
+        return probed
+    probe_user, result = probed
     if not result["reachable"]:
         return ok(topic, f"{endpoint} not reachable by non-root user {probe_user}")
     roles = result["roles"]
