@@ -8,20 +8,22 @@ from __future__ import annotations
 
 import glob
 import re
-import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from fsx_stage.config import SiteConfig
 from fsx_stage.doctor import Finding, fail, ok, warn
-from fsx_stage.hooks.slurmctl import SLURM_BIN_DIRS, slurm_command
+from fsx_stage.hooks.slurmctl import SLURM_BIN_DIRS, run_command, slurm_command
 
 #: The hooks' own work besides the transfers (scontrol calls, credentials, state writes).
 HOOK_MARGIN_S = 60
 #: What ``scontrol show config`` prints for an unset PrologEpilogTimeout (wait forever).
 UNLIMITED = 65534
-COMMAND_TIMEOUT_S = 30.0
 PLUGIN_NAME = "fsx_stage.so"
+
+
+class CommandFailed(Exception):
+    """A Slurm command could not run or outlived its timeout."""
 
 
 def _command(name: str) -> str | None:
@@ -37,16 +39,9 @@ def show_config(env: Mapping[str, str]) -> dict[str, str] | Finding:
         where = ", ".join(SLURM_BIN_DIRS)
         return fail("slurm", f"scontrol is in none of {where}: the hooks cannot reach Slurm")
     try:
-        proc = subprocess.run(
-            [scontrol, "show", "config"],
-            env=dict(env),
-            capture_output=True,
-            text=True,
-            timeout=COMMAND_TIMEOUT_S,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return fail("slurm", f"scontrol show config: {exc}")
+        proc = run_command([scontrol, "show", "config"], env, CommandFailed, "scontrol show config")
+    except CommandFailed as exc:
+        return fail("slurm", str(exc))
     if proc.returncode != 0:
         return fail("slurm", f"scontrol show config: {proc.stderr.strip()}: is slurmctld up?")
     settings = {}
@@ -204,16 +199,9 @@ def plugin(conf: Mapping[str, str], env: Mapping[str, str]) -> Iterator[Finding]
         yield warn("sbatch", "sbatch not found on this host: cannot check the plugin loads")
         return
     try:
-        proc = subprocess.run(
-            [sbatch, "--help"],
-            env=dict(env),
-            capture_output=True,
-            text=True,
-            timeout=COMMAND_TIMEOUT_S,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        yield fail("sbatch", f"sbatch --help: {exc}")
+        proc = run_command([sbatch, "--help"], env, CommandFailed, "sbatch --help")
+    except CommandFailed as exc:
+        yield fail("sbatch", str(exc))
         return
     if "--fsx-stage" in proc.stdout:
         yield ok("sbatch", "sbatch --help offers --fsx-stage (the plugin loads)")
