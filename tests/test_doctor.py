@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from tests.testbed.cluster import SlurmCluster
+from tests.testbed.cluster import SPANK_SO, SlurmCluster
 from tests.testbed.ports import free_port
 
 from fsx_stage.doctor import slurm
@@ -276,3 +276,32 @@ def test_an_installation_job_users_cannot_run_fails(
     [install] = [line for line in lines["FAIL"] if line.startswith("install:")]
     assert f"user nobody cannot run {python}" in install
     assert "PYTHON=" in install
+
+
+def test_a_plugin_sbatch_does_not_load_fails(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
+    """The cluster's slurm.conf with another plugstack.conf: listed but `optional` and
+    behind an include, then not listed at all (sbatch then has no --fsx-stage)."""
+    included = tmp_path / "plugstack.d"
+    included.mkdir()
+    (included / "fsx-stage.conf").write_text(f"optional {SPANK_SO}\n")
+    plugstack = tmp_path / "plugstack.conf"
+    plugstack.write_text(f"# site plugins\ninclude {included}/*.conf\n")
+    conf_text = slurm_cluster.layout.slurm_conf.read_text()
+    slurm_conf = tmp_path / "slurm.conf"
+    slurm_conf.write_text(
+        "\n".join(
+            f"PlugStackConfig={plugstack}" if line.startswith("PlugStackConfig=") else line
+            for line in conf_text.splitlines()
+        )
+    )
+    env = {**os.environ, "SLURM_CONF": str(slurm_conf)}
+    found = {f.topic: f for f in slurm.plugin({"PlugStackConfig": str(plugstack)}, env)}
+    assert found["plugstack"].status == "warn"
+    assert "make it 'required'" in found["plugstack"].message
+    assert found["sbatch"].status == "ok"
+    plugstack.write_text("# nothing\n")
+    found = {f.topic: f for f in slurm.plugin({"PlugStackConfig": str(plugstack)}, env)}
+    assert found["plugstack"].status == "FAIL"
+    assert "required /opt/fsx-stage/lib/fsx-stage/fsx_stage.so" in found["plugstack"].message
+    assert found["sbatch"].status == "FAIL"
+    assert "rebuild it" in found["sbatch"].message
