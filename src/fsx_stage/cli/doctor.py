@@ -39,7 +39,7 @@ def register(subparsers: Any) -> None:
 
 def findings(env: Mapping[str, str], imds_endpoint: str, probe_user: str) -> Iterator[Finding]:
     """Every check, in order; those that need the site config only when it is valid."""
-    from fsx_stage.doctor import node, slurm
+    from fsx_stage.doctor import imds, node, slurm
 
     if os.geteuid() != 0:
         yield warn("user", "not root: the hooks run as root; run doctor as root for the full check")
@@ -49,7 +49,7 @@ def findings(env: Mapping[str, str], imds_endpoint: str, probe_user: str) -> Ite
     if config is not None:
         source, finding = node.credentials(config)
         yield finding
-        yield node.imds_exposure(config, source, imds_endpoint, probe_user)
+        yield imds.exposure(config, source, imds_endpoint, probe_user)
         yield from node.scratch(config)
         yield node.state_dir(config)
         yield node.log_destination(config)
@@ -62,9 +62,9 @@ def findings(env: Mapping[str, str], imds_endpoint: str, probe_user: str) -> Ite
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from fsx_stage.doctor import node
+    from fsx_stage.doctor import imds
 
-    endpoint = args.imds_endpoint or node.imds_endpoint(os.environ)
+    endpoint = args.imds_endpoint or imds.default_endpoint(os.environ)
     failed = False
     for finding in findings(os.environ, endpoint, args.probe_user):
         failed |= finding.status is Status.FAIL

@@ -1,8 +1,9 @@
 """``fsx-stage doctor``: is this node set up to run the hooks safely?
 
 Each check yields :class:`Finding` lines (``ok``, ``warn`` or ``FAIL``, each ``warn`` and
-``FAIL`` saying what to fix). `node` checks the site config, the S3 credentials, who can
-reach the instance metadata service, the scratch mounts and the state directory; `slurm`
+``FAIL`` saying what to fix). `node` checks the installation, the site config, the S3
+credentials, the scratch mounts, the state directory and the log; `imds` who can reach the
+instance metadata service (`probe` runs such checks as an unprivileged user); `slurm`
 checks slurm.conf (through ``scontrol show config``) and the SPANK plugin.
 """
 

@@ -1,4 +1,4 @@
-"""The node's side: site config, S3 credentials, IMDS exposure, scratch, state directory, log.
+"""The node's side: the installation, site config, S3 credentials, scratch, state directory, log.
 
 Runs as root (an admin on a compute node). Nothing here prints a secret: the credentials
 check names where they came from, never their values.
@@ -6,30 +6,15 @@ check names where they came from, never their values.
 
 from __future__ import annotations
 
-import http.client
-import os
-import pwd
 import stat
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
 
 from fsx_stage.config import ConfigError, SiteConfig, config_path, load_config
 from fsx_stage.doctor import Finding, fail, ok, warn
-
-#: The endpoint botocore uses (``AWS_EC2_METADATA_SERVICE_ENDPOINT`` overrides it there too).
-IMDS_ENDPOINT = "http://169.254.169.254/"
-IMDS_ENDPOINT_ENV = "AWS_EC2_METADATA_SERVICE_ENDPOINT"
-IMDS_TIMEOUT_S = 2.0
-PROBE_TIMEOUT_S = 30.0
-HARDENING = "see docs/install.md, 'Instance metadata'"
-
-
-def imds_endpoint(env: Mapping[str, str]) -> str:
-    return env.get(IMDS_ENDPOINT_ENV) or IMDS_ENDPOINT
+from fsx_stage.doctor.probe import PROBE_TIMEOUT_S, as_probe_user
 
 
 def load(env: Mapping[str, str]) -> tuple[SiteConfig | None, Finding]:
@@ -62,57 +47,6 @@ def credentials(config: SiteConfig) -> tuple[str | None, Finding]:
     return source, ok("credentials", f"S3 credentials resolve from {source}{detail}")
 
 
-def probe_imds(endpoint: str) -> dict[str, Any]:
-    """Ask the metadata service for the instance role's name (IMDSv2, then v1).
-
-    Runs as the unprivileged probe user. Never fetches the role's credentials.
-    """
-    parts = urlsplit(endpoint)
-    host, port = parts.hostname or "", parts.port or 80
-    base = parts.path.rstrip("/")
-    headers: dict[str, str] = {}
-    try:
-        conn = http.client.HTTPConnection(host, port, timeout=IMDS_TIMEOUT_S)
-        conn.request("PUT", f"{base}/latest/api/token", headers={_TTL: "60"})
-        reply = conn.getresponse()
-        token = reply.read().decode("ascii", "replace").strip()
-        if reply.status == 200 and token:
-            headers[_TOKEN] = token
-        conn.request("GET", f"{base}/latest/meta-data/iam/security-credentials/", headers=headers)
-        reply = conn.getresponse()
-        body = reply.read().decode("utf-8", "replace")
-        conn.close()
-    except OSError as exc:
-        return {"reachable": False, "detail": exc.strerror or type(exc).__name__}
-    roles = body.split() if reply.status == 200 else []
-    return {"reachable": True, "roles": roles, "v2": bool(headers)}
-
-
-_TTL = "X-aws-ec2-metadata-token-ttl-seconds"
-_TOKEN = "X-aws-ec2-metadata-token"  # noqa: S105 (a header name)
-
-
-def as_probe_user(
-    topic: str, probe_user: str, fn: Callable[..., Any], *args: Any
-) -> tuple[str, Any] | Finding:
-    """``fn(*args)`` as the unprivileged ``probe_user`` (as ourselves when not root).
-
-    Returns who ran it and its result, or the finding that it could not run."""
-    from fsx_stage.hooks.privileges import UserCredentials, WorkerError, run_as_user
-
-    if os.geteuid() != 0:
-        return pwd.getpwuid(os.geteuid()).pw_name, fn(*args)
-    try:
-        entry = pwd.getpwnam(probe_user)
-    except KeyError:
-        return fail(topic, f"probe user {probe_user!r} does not exist: pass --probe-user")
-    user = UserCredentials.lookup(probe_user, entry.pw_uid, entry.pw_gid)
-    try:
-        return probe_user, run_as_user(user, fn, *args, timeout=PROBE_TIMEOUT_S)
-    except WorkerError as exc:
-        return warn(topic, f"probe as {probe_user} failed: {exc}")
-
-
 def _import_hook_modules() -> str:
     """Start this installation's Python and import what the hooks import after the drop."""
     try:
@@ -143,42 +77,6 @@ def installation(probe_user: str) -> Finding:
             "reinstall with PYTHON= a system python readable by all users (docs/install.md)",
         )
     return ok(topic, f"{sys.prefix} runs as user {user}")
-
-
-def imds_exposure(
-    config: SiteConfig, source: str | None, endpoint: str, probe_user: str
-) -> Finding:
-    """Can a job (any non-root user) get the instance role's credentials from IMDS?
-
-    If it can, and fsx-stage itself uses that role, the site policy is no boundary: a job
-    can call S3 directly with the same rights.
-    """
-    topic = "imds"
-    probed = as_probe_user(topic, probe_user, probe_imds, endpoint)
-    if isinstance(probed, Finding):
-        return probed
-    probe_user, result = probed
-    if not result["reachable"]:
-        return ok(topic, f"{endpoint} not reachable by non-root user {probe_user}")
-    roles = result["roles"]
-    if not roles:
-        return ok(topic, f"{endpoint} reachable by {probe_user}, but no instance role is attached")
-    role = roles[0]
-    own = config.s3.credentials_file is not None or config.s3.profile is not None
-    if source == "iam-role" or (source is None and not own):
-        return fail(
-            topic,
-            f"non-root user {probe_user} can get instance role {role!r} credentials from "
-            f"{endpoint}, and fsx-stage uses that role: any job can bypass the site policy. "
-            "Restrict IMDS to root (iptables owner match), or give the role no S3 rights "
-            f"and fsx-stage its own [s3] credentials_file ({HARDENING})",
-        )
-    return warn(
-        topic,
-        f"non-root user {probe_user} can get instance role {role!r} credentials from "
-        f"{endpoint}: make sure that role has no S3 rights, or restrict IMDS to root "
-        f"({HARDENING})",
-    )
 
 
 def _mounts() -> list[tuple[str, str]]:
