@@ -109,8 +109,9 @@ SLURM_INCLUDE ?= $(patsubst %/slurm/spank.h,%,$(firstword $(wildcard \
 
 spank: $(SPANK_SO) ## build the SPANK plugin against the site's Slurm headers (SLURM_INCLUDE=)
 # Build under a temporary name, then rename: overwriting a .so that a daemon has
-# mapped can crash it; a rename leaves the old inode intact.
-$(SPANK_SO): spank/fsx_stage.c
+# mapped can crash it; a rename leaves the old inode intact. Newer Slurm headers (an
+# upgrade) rebuild it too.
+$(SPANK_SO): spank/fsx_stage.c $(wildcard $(SLURM_INCLUDE)/slurm/spank.h $(SLURM_INCLUDE)/slurm/slurm_version.h)
 	@if [ ! -f '$(SLURM_INCLUDE)/slurm/spank.h' ]; then \
 	  echo "spank: slurm/spank.h not found$(if $(SLURM_INCLUDE), in $(SLURM_INCLUDE)): set SLURM_INCLUDE=DIR to the include directory of the Slurm you run (DIR/slurm/spank.h; /opt/slurm/include on AWS ParallelCluster; the slurm-devel or libslurm-dev package elsewhere)" >&2; \
 	  exit 1; fi

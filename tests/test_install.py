@@ -159,7 +159,14 @@ def test_spank_builds_against_the_given_headers(tmp_path: Path) -> None:
     proc = make("spank", f"SLURM_INCLUDE={include}")
     assert proc.returncode == 0, proc.stderr
     assert f"-I'{include}'" in proc.stdout
-    assert (make.repo / "spank" / "fsx_stage.so").is_file()
+    plugin = make.repo / "spank" / "fsx_stage.so"
+    assert plugin.is_file()
+    assert f"-I'{include}'" not in make("spank", f"SLURM_INCLUDE={include}").stdout  # built
+    # A Slurm upgrade brings newer headers: the next build (make install) rebuilds the plugin.
+    later = plugin.stat().st_mtime + 10
+    os.utime(include / "slurm" / "slurm_version.h", (later, later))
+    proc = make("spank", f"SLURM_INCLUDE={include}")
+    assert f"-I'{include}'" in proc.stdout
     assert make.package_manager_calls() == []
 
 
