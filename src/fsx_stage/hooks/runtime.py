@@ -108,6 +108,12 @@ def start(env: Mapping[str, str], job_id: int | None) -> Runtime:
 
 def resolve_credentials(config: SiteConfig) -> StaticCredentials:
     """Resolve S3 credentials as root via botocore's chain; a node fault when there are none."""
+    return resolve_credentials_and_source(config)[0]
+
+
+def resolve_credentials_and_source(config: SiteConfig) -> tuple[StaticCredentials, str]:
+    """:func:`resolve_credentials`, plus where botocore found them (e.g. ``iam-role``,
+    ``shared-credentials-file``, ``env``): ``fsx-stage doctor`` reports it."""
     import botocore.session
     from botocore.exceptions import BotoCoreError
 
@@ -127,11 +133,12 @@ def resolve_credentials(config: SiteConfig) -> StaticCredentials:
         )
     register_secret(frozen.secret_key)
     register_secret(frozen.token)
-    return StaticCredentials(
+    credentials = StaticCredentials(
         access_key_id=frozen.access_key,
         secret_access_key=Secret(frozen.secret_key),
         session_token=Secret(frozen.token) if frozen.token else None,
     )
+    return credentials, str(getattr(found, "method", None) or "unknown")
 
 
 def s3_settings(config: SiteConfig, credentials: StaticCredentials) -> S3Settings:
