@@ -17,7 +17,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TextIO
 
-from fsx_stage.s3url import S3UrlError
+from fsx_stage.s3url import S3UrlError, is_s3_url
 
 if TYPE_CHECKING:  # the engine (aiobotocore, aiohttp) is imported only when a copy runs
     from fsx_stage.transfer import Encryption, TransferEvent, TransferSummary
@@ -322,22 +322,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace, summary: TransferSummary) -> int:
-    for failure in summary.failures:
-        print(
-            f"fsx-stage {args.command}: failed: {failure.key}: "
-            f"{failure.reason} [{failure.category}]",
-            file=sys.stderr,
-        )
+    from fsx_stage.cli import transfer_summary
+
+    prefix = f"fsx-stage {args.command}: "
+    if args.json:  # stdout carries every event; stderr lists each failure
+        lines = [f"failed: {f.key}: {f.reason} [{f.category}]" for f in summary.failures]
+    else:
+        lines = transfer_summary.failure_lines(summary.failures)
     if summary.cancelled:
-        print(f"fsx-stage {args.command}: cancelled", file=sys.stderr)
+        lines.append("cancelled")
     if args.json:
         record = {"event": "summary", "ok": summary.ok, **summary.to_json()}
         sys.stdout.write(json.dumps(record) + "\n")
-    elif not args.no_progress:
-        print(
-            f"fsx-stage {args.command}: {summary.objects_done} done, {summary.objects_skipped} "
-            f"skipped, {len(summary.failures)} failed, {summary.bytes_done} bytes in "
-            f"{summary.elapsed_s:.1f}s",
-            file=sys.stderr,
-        )
+    elif summary.ok and not (summary.objects_done or summary.objects_skipped):
+        lines.append(transfer_summary.empty_source(args.src))
+    else:
+        lines.append(transfer_summary.totals_line(summary, is_s3_url(args.src[0])))
+    for line in lines:
+        print(prefix + line, file=sys.stderr)
     return EXIT_OK if summary.ok else EXIT_FAILED
