@@ -45,3 +45,42 @@ def test_many_failures_are_summarised_by_reason_not_one_line_each(
     assert reason.count("gone/k") == 5 and reason.endswith(", ...")
     assert "all failures are in --json output" in result.stderr
     assert "; 30 failed" in lines[-1]
+
+
+def _listing(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_dryrun_download_lists_each_object_and_changes_nothing(
+    bucket: str, s3_env: dict[str, str], tmp_path: Path, s3_client: Any
+) -> None:
+    for key in ("dr/a", "dr/sub/b"):
+        s3_client.put_object(Bucket=bucket, Key=key, Body=b"12345")
+    dst = tmp_path / "new" / "d"
+    result = cli("sync", f"s3://{bucket}/dr/", str(dst), "--dryrun", env=s3_env)
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.stdout.splitlines()) == [
+        f"(dryrun) download: s3://{bucket}/dr/a to {dst}/a",
+        f"(dryrun) download: s3://{bucket}/dr/sub/b to {dst}/sub/b",
+    ]
+    assert "(dryrun) would download 2 objects, 10 B" in result.stderr
+    assert not (tmp_path / "new").exists()
+    # Once synced, a dry run plans nothing and leaves no temporary behind.
+    assert cli("sync", f"s3://{bucket}/dr/", str(dst), env=s3_env).returncode == 0
+    before = _listing(dst)
+    again = cli("sync", f"s3://{bucket}/dr/", str(dst), "--dryrun", env=s3_env)
+    assert again.stdout == "" and "; 2 unchanged" in again.stderr
+    assert _listing(dst) == before
+
+
+def test_dryrun_upload_lists_each_file_and_puts_nothing(
+    bucket: str, s3_env: dict[str, str], tmp_path: Path, s3_client: Any
+) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "f").write_bytes(b"abc")
+    result = cli("cp", "-r", str(tmp_path / "src"), f"s3://{bucket}/du/", "--dryrun", env=s3_env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"(dryrun) upload: {tmp_path}/src/f to s3://{bucket}/du/f"
+    ]
+    assert "Contents" not in s3_client.list_objects_v2(Bucket=bucket, Prefix="du/")

@@ -148,6 +148,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         parser.add_argument("--sse", choices=["AES256", "aws:kms"], help="server-side encryption")
         parser.add_argument("--sse-kms-key-id", metavar="ID")
         parser.add_argument("--sse-c-key-file", type=Path, metavar="FILE")
+        parser.add_argument(
+            "--dryrun", action="store_true", help="print what would be copied; change nothing"
+        )
         parser.add_argument("--fsync", action="store_true", help="fsync each file before rename")
         parser.add_argument(
             "--preserve-owner",
@@ -274,6 +277,7 @@ def run(args: argparse.Namespace) -> int:
             sync=args.sync,
             fsync=args.fsync,
             preserve_owner=args.preserve_owner,
+            dryrun=args.dryrun,
             encryption=_encryption(args),
         )
         s3 = S3Settings(
@@ -294,6 +298,13 @@ def run(args: argparse.Namespace) -> int:
     on_event: Callable[[TransferEvent], None] | None = (
         _json_emitter(sys.stdout) if args.json else progress
     )
+    planned: list[int] = []
+    if args.dryrun and not args.json:
+        try:
+            on_event = _dryrun_printer(args, planned)
+        except (TransferUsageError, S3UrlError) as exc:
+            print(f"fsx-stage {args.command}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     cancel = threading.Event()
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -318,10 +329,37 @@ def run(args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
         if progress is not None:
             progress.close()
-    return _report(args, summary)
+    return _report(args, summary, planned)
 
 
-def _report(args: argparse.Namespace, summary: TransferSummary) -> int:
+def _dryrun_printer(
+    args: argparse.Namespace, planned: list[int]
+) -> Callable[[TransferEvent], None]:
+    """Prints ``(dryrun) download: s3://b/k to path`` per planned job; counts into ``planned``."""
+    from fsx_stage.transfer.routes import resolve
+
+    recursive = (args.sync and len(args.src) == 1) or getattr(args, "recursive", False)
+    route = resolve(args.src[0] if len(args.src) == 1 else args.src, args.dst, recursive)
+    names = {job.key: job.rel for job in route.named}
+    root = route.local_root.rstrip("/") or "/"
+
+    def emit(event: TransferEvent) -> None:
+        if event.kind != "planned":
+            return
+        planned.append(event.bytes)
+        path = f"{root}/{names.get(event.key, event.key[len(route.prefix) :])}"
+        url = f"s3://{route.bucket}/{event.key}"
+        line = (
+            f"download: {url} to {path}"
+            if route.direction == "download"
+            else (f"upload: {path} to {url}")
+        )
+        print(f"(dryrun) {line}")
+
+    return emit
+
+
+def _report(args: argparse.Namespace, summary: TransferSummary, planned: Sequence[int] = ()) -> int:
     from fsx_stage.cli import transfer_summary
 
     prefix = f"fsx-stage {args.command}: "
@@ -334,8 +372,10 @@ def _report(args: argparse.Namespace, summary: TransferSummary) -> int:
     if args.json:
         record = {"event": "summary", "ok": summary.ok, **summary.to_json()}
         sys.stdout.write(json.dumps(record) + "\n")
-    elif summary.ok and not (summary.objects_done or summary.objects_skipped):
+    elif summary.ok and not (summary.objects_done or summary.objects_skipped or planned):
         lines.append(transfer_summary.empty_source(args.src))
+    elif args.dryrun:
+        lines.append(transfer_summary.dryrun_line(summary, is_s3_url(args.src[0]), planned))
     else:
         lines.append(transfer_summary.totals_line(summary, is_s3_url(args.src[0])))
     for line in lines:

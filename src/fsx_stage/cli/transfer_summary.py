@@ -41,6 +41,20 @@ def totals_line(summary: TransferSummary, download: bool) -> str:
     return line
 
 
+def dryrun_line(summary: TransferSummary, download: bool, planned: Sequence[int]) -> str:
+    """``(dryrun) would download 3 objects, 1.0 KiB; 2 unchanged``."""
+    count = len(planned)
+    line = (
+        f"(dryrun) would {'download' if download else 'upload'} {count:,} "
+        f"object{'s' * (count != 1)}, {human_bytes(sum(planned))}"
+    )
+    if summary.objects_skipped:
+        line += f"; {summary.objects_skipped:,} unchanged"
+    if summary.failures:
+        line += f"; {len(summary.failures):,} failed"
+    return line
+
+
 def failure_lines(failures: Sequence[TransferFailure]) -> list[str]:
     """One line per failure when there are few; else counts by category, the first keys."""
     if len(failures) <= LISTED_FAILURES:

@@ -32,7 +32,7 @@ FailureCategory = Literal[
     "invalid",
     "other",
 ]
-EventKind = Literal["queued", "bytes", "done", "skipped", "failed"]
+EventKind = Literal["queued", "bytes", "done", "skipped", "failed", "planned"]
 AddressingStyle = Literal["auto", "path", "virtual"]
 EncryptionMode = Literal["none", "sse-s3", "sse-kms", "sse-c"]
 
@@ -201,7 +201,8 @@ class TransferOptions:
     (:mod:`fsx_stage.filters`, the same rule as the ``--fsx-stage`` directive).
     ``part_size=None`` adapts the part size to each object (S3's 10,000-part limit).
     ``workers=None`` uses one process per two cores (at most 8) for recursive transfers;
-    ``concurrency`` is the number of requests in flight per process.
+    ``concurrency`` is the number of requests in flight per process. ``dryrun`` moves
+    nothing: each job is a ``planned`` event (or ``skipped`` by sync), in one process.
     """
 
     concurrency: int = 64
@@ -212,6 +213,7 @@ class TransferOptions:
     sync: bool = False
     fsync: bool = False
     preserve_owner: bool = False
+    dryrun: bool = False
     encryption: Encryption = field(default_factory=Encryption)
     striping: StripeRule = field(default_factory=StripeRule)
 

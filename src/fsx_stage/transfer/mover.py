@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import cast
 
 from fsx_stage.filters import selects
-from fsx_stage.transfer import download, posixmeta, safefs, upload
+from fsx_stage.transfer import download, dryrun, posixmeta, safefs, upload
 from fsx_stage.transfer.client import create_client
 from fsx_stage.transfer.context import Context, Job
 from fsx_stage.transfer.errors import RetryPolicy, classify
 from fsx_stage.transfer.fastpath import FastS3
 from fsx_stage.transfer.models import (
+    EventKind,
     FailureCategory,
     S3Settings,
     TransferEvent,
@@ -64,7 +65,11 @@ class Mover:
     ) -> None:
         self.ctx = ctx
         self.root_fd = root_fd
-        self.move = download.download if direction == "download" else upload.upload
+        self.move: Callable[[Context, int, Job], Awaitable[tuple[EventKind, int]]]
+        if ctx.options.dryrun:
+            self.move = dryrun.plan_download if direction == "download" else dryrun.plan_upload
+        else:
+            self.move = download.download if direction == "download" else upload.upload
         self.slots = asyncio.Semaphore(ctx.options.concurrency)
         self.tasks: set[asyncio.Task[None]] = set()
         self.on_free = on_free  # called whenever a slot frees up
@@ -167,13 +172,19 @@ async def process_context(
                 await fast.close()
 
 
-def open_root(route: Route) -> int:
+def open_root(route: Route, dry: bool = False) -> int:
+    """The destination root's fd; -1 for a dry run whose download root does not exist."""
+    if dry and route.direction == "download":
+        try:
+            return safefs.open_root(route.local_root, create=False)
+        except FileNotFoundError:
+            return -1
     return safefs.open_root(route.local_root, create=route.direction == "download")
 
 
 async def run_here(route: Route, options: TransferOptions, s3: S3Settings, tally: Tally) -> None:
     async with process_context(route, options, s3, tally.add) as ctx:
-        root_fd = open_root(route)
+        root_fd = open_root(route, options.dryrun)
         mover = Mover(ctx, root_fd, route.direction)
         try:
             async for job in jobs(ctx, route, tally.add):
@@ -188,4 +199,5 @@ async def run_here(route: Route, options: TransferOptions, s3: S3Settings, tally
                 await asyncio.gather(*list(mover.tasks), return_exceptions=True)
             raise
         finally:
-            os.close(root_fd)
+            if root_fd >= 0:
+                os.close(root_fd)

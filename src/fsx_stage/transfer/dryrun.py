@@ -1,0 +1,43 @@
+"""``--dryrun``: say what each job would do, changing nothing (no directory, no temp file).
+
+Sync's comparison is the real one (:func:`download._up_to_date`, upload's HEAD), so a
+dry run lists exactly what a run would copy. ``root_fd`` is -1 when the destination
+directory does not exist yet (then every download is planned).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from fsx_stage.transfer import download, safefs, upload
+from fsx_stage.transfer.context import Context, Job
+
+Outcome = tuple[Literal["planned", "skipped"], int]
+
+
+async def plan_download(ctx: Context, root_fd: int, job: Job) -> Outcome:
+    if ctx.options.sync and root_fd >= 0 and not job.rel.endswith("/") and job.size >= 0:
+        try:
+            parent = safefs.open_parent(root_fd, safefs.split_relative(job.rel), create=False)
+        except FileNotFoundError:
+            return "planned", job.size
+        try:
+            if download._up_to_date(parent, job.rel.rsplit("/", 1)[-1], job):
+                return "skipped", 0
+        finally:
+            os.close(parent)
+    return "planned", max(job.size, 0)
+
+
+async def plan_upload(ctx: Context, root_fd: int, job: Job) -> Outcome:
+    if ctx.options.sync and job.size >= 0 and not job.rel.endswith("/"):
+        parts = safefs.split_relative(job.rel)
+        parent = safefs.open_parent(root_fd, parts, create=False)
+        try:
+            st = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
+        finally:
+            os.close(parent)
+        if await upload._exists_identical(ctx, job, st):
+            return "skipped", 0
+    return "planned", max(job.size, 0)
