@@ -84,3 +84,47 @@ def test_dryrun_upload_lists_each_file_and_puts_nothing(
         f"(dryrun) upload: {tmp_path}/src/f to s3://{bucket}/du/f"
     ]
     assert "Contents" not in s3_client.list_objects_v2(Bucket=bucket, Prefix="du/")
+
+
+def test_sync_delete_download_removes_extras_but_not_excluded_ones(
+    bucket: str, s3_env: dict[str, str], tmp_path: Path, s3_client: Any
+) -> None:
+    s3_client.put_object(Bucket=bucket, Key="sd/keep", Body=b"k")
+    dst = tmp_path / "d"
+    (dst / "sub").mkdir(parents=True)
+    for name in ("extra", "sub/extra", "notes.log"):
+        (dst / name).write_bytes(b"local")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious").write_bytes(b"p")
+    (dst / "link").symlink_to(outside, target_is_directory=True)
+    src = f"s3://{bucket}/sd/"
+    dry = cli("sync", src, str(dst), "--delete", "--exclude", "*.log", "--dryrun", env=s3_env)
+    assert dry.returncode == 0, dry.stderr
+    assert f"(dryrun) delete: {dst}/sub/extra" in dry.stdout.splitlines()
+    assert (dst / "sub" / "extra").exists()
+    result = cli("sync", src, str(dst), "--delete", "--exclude", "*.log", env=s3_env)
+    assert result.returncode == 0, result.stderr
+    assert "; 3 deleted" in result.stderr  # extra, sub/extra and the symlink itself
+    assert sorted(p.name for p in dst.rglob("*")) == ["keep", "notes.log", "sub"]
+    assert (outside / "precious").read_bytes() == b"p"
+
+
+def test_sync_delete_upload_removes_objects_not_in_the_directory(
+    bucket: str, s3_env: dict[str, str], tmp_path: Path, s3_client: Any
+) -> None:
+    for key in ("su/old", "su/f", "su/skip.tmp"):
+        s3_client.put_object(Bucket=bucket, Key=key, Body=b"o")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "f").write_bytes(b"new")
+    src, dst = str(tmp_path / "src"), f"s3://{bucket}/su/"
+    result = cli("sync", src, dst, "--delete", "--exclude", "*.tmp", env=s3_env)
+    assert result.returncode == 0, result.stderr
+    keys = [o["Key"] for o in s3_client.list_objects_v2(Bucket=bucket, Prefix="su/")["Contents"]]
+    assert sorted(keys) == ["su/f", "su/skip.tmp"]
+
+
+def test_delete_with_cp_is_a_usage_error_pointing_to_sync(tmp_path: Path) -> None:
+    result = cli("cp", "-r", "s3://bucket/p/", str(tmp_path), "--delete")
+    assert result.returncode == 2
+    assert "--delete is for sync" in result.stderr

@@ -149,6 +149,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         parser.add_argument("--sse-kms-key-id", metavar="ID")
         parser.add_argument("--sse-c-key-file", type=Path, metavar="FILE")
         parser.add_argument(
+            "--delete",
+            action="store_true",
+            help="sync: remove destination files/objects not in SRC (excluded ones are kept)",
+        )
+        parser.add_argument(
             "--dryrun", action="store_true", help="print what would be copied; change nothing"
         )
         parser.add_argument("--fsync", action="store_true", help="fsync each file before rename")
@@ -267,6 +272,15 @@ def run(args: argparse.Namespace) -> int:
     if args.verbose:
         logging.basicConfig(level=logging.WARNING, format="fsx-stage: %(message)s")
         logging.getLogger("fsx_stage").setLevel(logging.INFO)
+    if args.delete and not args.sync:
+        print(
+            f"fsx-stage {args.command}: --delete is for sync: use fsx-stage sync SRC DST --delete",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if args.delete and len(args.src) > 1:
+        print("fsx-stage sync: --delete takes one SRC prefix or directory", file=sys.stderr)
+        return EXIT_USAGE
     try:
         options = TransferOptions(
             concurrency=args.concurrency,
@@ -278,6 +292,7 @@ def run(args: argparse.Namespace) -> int:
             fsync=args.fsync,
             preserve_owner=args.preserve_owner,
             dryrun=args.dryrun,
+            delete=args.delete,
             encryption=_encryption(args),
         )
         s3 = S3Settings(
@@ -344,6 +359,11 @@ def _dryrun_printer(
     root = route.local_root.rstrip("/") or "/"
 
     def emit(event: TransferEvent) -> None:
+        if event.kind == "deleted":
+            download = route.direction == "download"
+            gone = f"{root}/{event.key}" if download else f"s3://{route.bucket}/{event.key}"
+            print(f"(dryrun) delete: {gone}")
+            return
         if event.kind != "planned":
             return
         planned.append(event.bytes)

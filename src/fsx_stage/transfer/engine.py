@@ -25,7 +25,7 @@ __all__ = ["TransferUsageError", "resolve", "transfer", "transfer_async"]
 
 
 def _worker_count(route: Route, options: TransferOptions) -> int:
-    if len(route.named) == 1 or options.dryrun:
+    if len(route.named) == 1 or options.dryrun or options.delete:
         return 1
     if options.workers is not None:
         return options.workers

@@ -32,7 +32,7 @@ FailureCategory = Literal[
     "invalid",
     "other",
 ]
-EventKind = Literal["queued", "bytes", "done", "skipped", "failed", "planned"]
+EventKind = Literal["queued", "bytes", "done", "skipped", "failed", "planned", "deleted"]
 AddressingStyle = Literal["auto", "path", "virtual"]
 EncryptionMode = Literal["none", "sse-s3", "sse-kms", "sse-c"]
 
@@ -203,6 +203,7 @@ class TransferOptions:
     ``workers=None`` uses one process per two cores (at most 8) for recursive transfers;
     ``concurrency`` is the number of requests in flight per process. ``dryrun`` moves
     nothing: each job is a ``planned`` event (or ``skipped`` by sync), in one process.
+    ``delete`` (sync only, one process) removes destination items the source lacks.
     """
 
     concurrency: int = 64
@@ -214,6 +215,7 @@ class TransferOptions:
     fsync: bool = False
     preserve_owner: bool = False
     dryrun: bool = False
+    delete: bool = False
     encryption: Encryption = field(default_factory=Encryption)
     striping: StripeRule = field(default_factory=StripeRule)
 
@@ -227,6 +229,7 @@ class TransferOptions:
         object.__setattr__(self, "filters", tuple(self.filters))
         for item in self.filters:
             _check(self, "filters", isinstance(item, Filter), "Filter items")
+        _check(self, "delete", not self.delete or self.sync, "sync=True with delete")
         _check(self, "encryption", isinstance(self.encryption, Encryption), "an Encryption")
         _check(self, "striping", isinstance(self.striping, StripeRule), "a StripeRule")
 
@@ -244,6 +247,7 @@ class TransferFailure:
 class TransferSummary:
     objects_done: int = 0
     objects_skipped: int = 0
+    objects_deleted: int = 0
     bytes_done: int = 0
     elapsed_s: float = 0.0
     failures: list[TransferFailure] = field(default_factory=list)

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import cast
 
 from fsx_stage.filters import selects
-from fsx_stage.transfer import download, dryrun, posixmeta, safefs, upload
+from fsx_stage.transfer import deletion, download, dryrun, posixmeta, safefs, upload
 from fsx_stage.transfer.client import create_client
 from fsx_stage.transfer.context import Context, Job
 from fsx_stage.transfer.errors import RetryPolicy, classify
@@ -41,6 +41,8 @@ class Tally:
             summary.bytes_done += event.bytes
         elif event.kind == "skipped":
             summary.objects_skipped += 1
+        elif event.kind == "deleted":
+            summary.objects_deleted += 1
         elif event.kind == "failed":
             summary.failures.append(
                 TransferFailure(
@@ -187,12 +189,17 @@ async def run_here(route: Route, options: TransferOptions, s3: S3Settings, tally
         root_fd = open_root(route, options.dryrun)
         mover = Mover(ctx, root_fd, route.direction)
         try:
+            seen: set[str] | None = set() if options.delete and not route.named else None
             async for job in jobs(ctx, route, tally.add):
                 if tally.on_event is not None:
                     tally.add(TransferEvent("queued", job.key, 0, job.size))
+                if seen is not None:
+                    seen.add(job.rel)
                 await mover.submit(job)
             await mover.drain()
             download.apply_directory_metadata(ctx, root_fd)
+            if seen is not None:
+                await deletion.delete_extra(ctx, route, root_fd, seen)
         except asyncio.CancelledError:
             mover.cancel()
             with contextlib.suppress(asyncio.CancelledError):
