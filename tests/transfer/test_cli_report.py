@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -128,3 +129,42 @@ def test_delete_with_cp_is_a_usage_error_pointing_to_sync(tmp_path: Path) -> Non
     result = cli("cp", "-r", "s3://bucket/p/", str(tmp_path), "--delete")
     assert result.returncode == 2
     assert "--delete is for sync" in result.stderr
+
+
+def test_exact_timestamps_recopies_a_same_size_file_whose_mtime_differs(
+    bucket: str, s3_env: dict[str, str], tmp_path: Path, s3_client: Any
+) -> None:
+    s3_client.put_object(Bucket=bucket, Key="et/f", Body=b"remote")
+    dst = tmp_path / "d"
+    dst.mkdir()
+    (dst / "f").write_bytes(b"local!")  # same size, a minute newer than LastModified, no record
+    modified = s3_client.head_object(Bucket=bucket, Key="et/f")["LastModified"].timestamp()
+    os.utime(dst / "f", (modified + 60, modified + 60))
+    src = f"s3://{bucket}/et/"
+    plain = cli("sync", src, str(dst), env=s3_env)
+    assert plain.returncode == 0 and (dst / "f").read_bytes() == b"local!", plain.stderr
+    exact = cli("sync", src, str(dst), "--exact-timestamps", env=s3_env)
+    assert exact.returncode == 0, exact.stderr
+    assert (dst / "f").read_bytes() == b"remote"
+    # Downloaded by us (the ETag record), it is now identical: skipped.
+    again = cli("sync", src, str(dst), "--exact-timestamps", env=s3_env)
+    assert "downloaded 0 objects" in again.stderr and "; 1 unchanged" in again.stderr
+
+
+def test_exact_timestamps_without_the_record_skips_an_equal_mtime(
+    bucket: str, s3_env: dict[str, str], tmp_path: Path, s3_client: Any
+) -> None:
+    s3_client.put_object(Bucket=bucket, Key="eq/f", Body=b"remote")
+    modified = s3_client.head_object(Bucket=bucket, Key="eq/f")["LastModified"].timestamp()
+    dst = tmp_path / "d"
+    dst.mkdir()
+    (dst / "f").write_bytes(b"local!")
+    os.utime(dst / "f", (modified, modified))
+    result = cli("sync", f"s3://{bucket}/eq/", str(dst), "--exact-timestamps", env=s3_env)
+    assert result.returncode == 0 and "; 1 unchanged" in result.stderr, result.stderr
+    assert (dst / "f").read_bytes() == b"local!"
+
+
+def test_exact_timestamps_with_cp_is_a_usage_error(tmp_path: Path) -> None:
+    result = cli("cp", "-r", "s3://bucket/p/", str(tmp_path), "--exact-timestamps")
+    assert result.returncode == 2 and "--exact-timestamps is for sync" in result.stderr

@@ -154,6 +154,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             help="sync: remove destination files/objects not in SRC (excluded ones are kept)",
         )
         parser.add_argument(
+            "--exact-timestamps",
+            action="store_true",
+            help="sync downloads: same-size files are copied again unless their mtime equals "
+            "the object's LastModified (files fsx-stage downloaded: the ETag record decides)",
+        )
+        parser.add_argument(
             "--dryrun", action="store_true", help="print what would be copied; change nothing"
         )
         parser.add_argument("--fsync", action="store_true", help="fsync each file before rename")
@@ -272,12 +278,13 @@ def run(args: argparse.Namespace) -> int:
     if args.verbose:
         logging.basicConfig(level=logging.WARNING, format="fsx-stage: %(message)s")
         logging.getLogger("fsx_stage").setLevel(logging.INFO)
-    if args.delete and not args.sync:
-        print(
-            f"fsx-stage {args.command}: --delete is for sync: use fsx-stage sync SRC DST --delete",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
+    for flag, given in (("--delete", args.delete), ("--exact-timestamps", args.exact_timestamps)):
+        if given and not args.sync:
+            print(
+                f"fsx-stage {args.command}: {flag} is for sync: use fsx-stage sync SRC DST {flag}",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
     if args.delete and len(args.src) > 1:
         print("fsx-stage sync: --delete takes one SRC prefix or directory", file=sys.stderr)
         return EXIT_USAGE
@@ -293,6 +300,7 @@ def run(args: argparse.Namespace) -> int:
             preserve_owner=args.preserve_owner,
             dryrun=args.dryrun,
             delete=args.delete,
+            exact_timestamps=args.exact_timestamps,
             encryption=_encryption(args),
         )
         s3 = S3Settings(

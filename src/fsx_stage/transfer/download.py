@@ -44,13 +44,14 @@ def _encrypted_etag(ctx: Context, response: dict[str, Any]) -> bool:
     )
 
 
-def _up_to_date(dir_fd: int, name: str, job: Job) -> bool:
+def _up_to_date(dir_fd: int, name: str, job: Job, exact: bool = False) -> bool:
     """Sync: the local file is what this object would produce.
 
     A file we downloaded carries the ETag it came from (an xattr): it is identical while
     that ETag, its size and its mtime are unchanged. Files without the record (or on
     filesystems without user xattrs) count as identical with equal size and a local
-    mtime not older than the object's LastModified, as ``aws s3 sync`` does.
+    mtime not older than the object's LastModified, as ``aws s3 sync`` does; with
+    ``exact`` (``--exact-timestamps``) the mtime must equal LastModified to the second.
     """
     st = safefs.lstat_or_none(dir_fd, name)
     if st is None or not stat.S_ISREG(st.st_mode) or st.st_size != job.size:
@@ -59,7 +60,11 @@ def _up_to_date(dir_fd: int, name: str, job: Job) -> bool:
     if recorded is not None:
         etag, size, mtime = recorded
         return (etag, size, mtime) == ((job.etag or "").strip('"'), st.st_size, st.st_mtime_ns)
-    return job.mtime_ns is not None and st.st_mtime_ns >= job.mtime_ns
+    if job.mtime_ns is None:
+        return False
+    if exact:
+        return st.st_mtime_ns // 1_000_000_000 == job.mtime_ns // 1_000_000_000
+    return st.st_mtime_ns >= job.mtime_ns
 
 
 async def download(ctx: Context, root_fd: int, job: Job) -> Outcome:
@@ -68,8 +73,8 @@ async def download(ctx: Context, root_fd: int, job: Job) -> Outcome:
     parts = safefs.split_relative(job.rel)
     parent = safefs.open_parent(root_fd, parts)
     try:
-        name = parts[-1]
-        if ctx.options.sync and job.size >= 0 and _up_to_date(parent, name, job):
+        name, exact = parts[-1], ctx.options.exact_timestamps
+        if ctx.options.sync and job.size >= 0 and _up_to_date(parent, name, job, exact):
             return "skipped", 0
         if 0 <= job.size <= ctx.options.multipart_threshold:
             return "done", await _whole_with_retries(ctx, parent, name, job)
@@ -78,7 +83,7 @@ async def download(ctx: Context, root_fd: int, job: Job) -> Outcome:
         job.etag, job.mtime_ns = _etag(head), _mtime_ns(head)
         if ctx.options.sync and job.size < 0:
             job.size = size
-            if _up_to_date(parent, name, job):
+            if _up_to_date(parent, name, job, exact):
                 return "skipped", 0
         job.size = size
         if size <= ctx.options.multipart_threshold:

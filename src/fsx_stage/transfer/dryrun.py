@@ -23,7 +23,8 @@ async def plan_download(ctx: Context, root_fd: int, job: Job) -> Outcome:
         except FileNotFoundError:
             return "planned", job.size
         try:
-            if download._up_to_date(parent, job.rel.rsplit("/", 1)[-1], job):
+            name = job.rel.rsplit("/", 1)[-1]
+            if download._up_to_date(parent, name, job, ctx.options.exact_timestamps):
                 return "skipped", 0
         finally:
             os.close(parent)

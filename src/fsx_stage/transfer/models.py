@@ -204,6 +204,8 @@ class TransferOptions:
     ``concurrency`` is the number of requests in flight per process. ``dryrun`` moves
     nothing: each job is a ``planned`` event (or ``skipped`` by sync), in one process.
     ``delete`` (sync only, one process) removes destination items the source lacks.
+    ``exact_timestamps`` (sync downloads): a file without our source record is identical
+    only when its mtime equals the object's LastModified (whole seconds), not just newer.
     """
 
     concurrency: int = 64
@@ -216,6 +218,7 @@ class TransferOptions:
     preserve_owner: bool = False
     dryrun: bool = False
     delete: bool = False
+    exact_timestamps: bool = False
     encryption: Encryption = field(default_factory=Encryption)
     striping: StripeRule = field(default_factory=StripeRule)
 
@@ -230,6 +233,12 @@ class TransferOptions:
         for item in self.filters:
             _check(self, "filters", isinstance(item, Filter), "Filter items")
         _check(self, "delete", not self.delete or self.sync, "sync=True with delete")
+        _check(
+            self,
+            "exact_timestamps",
+            not self.exact_timestamps or self.sync,
+            "sync=True with exact_timestamps",
+        )
         _check(self, "encryption", isinstance(self.encryption, Encryption), "an Encryption")
         _check(self, "striping", isinstance(self.striping, StripeRule), "a StripeRule")
 
