@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from tests.transfer.test_cli import cli
 
 
@@ -168,3 +169,20 @@ def test_exact_timestamps_without_the_record_skips_an_equal_mtime(
 def test_exact_timestamps_with_cp_is_a_usage_error(tmp_path: Path) -> None:
     result = cli("cp", "-r", "s3://bucket/p/", str(tmp_path), "--exact-timestamps")
     assert result.returncode == 2 and "--exact-timestamps is for sync" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "words"),
+    [
+        ("--part-size", "1K", "argument --part-size: expected a size from 5MiB to 5GiB, got '1K'"),
+        ("--multipart-threshold", "1K", "--multipart-threshold: expected a size of at least 5MiB"),
+        ("--workers", "100", "argument --workers: expected at most 64, got '100'"),
+        ("--concurrency", "2000", "argument --concurrency: expected at most 1024, got '2000'"),
+    ],
+)
+def test_option_errors_name_the_option_in_user_words(
+    option: str, value: str, words: str, tmp_path: Path
+) -> None:
+    result = cli("cp", "s3://bucket/k", str(tmp_path / "k"), option, value)
+    assert result.returncode == 2
+    assert words in result.stderr and "TransferOptions" not in result.stderr

@@ -58,6 +58,35 @@ def _positive(text: str) -> int:
     return value
 
 
+def _at_most(high: int) -> Callable[[str], int]:
+    """A positive integer up to ``high`` (the limits of ``TransferOptions``, in user words)."""
+
+    def parse(text: str) -> int:
+        value = _positive(text)
+        if value > high:
+            raise argparse.ArgumentTypeError(f"expected at most {high}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _size_between(low: int, high: int | None) -> Callable[[str], int]:
+    """A size within S3's multipart limits, e.g. ``expected a size from 5MiB to 5GiB``."""
+
+    def parse(text: str) -> int:
+        value = parse_size(text)
+        if value < low or (high is not None and value > high):
+            bounds = (
+                f"from {_human(low)} to {_human(high)}" if high else f"of at least {_human(low)}"
+            )
+            raise argparse.ArgumentTypeError(
+                f"expected a size {bounds.replace('.0', '')}, got {text!r}"
+            )
+        return value
+
+    return parse
+
+
 COMMANDS = {
     "cp": "copy an object, a prefix or a tree between S3 and a local path",
     "sync": "like cp --recursive, skipping files that are already identical",
@@ -111,28 +140,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             )
         parser.add_argument(
             "--concurrency",
-            type=_positive,
+            type=_at_most(1024),
             default=64,
             metavar="N",
             help="requests in flight per worker process (default 64)",
         )
         parser.add_argument(
             "--workers",
-            type=_positive,
+            type=_at_most(64),
             default=None,
             metavar="N",
             help="worker processes for many objects (default: one per two cores, max 8)",
         )
         parser.add_argument(
             "--part-size",
-            type=parse_size,
+            type=_size_between(5 << 20, 5 << 30),
             default=None,
             metavar="SIZE",
             help="multipart part / download range size (default: adaptive)",
         )
         parser.add_argument(
             "--multipart-threshold",
-            type=parse_size,
+            type=_size_between(5 << 20, None),
             default=16 << 20,
             metavar="SIZE",
             help="use parts above this size (default 16MiB)",
