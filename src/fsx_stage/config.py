@@ -231,6 +231,26 @@ class LogConfig(BaseModel):
         return value
 
 
+class BurstBufferConfig(BaseModel):
+    """``[burst_buffer]``: the burst_buffer/lua mode on the staging host (docs/modes.md)."""
+
+    model_config = _strict()
+
+    # Each job's FSX_STAGE_* variables, read by slurm_bb_paths inside slurmctld (no fork
+    # there): root writes, SlurmUser reads.
+    paths_dir: Path = Path("/var/spool/fsx-stage/bb-paths")
+    # Stage-ins and flushes running at once on the staging host; a job beyond that waits
+    # (PENDING, BurstBufferStageIn / STAGE_OUT) for a slot.
+    max_jobs: int = Field(default=4, ge=1, le=1024)
+
+    @field_validator("paths_dir")
+    @classmethod
+    def _paths_dir(cls, value: Path) -> Path:
+        if not value.is_absolute():
+            raise ValueError("expected an absolute path")
+        return value
+
+
 class SiteConfig(BaseModel):
     """The whole site configuration."""
 
@@ -243,6 +263,7 @@ class SiteConfig(BaseModel):
     transfer: TransferConfig = TransferConfig()
     timeouts: Timeouts = Timeouts()
     log: LogConfig = LogConfig()
+    burst_buffer: BurstBufferConfig = BurstBufferConfig()
 
     @field_validator("scratch_roots")
     @classmethod

@@ -40,6 +40,7 @@ class Site:
         stage_in_budget: float = 120,
         flush_budget: float = 120,
         workers: int = 1,
+        extra: str = "",
     ) -> Path:
         rules = "".join(
             f'\n[[s3.allow]]\nbucket = "{b}"\nusers = ["*"]\naccess = ["read", "write"]\n'
@@ -70,7 +71,7 @@ credentials_file = "{self.credentials}"
 max_attempts = 2
 connect_timeout = 2
 read_timeout = 20
-{rules}"""
+{rules}{extra}"""
         )
         self.config.chmod(0o644)
         return self.config

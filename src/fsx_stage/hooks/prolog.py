@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from typing import Literal
 
 from fsx_stage.hooks import flush, jobinfo
 from fsx_stage.hooks.jobinfo import HookContext, JobInfoError
@@ -77,6 +78,7 @@ class Hook:
     """What the Prolog and Epilog share: once per job, on the first node, under the job lock."""
 
     name = "hook"
+    mode: Literal["hooks", "burst_buffer"] = "hooks"  # the JobState.mode this hook writes
 
     def __init__(self, rt: Runtime, env: Mapping[str, str]) -> None:
         self.rt = rt
@@ -162,6 +164,7 @@ class Prolog(Hook):
             self.log.info("prolog.resume", previous=state.prolog.status.value)
         else:
             state = fresh_state(ctx, [])
+        state.mode = self.mode
         state.prolog = HookRun(
             status=HookStatus.RUNNING, host=ctx.node_name, started_at=time.time()
         )

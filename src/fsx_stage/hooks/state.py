@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -106,6 +106,9 @@ class JobState(BaseModel):
     uid: int
     gid: int
     restart_count: int = 0
+    # Who stages this job: the node's Prolog/Epilog ("hooks") or the controller's
+    # burst buffer (stage-in while pending, flush after release; see docs/modes.md).
+    mode: Literal["hooks", "burst_buffer"] = "hooks"
     directives: list[str] = Field(default_factory=list)
     plan: dict[str, Any] | None = None
     failure_reason: str | None = None

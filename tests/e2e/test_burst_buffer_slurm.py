@@ -1,0 +1,197 @@
+"""The burst_buffer/lua mode on the real Slurm cluster with SeaweedFS, as a non-root user.
+
+The cluster (``bb_cluster``, ``$TESTBED/slurm-bb``) runs slurmctld as ``SlurmUser=slurm``
+with ``slurm-conf-examples/burst_buffer.lua``; the lua reaches root only through the one
+sudo rule for ``fsx-stage bb``. Jobs carry ordinary ``#SBATCH --fsx-stage`` lines. S3 is
+reached through the fault proxy, so a test can slow it down (to watch the node while
+bytes move) or stop it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from tests.e2e.test_hooks_slurm import Bed
+from tests.hooks.sitecfg import make_site
+from tests.testbed.cluster import SlurmCluster
+from tests.testbed.demo import SITE_CONFIG_LOCK
+from tests.testbed.faultproxy import FaultProxy
+from tests.testbed.ports import free_port
+
+from fsx_stage.hooks.pending import PendingStore
+from fsx_stage.hooks.state import EntryStatus, HookStatus, Phase, StateStore
+
+pytestmark = pytest.mark.slurm
+
+
+@dataclass
+class BBBed(Bed):
+    proxy: FaultProxy | None = None
+
+    def bb_config(self, *, alive: bool = True) -> None:
+        """The site config the hooks read on every call: S3 through the proxy (or a dead
+        port), this cluster's paths directory for slurm_bb_paths."""
+        assert self.proxy is not None
+        url = self.proxy.endpoint_url if alive else f"http://127.0.0.1:{free_port()}"
+        extra = f'\n[burst_buffer]\npaths_dir = "{self.cluster.layout.bb_paths_dir}"\n'
+        self.site.write_config(url, [self.bucket], workers=2, extra=extra)
+
+    def record(self, job_id: int) -> dict[str, str]:
+        return self.cluster.job(job_id)
+
+    def watch(
+        self, job_id: int, until: Callable[[dict[str, str]], bool], timeout: float = 120
+    ) -> list[tuple[dict[str, str], str]]:
+        """Sample (job record, node state) until ``until(record)``; return the samples."""
+        samples = []
+        deadline = time.monotonic() + timeout
+        while True:
+            record = self.record(job_id)
+            samples.append((record, self.node_state()))
+            if until(record):
+                return samples
+            if time.monotonic() > deadline:
+                raise AssertionError(f"job {job_id}: {record}")
+            time.sleep(0.3)
+
+
+@pytest.fixture(scope="module")
+def bb(bb_cluster: SlurmCluster, s3_server: Any, s3_client: Any, job_user: str) -> Iterator[BBBed]:
+    lock = os.open(bb_cluster.layout.root / SITE_CONFIG_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    config_path = bb_cluster.layout.fsx_stage_config
+    site = make_site(s3_server.access_key, s3_server.secret_key, config=config_path)
+    bucket = f"bb-{uuid.uuid4().hex[:12]}"
+    s3_client.create_bucket(Bucket=bucket)
+    bb_cluster.ensure_node_usable()
+    with FaultProxy.for_endpoint(s3_server.endpoint_url) as proxy:
+        bed = BBBed(bb_cluster, s3_server, s3_client, bucket, site, job_user, proxy=proxy)
+        site.user_dir(job_user)
+        bed.bb_config()
+        yield bed
+    config_path.unlink(missing_ok=True)
+    s3_client.delete_bucket(Bucket=bucket)
+    site.cleanup()
+    os.close(lock)
+
+
+def _pending_stage_in(record: dict[str, str]) -> bool:
+    return record["JobState"] == "PENDING" and record.get("Reason") == "BurstBufferStageIn"
+
+
+def test_slurm_user_is_not_root(bb: BBBed) -> None:
+    assert "SlurmUser=slurm" in bb.cluster.layout.slurm_conf.read_text()
+    status = bb.cluster.scontrol("show", "config")
+    assert "SlurmUser               = slurm(" in status
+
+
+def test_stage_in_while_pending_with_the_node_idle_then_flush_after_release(bb: BBBed) -> None:
+    assert bb.proxy is not None
+    for name in ("a", "b", "c"):
+        bb.client.put_object(Bucket=bb.bucket, Key=f"in/{name}.txt", Body=name.encode() * 1000)
+    work = f"{bb.scratch}/%u/%j"
+    bb.proxy.set_faults(latency_s=4.0, latency_rate=1.0, methods={"GET"})
+    job_id = bb.submit(
+        f"""#!/bin/sh
+#SBATCH --fsx-stage=in,s3://{bb.bucket}/in/,{work}/in/
+#SBATCH --fsx-stage=out,{work}/out/,s3://{bb.bucket}/out/%j/
+echo "started $(date +%s.%N)"
+echo "in=$FSX_STAGE_IN_1 out=$FSX_STAGE_OUT_1"
+ls "$FSX_STAGE_IN_1"
+mkdir -p "$FSX_STAGE_OUT_1"
+wc -c "$FSX_STAGE_IN_1"/a.txt > "$FSX_STAGE_OUT_1/a.count"
+"""
+    )
+    samples = bb.watch(job_id, lambda r: r["JobState"] != "PENDING")
+    staging = [node for record, node in samples if _pending_stage_in(record)]
+    assert len(staging) >= 3, samples  # four seconds of GETs at least
+    assert set(staging) <= {"idle", "planned"}, staging  # nothing allocated while bytes move
+    bb.proxy.set_faults(latency_s=4.0, latency_rate=1.0, methods={"PUT"})
+    samples = bb.watch(job_id, lambda r: r["JobState"] in ("COMPLETED", "FAILED", "CANCELLED"))
+    out_nodes = [node for record, node in samples if record["JobState"] == "STAGE_OUT"]
+    assert out_nodes and set(out_nodes) == {"idle"}, samples  # released before the flush
+    bb.proxy.set_faults()
+    assert samples[-1][0]["JobState"] == "COMPLETED", bb.show_job(job_id)
+    state = StateStore(bb.site.state_dir).load(job_id)
+    assert state is not None and state.mode == "burst_buffer"
+    assert state.prolog.status is HookStatus.DONE and state.epilog.status is HookStatus.DONE
+    assert all(e.status is EntryStatus.DONE for e in state.entries), state.entries
+    output = bb.output(job_id)
+    started = float(output.split()[1])
+    assert state.prolog.finished_at is not None and started > state.prolog.finished_at
+    in_dir = f"{bb.scratch}/{bb.user}/{job_id}/in/"
+    assert f"in={in_dir} out={bb.scratch}/{bb.user}/{job_id}/out/" in output
+    assert "a.txt\nb.txt\nc.txt" in output
+    body = bb.client.get_object(Bucket=bb.bucket, Key=f"out/{job_id}/a.count")["Body"].read()
+    assert body.split()[0] == b"1000"
+    # The node's own Prolog/Epilog saw the job and left it to the burst buffer.
+    assert {r.hook for r in bb.cluster.wait_hook_records(job_id, ["prolog", "epilog"])} == {
+        "prolog",
+        "epilog",
+    }
+
+
+def test_missing_object_holds_the_job_with_a_readable_reason(bb: BBBed) -> None:
+    job_id = bb.submit(
+        f"""#!/bin/sh
+#SBATCH --fsx-stage=in,s3://{bb.bucket}/no/such/object.bin,{bb.scratch}/%u/%j/in/
+echo never
+"""
+    )
+    bb.watch(job_id, lambda r: r.get("Reason") == "BurstBufferOperation", timeout=60)
+    shown = bb.show_job(job_id)
+    assert "JobState=PENDING" in shown
+    assert "no/such/object.bin" in shown and f"scontrol release {job_id}" in shown, shown
+    assert bb.node_state() in ("idle", "planned")
+    bb.cluster.scontrol("update", f"JobId={job_id}", "Priority=0")  # keep it from retrying
+    bb.cluster.user_command(bb.user, ["/usr/bin/scancel", str(job_id)])
+
+
+def test_refused_flush_holds_the_job_keeps_the_data_then_completes_after_release(
+    bb: BBBed,
+) -> None:
+    flag = bb.scratch / bb.user / f"go-{uuid.uuid4().hex[:8]}"
+    job_id = bb.submit(
+        f"""#!/bin/sh
+#SBATCH --fsx-stage=out,{bb.scratch}/%u/%j/out/,s3://{bb.bucket}/kept/%j/
+mkdir -p "$FSX_STAGE_OUT_1"
+echo result > "$FSX_STAGE_OUT_1/r.txt"
+while [ ! -e {flag} ]; do sleep 0.2; done
+"""
+    )
+    bb.watch(job_id, lambda r: r["JobState"] == "RUNNING")
+    bb.bb_config(alive=False)  # S3 unreachable for the flush
+    flag.touch()
+    bb.watch(
+        job_id,
+        lambda r: (
+            "BurstBufferOperation" in r.get("Reason", "")
+            or "not in S3" in r.get("SystemComment", "")
+        ),
+        timeout=90,
+    )
+    shown = bb.show_job(job_id)
+    assert "not in S3 yet" in shown and f"scontrol release {job_id}" in shown, shown
+    kept = bb.scratch / bb.user / str(job_id) / "out" / "r.txt"
+    assert kept.read_text() == "result\n"
+    record = PendingStore(StateStore(bb.site.state_dir)).load(job_id)
+    assert record is not None and [e.status for e in record.entries] == [EntryStatus.PENDING]
+    listing = bb.client.list_objects_v2(Bucket=bb.bucket, Prefix=f"kept/{job_id}/")
+    assert listing.get("KeyCount", 0) == 0
+    bb.bb_config()
+    bb.cluster.scontrol("release", str(job_id))
+    final = bb.watch(job_id, lambda r: r["JobState"] == "COMPLETED", timeout=90)[-1][0]
+    assert final["JobState"] == "COMPLETED"
+    body = bb.client.get_object(Bucket=bb.bucket, Key=f"kept/{job_id}/r.txt")["Body"].read()
+    assert body == b"result\n"
+    assert PendingStore(StateStore(bb.site.state_dir)).load(job_id) is None
+    state = StateStore(bb.site.state_dir).load(job_id)
+    assert state is not None
+    assert [e.status for e in state.phase_entries(Phase.FLUSH)] == [EntryStatus.DONE]
