@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -42,6 +43,13 @@ class BBBed(Bed):
         url = self.proxy.endpoint_url if alive else f"http://127.0.0.1:{free_port()}"
         extra = f'\n[burst_buffer]\npaths_dir = "{self.cluster.layout.bb_paths_dir}"\n'
         self.site.write_config(url, [self.bucket], workers=2, extra=extra)
+
+    def squeue_reason(self, job_id: int) -> str:
+        """What ``squeue`` shows the user as the job's reason."""
+        proc = self.cluster.user_command(
+            self.user, ["/usr/bin/squeue", "-h", "-t", "all", "-j", str(job_id), "-o", "%r"]
+        )
+        return proc.stdout.strip()
 
     def record(self, job_id: int) -> dict[str, str]:
         return self.cluster.job(job_id)
@@ -80,6 +88,11 @@ def bb(bb_cluster: SlurmCluster, s3_server: Any, s3_client: Any, job_user: str) 
     s3_client.delete_bucket(Bucket=bucket)
     site.cleanup()
     os.close(lock)
+
+
+def _held(record: dict[str, str]) -> bool:
+    """Held by Slurm after a failed burst buffer phase (the reason is fsx-stage's message)."""
+    return record.get("Priority") == "0"
 
 
 def _pending_stage_in(record: dict[str, str]) -> bool:
@@ -145,18 +158,22 @@ def test_missing_object_holds_the_job_with_a_readable_reason(bb: BBBed) -> None:
 echo never
 """
     )
-    bb.watch(job_id, lambda r: r.get("Reason") == "BurstBufferOperation", timeout=60)
-    shown = bb.show_job(job_id)
-    assert "JobState=PENDING" in shown
-    assert "no/such/object.bin" in shown and f"scontrol release {job_id}" in shown, shown
+    record = bb.watch(job_id, _held, timeout=60)[-1][0]
+    assert record["JobState"] == "PENDING"
+    reason = bb.squeue_reason(job_id)
+    assert f"fsx-stage: job {job_id} cannot start: directive 1:" in reason, reason
+    assert "no/such/object.bin" in reason and f"`scontrol release {job_id}`" in reason, reason
+    assert "no/such/object.bin" in record["SystemComment"]
     assert bb.node_state() in ("idle", "planned")
-    bb.cluster.scontrol("update", f"JobId={job_id}", "Priority=0")  # keep it from retrying
     bb.cluster.user_command(bb.user, ["/usr/bin/scancel", str(job_id)])
 
 
-def test_refused_flush_holds_the_job_keeps_the_data_then_completes_after_release(
+def test_refused_flush_keeps_the_data_pending_with_the_reason_then_flush_pending_sends_it(
     bb: BBBed,
 ) -> None:
+    """On 22.05 a failed data_out does not hold the job: it ends COMPLETED with fsx-stage's
+    message as its reason; the data stays on scratch, recorded pending, and the site's
+    ``fsx-stage flush --pending`` (timer) sends it once S3 is back."""
     flag = bb.scratch / bb.user / f"go-{uuid.uuid4().hex[:8]}"
     job_id = bb.submit(
         f"""#!/bin/sh
@@ -169,29 +186,54 @@ while [ ! -e {flag} ]; do sleep 0.2; done
     bb.watch(job_id, lambda r: r["JobState"] == "RUNNING")
     bb.bb_config(alive=False)  # S3 unreachable for the flush
     flag.touch()
-    bb.watch(
-        job_id,
-        lambda r: (
-            "BurstBufferOperation" in r.get("Reason", "")
-            or "not in S3" in r.get("SystemComment", "")
-        ),
-        timeout=90,
-    )
-    shown = bb.show_job(job_id)
-    assert "not in S3 yet" in shown and f"scontrol release {job_id}" in shown, shown
+    bb.watch(job_id, lambda r: r["JobState"] == "COMPLETED", timeout=90)
+    reason = bb.squeue_reason(job_id)
+    assert f"fsx-stage: job {job_id}: 1 result not in S3 yet, kept on scratch" in reason, reason
+    assert "fsx-stage flush --pending" in reason, reason
     kept = bb.scratch / bb.user / str(job_id) / "out" / "r.txt"
     assert kept.read_text() == "result\n"
-    record = PendingStore(StateStore(bb.site.state_dir)).load(job_id)
+    pending = PendingStore(StateStore(bb.site.state_dir))
+    record = pending.load(job_id)
     assert record is not None and [e.status for e in record.entries] == [EntryStatus.PENDING]
     listing = bb.client.list_objects_v2(Bucket=bb.bucket, Prefix=f"kept/{job_id}/")
     assert listing.get("KeyCount", 0) == 0
     bb.bb_config()
-    bb.cluster.scontrol("release", str(job_id))
-    final = bb.watch(job_id, lambda r: r["JobState"] == "COMPLETED", timeout=90)[-1][0]
-    assert final["JobState"] == "COMPLETED"
+    env = {**os.environ, "FSX_STAGE_CONFIG": str(bb.site.config)}
+    proc = subprocess.run(
+        [bb.fsx_stage, "flush", "--pending", "--job", str(job_id)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     body = bb.client.get_object(Bucket=bb.bucket, Key=f"kept/{job_id}/r.txt")["Body"].read()
     assert body == b"result\n"
-    assert PendingStore(StateStore(bb.site.state_dir)).load(job_id) is None
+    assert pending.load(job_id) is None
     state = StateStore(bb.site.state_dir).load(job_id)
     assert state is not None
     assert [e.status for e in state.phase_entries(Phase.FLUSH)] == [EntryStatus.DONE]
+
+
+def test_s3_down_at_stage_in_holds_the_job_and_release_completes_it_once_s3_is_back(
+    bb: BBBed,
+) -> None:
+    bb.client.put_object(Bucket=bb.bucket, Key="later/x.bin", Body=b"x" * 4096)
+    bb.bb_config(alive=False)
+    job_id = bb.submit(
+        f"""#!/bin/sh
+#SBATCH --fsx-stage=in,s3://{bb.bucket}/later/x.bin,{bb.scratch}/%u/%j/x.bin
+wc -c < "$FSX_STAGE_IN_1"
+"""
+    )
+    bb.watch(job_id, _held, timeout=90)
+    reason = bb.squeue_reason(job_id)
+    assert f"fsx-stage: job {job_id} waits for its data" in reason, reason
+    assert f"`scontrol release {job_id}` once S3 is back" in reason, reason
+    bb.bb_config()
+    bb.cluster.scontrol("release", str(job_id))
+    final = bb.watch(job_id, lambda r: r["JobState"] == "COMPLETED", timeout=90)[-1][0]
+    assert final["JobState"] == "COMPLETED"
+    assert bb.output(job_id).strip() == "4096"
+    state = StateStore(bb.site.state_dir).load(job_id)
+    assert state is not None and state.prolog.status is HookStatus.DONE

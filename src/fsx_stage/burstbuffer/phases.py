@@ -7,9 +7,10 @@
   done in this run of the job are not redone). On success the job's ``FSX_STAGE_*``
   variables are written for ``slurm_bb_paths``.
 - ``data_out``: the Epilog's flush after the job's nodes are released. An entry S3 did not
-  take stays on scratch and goes to the pending queue, and the verdict is ``ERROR``: the
-  job is held, so dependents do not start on results that are not in S3; ``scontrol
-  release`` retries the pending entries.
+  take stays on scratch and goes to the pending queue, and the verdict is ``ERROR``. On
+  22.05 that does not hold the job: it ends COMPLETED with the message as its reason
+  (``squeue -t all``, ``scontrol show job``), and ``fsx-stage flush --pending`` (the
+  site's timer) sends the data later. A replayed data_out retries what is pending.
 - ``test_data_in`` / ``test_data_out`` (24.05+): answer from the saved state; ``BUSY``
   while a run of the phase holds the job.
 - ``teardown``: forgets the job's paths file. ``--hurry`` (``scancel --hurry``, no
@@ -192,8 +193,8 @@ def flush_verdict(rt: Runtime, job_id: int) -> Verdict:
     what = f"{len(owed)} result{'s' if len(owed) != 1 else ''}"
     return Verdict.error(
         f"fsx-stage: job {job_id}: {what} not in S3 yet, kept on scratch (pending): "
-        f"{record.last_error or 'flush interrupted'} -- `scontrol release {job_id}` "
-        "retries the flush"
+        f"{record.last_error or 'flush interrupted'} -- `fsx-stage flush --pending` "
+        "sends it once S3 takes it"
     )
 
 
