@@ -237,3 +237,76 @@ wc -c < "$FSX_STAGE_IN_1"
     assert bb.output(job_id).strip() == "4096"
     state = StateStore(bb.site.state_dir).load(job_id)
     assert state is not None and state.prolog.status is HookStatus.DONE
+
+
+def test_sbatch_command_line_directive_falls_back_to_the_prolog(bb: BBBed) -> None:
+    """The burst buffer sees only the script: ``sbatch --fsx-stage=...`` on the command line
+    is staged by the node's Prolog (in the allocation), as in the Prolog/Epilog mode."""
+    bb.client.put_object(Bucket=bb.bucket, Key="cli/y.txt", Body=b"from the command line")
+    work = f"{bb.scratch}/%u/%j"
+    job_id = bb.submit(
+        '#!/bin/sh\ncat "$(dirname "$0")" >/dev/null 2>&1; echo ok\n',
+        f"--fsx-stage=in,s3://{bb.bucket}/cli/y.txt,{work}/y.txt",
+    )
+    record = bb.cluster.wait(job_id, timeout=90)
+    assert record["JobState"] == "COMPLETED", bb.show_job(job_id)
+    assert record.get("BurstBufferState") is None
+    state = bb.wait_epilog(job_id)
+    assert state.mode == "hooks" and state.prolog.status is HookStatus.DONE
+    staged = bb.scratch / bb.user / str(job_id) / "y.txt"
+    assert staged.read_bytes() == b"from the command line"
+
+
+def _staging_pids(job_id: int, phase: str) -> list[int]:
+    """The ``fsx-stage bb PHASE JOBID`` processes of this job (python, not sudo or sh)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = open(f"/proc/{entry}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        words = [a.decode(errors="replace") for a in argv if a]
+        if words[-3:] == ["bb", phase, str(job_id)] and "python" in words[0]:
+            pids.append(int(entry))
+    return pids
+
+
+def test_staging_process_killed_during_data_in_holds_then_release_completes_once(
+    bb: BBBed,
+) -> None:
+    assert bb.proxy is not None
+    names = [f"k{i}.bin" for i in range(4)]
+    prefix = f"kill-{uuid.uuid4().hex[:6]}"
+    for name in names:
+        bb.client.put_object(Bucket=bb.bucket, Key=f"{prefix}/{name}", Body=name.encode() * 999)
+    bb.proxy.set_faults(latency_s=10.0, latency_rate=1.0, methods={"GET"})
+    job_id = bb.submit(
+        f"""#!/bin/sh
+#SBATCH --fsx-stage=in,s3://{bb.bucket}/{prefix}/,{bb.scratch}/%u/%j/in/
+ls "$FSX_STAGE_IN_1"
+"""
+    )
+    store = StateStore(bb.site.state_dir)
+
+    def running(_record: dict[str, str]) -> bool:
+        state = store.load(job_id)
+        return state is not None and state.prolog.status is HookStatus.RUNNING
+
+    bb.watch(job_id, running, timeout=90)
+    pids = _staging_pids(job_id, "data_in")
+    assert pids
+    for pid in pids:
+        os.kill(pid, 9)
+    bb.watch(job_id, _held, timeout=60)
+    assert "no verdict" in bb.squeue_reason(job_id)
+    bb.proxy.set_faults()
+    bb.cluster.scontrol("release", str(job_id))
+    final = bb.watch(job_id, lambda r: r["JobState"] in ("COMPLETED", "FAILED"), timeout=120)
+    assert final[-1][0]["JobState"] == "COMPLETED", bb.show_job(job_id)
+    staged = bb.scratch / bb.user / str(job_id) / "in"
+    assert sorted(p.name for p in staged.iterdir()) == names  # no temporary left behind
+    for name in names:
+        assert (staged / name).read_bytes() == name.encode() * 999
+    assert sorted(bb.output(job_id).split()) == names

@@ -486,6 +486,10 @@ class SlurmCluster:
             env=dict(os.environ),
         )
 
+    def restart_daemon(self, daemon: str, timeout: float = 60.0) -> None:
+        """Start ``daemon`` again with the same config (after a test killed it)."""
+        self._start_slurm_daemon(daemon, timeout)
+
     def _start_slurm_daemon(self, daemon: str, timeout: float) -> None:
         pid_file = self.layout.pid_file(daemon)
         if self.pids()[daemon] is not None:
