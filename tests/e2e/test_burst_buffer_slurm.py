@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -264,7 +265,7 @@ def _staging_pids(job_id: int, phase: str) -> list[int]:
         if not entry.isdigit():
             continue
         try:
-            argv = open(f"/proc/{entry}/cmdline", "rb").read().split(b"\0")
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
         words = [a.decode(errors="replace") for a in argv if a]
