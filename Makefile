@@ -125,6 +125,13 @@ install: spank ## install the plugin, a venv with the package and the hooks unde
 	  chmod 0755 $(PREFIX)/libexec/fsx-stage/.$$hook.tmp && \
 	  mv -f $(PREFIX)/libexec/fsx-stage/.$$hook.tmp $(PREFIX)/libexec/fsx-stage/$$hook; \
 	done
+	@# burst_buffer/lua mode (docs/modes.md): copy these next to slurm.conf on the controller.
+	install -d $(PREFIX)/share/fsx-stage
+	for f in burst_buffer.lua burst_buffer.conf sudoers.fsx-stage; do \
+	  sed 's|/opt/fsx-stage|$(PREFIX)|g' slurm-conf-examples/$$f >$(PREFIX)/share/fsx-stage/.$$f.tmp && \
+	  chmod 0644 $(PREFIX)/share/fsx-stage/.$$f.tmp && \
+	  mv -f $(PREFIX)/share/fsx-stage/.$$f.tmp $(PREFIX)/share/fsx-stage/$$f; \
+	done
 
 demo: system-deps venv spank ## start S3 + Slurm, run a staged sample job, show what happened
 	$(PY) -m tests.testbed.demo

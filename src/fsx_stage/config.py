@@ -242,6 +242,15 @@ class BurstBufferConfig(BaseModel):
     # Stage-ins and flushes running at once on the staging host; a job beyond that waits
     # (PENDING, BurstBufferStageIn / STAGE_OUT) for a slot.
     max_jobs: int = Field(default=4, ge=1, le=1024)
+    # Partitions whose jobs the burst buffer stages; "*" is every partition. Jobs of other
+    # partitions pass through it untouched and are staged by the Prolog/Epilog.
+    partitions: tuple[str, ...] = ("*",)
+
+    def covers(self, partitions: str) -> bool:
+        """Whether a job of ``partitions`` (squeue's comma-separated %P) is staged here."""
+        if "*" in self.partitions:
+            return True
+        return all(p in self.partitions for p in partitions.split(",") if p)
 
     @field_validator("paths_dir")
     @classmethod

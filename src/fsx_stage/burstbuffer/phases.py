@@ -272,6 +272,10 @@ def run(phase: str, job_id: int, env: Mapping[str, str], *, hurry: bool = False)
     }
     try:
         job_env = hook_env(job_id, env)
+        partition = job_env.get("SLURM_JOB_PARTITION", "")
+        if not rt.config.burst_buffer.covers(partition):
+            rt.log.info(f"bb.{phase}.skip", reason="partition staged by the Prolog/Epilog")
+            return OK
         verdict = bodies[phase](rt, job_env)
     except HookFault as fault:
         rt.log.error(f"bb.{phase}.failed", error=fault.message)
