@@ -40,6 +40,7 @@ class Site:
         stage_in_budget: float = 120,
         flush_budget: float = 120,
         workers: int = 1,
+        multipart_threshold: str = "64MiB",
         extra: str = "",
     ) -> Path:
         rules = "".join(
@@ -58,6 +59,7 @@ level = "info"
 [transfer]
 workers = {workers}
 max_concurrency = 8
+multipart_threshold = "{multipart_threshold}"
 
 [timeouts]
 stage_in = {stage_in_budget}
