@@ -311,3 +311,43 @@ ls "$FSX_STAGE_IN_1"
     for name in names:
         assert (staged / name).read_bytes() == name.encode() * 999
     assert sorted(bb.output(job_id).split()) == names
+
+
+def test_scancel_hurry_skips_the_flush_and_records_the_results_pending(bb: BBBed) -> None:
+    job_id = bb.submit(
+        f"""#!/bin/sh
+#SBATCH --fsx-stage=out,{bb.scratch}/%u/%j/out/,s3://{bb.bucket}/hurry/%j/
+mkdir -p "$FSX_STAGE_OUT_1"
+echo partial > "$FSX_STAGE_OUT_1/p.txt"
+sleep 600
+"""
+    )
+    bb.watch(job_id, lambda r: r["JobState"] == "RUNNING")
+    kept = bb.scratch / bb.user / str(job_id) / "out" / "p.txt"
+    deadline = time.monotonic() + 30
+    while not kept.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    cancel = bb.cluster.user_command(bb.user, ["/usr/bin/scancel", "--hurry", str(job_id)])
+    assert cancel.returncode == 0, cancel.stderr
+    pending = PendingStore(StateStore(bb.site.state_dir))
+    deadline = time.monotonic() + 60
+    while pending.load(job_id) is None:
+        assert time.monotonic() < deadline, bb.show_job(job_id)
+        time.sleep(0.3)
+    record = pending.load(job_id)
+    assert record is not None and [e.status for e in record.entries] == [EntryStatus.PENDING]
+    assert "scancel --hurry" in (record.entries[0].error or "")
+    assert kept.read_text() == "partial\n"
+    listing = bb.client.list_objects_v2(Bucket=bb.bucket, Prefix=f"hurry/{job_id}/")
+    assert listing.get("KeyCount", 0) == 0
+    env = {**os.environ, "FSX_STAGE_CONFIG": str(bb.site.config)}
+    proc = subprocess.run(
+        [bb.fsx_stage, "flush", "--pending", "--job", str(job_id)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    body = bb.client.get_object(Bucket=bb.bucket, Key=f"hurry/{job_id}/p.txt")["Body"].read()
+    assert body == b"partial\n"
