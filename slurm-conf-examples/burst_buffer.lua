@@ -13,8 +13,10 @@ verdict as its last stdout line:
 
     OK                 the phase is done (or was done before: every phase is idempotent)
     BUSY               24.05+ test_data_in/test_data_out: still running, ask again
-    ERROR <message>    Slurm holds the job (reason BurstBufferOperation), <message> in
-                       its SystemComment; `scontrol release JOBID` runs the phase again
+    ERROR <message>    Slurm shows <message> as the job's reason and in its SystemComment;
+                       after data_in it holds the job and `scontrol release JOBID` runs
+                       the phase again (22.05 does not hold a job after a failed
+                       data_out: its data stays pending for `fsx-stage flush --pending`)
 
 No verdict line (sudo refused, crash) is an ERROR with the command's output.
 

@@ -3,8 +3,9 @@
 The command's last stdout line is ``OK``, ``BUSY`` or ``ERROR <message>`` (one line, no
 credentials); the exit status is 0 for OK and BUSY, 1 for ERROR, 2 for a usage error.
 The lua returns ``slurm.SUCCESS`` for OK, ``slurm.SUCCESS, "BUSY"`` for BUSY and
-``slurm.ERROR, message`` for ERROR, which holds the job (reason BurstBufferOperation, the
-message in its SystemComment) until ``scontrol release JOBID`` runs the phase again.
+``slurm.ERROR, message`` for ERROR: Slurm shows the message as the job's reason and in its
+SystemComment; after data_in it holds the job until ``scontrol release JOBID`` runs the
+phase again (22.05 does not hold a job after a failed data_out, docs/modes.md).
 """
 
 from __future__ import annotations
