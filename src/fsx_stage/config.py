@@ -242,6 +242,10 @@ class BurstBufferConfig(BaseModel):
     # Stage-ins and flushes running at once on the staging host; a job beyond that waits
     # (PENDING, BurstBufferStageIn / STAGE_OUT) for a slot.
     max_jobs: int = Field(default=4, ge=1, le=1024)
+    # Seconds data_out keeps retrying a flush S3 refused before it gives up (the data stays
+    # pending either way). While it retries the job stays STAGE_OUT, so `afterburstbuffer`
+    # dependents wait for the results to be in S3. Keep it below StageOutTimeout.
+    flush_wait: float = Field(default=0.0, ge=0)
     # Partitions whose jobs the burst buffer stages; "*" is every partition. Jobs of other
     # partitions pass through it untouched and are staged by the Prolog/Epilog.
     partitions: tuple[str, ...] = ("*",)

@@ -37,12 +37,15 @@ pytestmark = pytest.mark.slurm
 class BBBed(Bed):
     proxy: FaultProxy | None = None
 
-    def bb_config(self, *, alive: bool = True) -> None:
+    def bb_config(self, *, alive: bool = True, flush_wait: float = 0) -> None:
         """The site config the hooks read on every call: S3 through the proxy (or a dead
         port), this cluster's paths directory for slurm_bb_paths."""
         assert self.proxy is not None
         url = self.proxy.endpoint_url if alive else f"http://127.0.0.1:{free_port()}"
-        extra = f'\n[burst_buffer]\npaths_dir = "{self.cluster.layout.bb_paths_dir}"\n'
+        extra = (
+            f'\n[burst_buffer]\npaths_dir = "{self.cluster.layout.bb_paths_dir}"\n'
+            f"flush_wait = {flush_wait}\n"
+        )
         self.site.write_config(url, [self.bucket], workers=2, extra=extra)
 
     def squeue_reason(self, job_id: int) -> str:
@@ -351,3 +354,46 @@ sleep 600
     assert proc.returncode == 0, proc.stdout + proc.stderr
     body = bb.client.get_object(Bucket=bb.bucket, Key=f"hurry/{job_id}/p.txt")["Body"].read()
     assert body == b"partial\n"
+
+
+def test_flush_wait_keeps_the_job_in_stage_out_until_s3_takes_the_results(bb: BBBed) -> None:
+    """With ``flush_wait`` an S3 outage at the end of a job keeps it in STAGE_OUT: its
+    ``afterburstbuffer`` dependent starts only once the results are in S3."""
+    flag = bb.scratch / bb.user / f"go-{uuid.uuid4().hex[:8]}"
+    job_id = bb.submit(
+        f"""#!/bin/sh
+#SBATCH --fsx-stage=out,{bb.scratch}/%u/%j/out/,s3://{bb.bucket}/wait/%j/
+mkdir -p "$FSX_STAGE_OUT_1"
+echo late > "$FSX_STAGE_OUT_1/w.txt"
+while [ ! -e {flag} ]; do sleep 0.2; done
+"""
+    )
+    dependent = bb.submit("#!/bin/sh\necho dependent\n", f"--dependency=afterburstbuffer:{job_id}")
+    bb.watch(job_id, lambda r: r["JobState"] == "RUNNING")
+    bb.bb_config(alive=False, flush_wait=120)
+    flag.touch()
+    pending = PendingStore(StateStore(bb.site.state_dir))
+    deadline = time.monotonic() + 60
+    while pending.load(job_id) is None:  # the first attempt failed and was recorded
+        assert time.monotonic() < deadline, bb.show_job(job_id)
+        time.sleep(0.3)
+    assert bb.record(job_id)["JobState"] == "STAGE_OUT"
+    assert bb.record(dependent)["JobState"] == "PENDING"
+    bb.bb_config(flush_wait=120)  # S3 is back: the next attempt (within 5 s) flushes
+    final = bb.watch(job_id, lambda r: r["JobState"] == "COMPLETED", timeout=90)[-1][0]
+    assert final["JobState"] == "COMPLETED"
+    body = bb.client.get_object(Bucket=bb.bucket, Key=f"wait/{job_id}/w.txt")["Body"].read()
+    assert body == b"late\n"
+    assert pending.load(job_id) is None
+    assert "fsx-stage" not in bb.squeue_reason(job_id)
+    state = StateStore(bb.site.state_dir).load(job_id)
+    assert state is not None
+    [entry] = state.phase_entries(Phase.FLUSH)
+    assert entry.status is EntryStatus.DONE and entry.finished_at is not None
+    dep = bb.watch(dependent, lambda r: r["JobState"] == "COMPLETED", timeout=90)[-1][0]
+    assert _ts(dep["StartTime"]) >= int(entry.finished_at)  # scontrol: whole seconds
+    bb.bb_config()
+
+
+def _ts(text: str) -> float:
+    return time.mktime(time.strptime(text, "%Y-%m-%dT%H:%M:%S"))

@@ -43,6 +43,7 @@ from fsx_stage.hooks.state import EntryStatus, HookStatus, JobState, Phase
 from fsx_stage.plan import StagePlan
 
 SLOT_POLL_S = 1.0
+FLUSH_RETRY_S = 5.0  # between flush attempts within [burst_buffer] flush_wait
 
 
 class StageIn(Prolog):
@@ -157,9 +158,17 @@ def test_data_in(rt: Runtime, env: Mapping[str, str]) -> Verdict:
 
 
 def data_out(rt: Runtime, env: Mapping[str, str]) -> Verdict:
+    """Flush; while S3 refuses, retry for up to ``[burst_buffer] flush_wait`` seconds (the
+    site config is read again before each attempt) with the job still in STAGE_OUT."""
+    job_id = int(env["SLURM_JOB_ID"])
+    give_up = time.monotonic() + rt.config.burst_buffer.flush_wait
     with job_slot(rt):
         Flush(rt, env).run()
-    return flush_verdict(rt, int(env["SLURM_JOB_ID"]))
+        while flush_verdict(rt, job_id).word == "ERROR" and time.monotonic() < give_up:
+            time.sleep(min(FLUSH_RETRY_S, max(0.0, give_up - time.monotonic())))
+            rt = start(env, job_id)
+            Flush(rt, env).run()
+    return flush_verdict(rt, job_id)
 
 
 def test_data_out(rt: Runtime, env: Mapping[str, str]) -> Verdict:
