@@ -91,6 +91,13 @@ class Hook:
         if not jobinfo.is_first_node(ctx, self.env):
             self.log.info(f"{self.name}.skip", reason="not the first node", node=ctx.node_name)
             return EXIT_OK
+        # A job the burst buffer stages: its data_out may hold the job's lock for the whole
+        # flush, and waiting for it would keep the node COMPLETING (the state file is
+        # replaced atomically: reading it without the lock is safe).
+        state = self.rt.store.load(ctx.job_id)
+        if state is not None and state.mode != self.mode:
+            self.log.info(f"{self.name}.skip", reason=f"the job is staged by the {state.mode} mode")
+            return EXIT_OK
         with self.rt.store.lock(ctx.job_id):
             return self._run_locked(ctx)
 
