@@ -381,6 +381,54 @@ def test_a_pending_checkpoint_is_not_overwritten_by_an_older_restore(
     assert s3_client.get_object(Bucket=bucket, Key="ck/a")["Body"].read() == b"v2, further along"
 
 
+def test_checkpoint_generations_flush_and_restore_across_requeues(
+    site: Site, s3_client: Any, bucket: str, job_user: str, slurm: SlurmRecorder
+) -> None:
+    """``keep=``: each Epilog publishes a generation (manifest last), the next Prolog
+    restores the newest one exactly; a file deleted on scratch does not come back."""
+    home = site.user_dir(job_user)
+    uid = pwd.getpwnam(job_user).pw_uid
+    ckpt = _user_tree(home, "ckpt", {"a": b"A1", "b": b"B1"}, uid)
+    env = hook_env(site, job_user, [f"checkpoint,{ckpt}/,s3://{bucket}/ck/,keep=1"])
+    run = [dict(env, SLURM_JOB_RESTART_COUNT=str(n)) for n in range(3)]
+    assert prolog.run(run[0]) == 0  # nothing to restore yet
+    assert epilog.run(run[1]) == 0  # requeued: generation 1
+    assert prolog.run(run[1]) == 0  # the rerun restores generation 1, then runs:
+    (ckpt / "a").unlink()
+    (ckpt / "b").write_bytes(b"B2")
+    assert epilog.run(run[2]) == 0  # generation 2; keep=1 removes generation 1
+    flushed = state_of(site, env).phase_entries(Phase.FLUSH)[0]
+    assert flushed.status is EntryStatus.DONE
+    listed = s3_client.list_objects_v2(Bucket=bucket, Prefix="ck/")["Contents"]
+    assert sorted(o["Key"] for o in listed) == [
+        "ck/.fsx-stage/gen/2/b",
+        "ck/.fsx-stage/manifests/2.json",
+    ]
+    for path in ckpt.iterdir():
+        path.unlink()  # the next run lands on a node with empty scratch
+    assert prolog.run(run[2]) == 0
+    assert state_of(site, env).phase_entries(Phase.STAGE_IN)[0].status is EntryStatus.DONE
+    assert {p.name: p.read_bytes() for p in ckpt.iterdir()} == {"b": b"B2"}
+    assert (ckpt / "b").stat().st_uid == uid  # restored as the user
+
+
+def test_a_checkpoint_generation_s3_refuses_stays_pending(
+    site: Site, s3_server: Any, s3_client: Any, bucket: str, job_user: str, slurm: SlurmRecorder
+) -> None:
+    home = site.user_dir(job_user)
+    ckpt = _user_tree(home, "ckpt", {"a": b"A"}, pwd.getpwnam(job_user).pw_uid)
+    env = hook_env(site, job_user, [f"checkpoint,{ckpt}/,s3://{bucket}/ck/,keep=2"])
+    assert prolog.run(env) == 0
+    site.write_config(f"http://127.0.0.1:{free_port()}", [bucket])
+    assert epilog.run(env) == 0
+    assert state_of(site, env).phase_entries(Phase.FLUSH)[0].status is EntryStatus.PENDING
+    site.write_config(s3_server.endpoint_url, [bucket])
+    assert flush.run({"FSX_STAGE_CONFIG": str(site.config)}) == 0
+    body = s3_client.get_object(Bucket=bucket, Key="ck/.fsx-stage/gen/1/a")["Body"].read()
+    assert body == b"A"
+    s3_client.head_object(Bucket=bucket, Key="ck/.fsx-stage/manifests/1.json")
+
+
 def test_s3_down_at_stage_in_holds_the_job(
     site: Site, bucket: str, job_user: str, slurm: SlurmRecorder
 ) -> None:

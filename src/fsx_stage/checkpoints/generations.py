@@ -27,8 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fsx_stage.filters import Filter, FilterAction
-from fsx_stage.transfer import S3Settings, TransferOptions, TransferSummary, transfer
+from fsx_stage.filters import Filter, FilterAction, selects
+from fsx_stage.transfer import (
+    S3Settings,
+    TransferFailure,
+    TransferOptions,
+    TransferSummary,
+    transfer,
+)
 from fsx_stage.transfer.client import create_client
 
 META = ".fsx-stage/"
@@ -191,15 +197,17 @@ def _gen_dir(n: int) -> str:
     return f"{META}gen/{n}/"
 
 
-def snapshot(root: str) -> dict[str, Identity]:
-    """Every regular file below ``root`` (relative path -> identity); symlinks not followed."""
+def snapshot(root: str, filters: tuple[Filter, ...] = ()) -> dict[str, Identity]:
+    """Every regular file below ``root`` that ``filters`` select (relative path ->
+    identity); symlinks are not followed."""
     found: dict[str, Identity] = {}
     for dirpath, _dirs, names in os.walk(root):
         for name in names:
             path = str(Path(dirpath) / name)
             identity = _identity(path)
-            if identity is not None:
-                found[os.path.relpath(path, root)] = identity
+            rel = os.path.relpath(path, root)
+            if identity is not None and selects(rel, filters):
+                found[rel] = identity
     return found
 
 
@@ -267,7 +275,7 @@ class Generations:
         n = max(seen, default=0) + 1
         target = self.url + _gen_dir(n)
         plain = dataclasses.replace(options, sync=False)
-        before = snapshot(root)
+        before = snapshot(root, options.filters)
         summary = transfer(
             root + "/", target, recursive=True, options=plain, s3=self.s3, cancel=cancel
         )
@@ -275,7 +283,7 @@ class Generations:
         hard = [f for f in summary.failures if f.key not in changed]
         if hard or summary.cancelled:
             return GenerationResult(None, summary)  # gen/N stays orphaned; pruned later
-        after = snapshot(root)
+        after = snapshot(root, options.filters)
         stable = {rel: ident for rel, ident in before.items() if after.get(rel) == ident}
         unstable = (set(before) - set(stable) - _gone(before, after)) | {
             rel for rel in changed if rel in after
@@ -368,7 +376,35 @@ class Generations:
         summary = transfer(
             source, destination, recursive=True, options=options, s3=self.s3, cancel=cancel
         )
-        return GenerationResult(manifest.generation, summary, len(manifest.files), manifest.total_bytes)
+        return GenerationResult(
+            manifest.generation, summary, len(manifest.files), manifest.total_bytes
+        )
+
+
+def checkpoint_generation(
+    src: str,
+    dst: str,
+    keep: int,
+    options: TransferOptions,
+    s3: S3Settings,
+    cancel: threading.Event | None,
+) -> TransferSummary:
+    """The hooks' step for a checkpoint kept as generations: restore when ``src`` is in
+    S3, else publish. A generation that could not be published, or S3 refusing the
+    listing or the manifest, is a failure in the summary (the flush stays pending)."""
+    try:
+        if src.startswith("s3://"):
+            return Generations(src, s3).restore(dst, options, cancel).summary
+        return Generations(dst, s3).publish(src, options, keep, cancel).summary
+    except GenerationError as exc:
+        failure = TransferFailure(key=src, reason=str(exc), category="other")
+    except OSError:
+        raise
+    except Exception as exc:  # botocore/aiohttp: S3 did not answer or refused
+        failure = TransferFailure(
+            key=dst, reason=f"{type(exc).__name__}: {exc}", category="network"
+        )
+    return TransferSummary(failures=[failure])
 
 
 def _gone(before: dict[str, Identity], after: dict[str, Identity]) -> set[str]:

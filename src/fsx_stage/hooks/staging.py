@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fsx_stage.checkpoints.generations import checkpoint_generation
 from fsx_stage.hooks.outcome import Fault, classify_failure, worst
 from fsx_stage.hooks.privileges import (
     UserCredentials,
@@ -95,8 +96,10 @@ def _transfer_in_child(
     options: TransferOptions,
     s3: S3Settings,
     budget_s: float | None,
+    keep: int | None = None,
 ) -> dict[str, Any]:
-    """Runs as the user. Stops itself (cancel) when ``budget_s`` runs out."""
+    """Runs as the user. Stops itself (cancel) when ``budget_s`` runs out. ``keep``: a
+    checkpoint kept as generations (publish, or restore from S3)."""
     check_installation()
     isolate_aws_settings()
     if not src.startswith("s3://") and not os.path.lexists(src):
@@ -112,7 +115,10 @@ def _transfer_in_child(
         signal.signal(signal.SIGALRM, lambda _sig, _frame: cancel.set())
         signal.setitimer(signal.ITIMER_REAL, max(budget_s, 0.1))
     try:
-        summary = transfer(src, dst, recursive=recursive, options=options, s3=s3, cancel=cancel)
+        if keep is None:
+            summary = transfer(src, dst, recursive=recursive, options=options, s3=s3, cancel=cancel)
+        else:
+            summary = checkpoint_generation(src, dst, keep, options, s3, cancel)
     except TransferUsageError as exc:
         return {"usage_error": str(exc)}
     finally:
@@ -219,6 +225,7 @@ def run_entry(
             options,
             s3,
             soft,
+            entry.keep if entry.kind == "checkpoint" else None,
             timeout=budget_s,
         )
     except WorkerTimeout as exc:

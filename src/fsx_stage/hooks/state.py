@@ -58,6 +58,7 @@ class EntryState(BaseModel):
     recursive: bool = False
     filters: tuple[Filter, ...] = ()
     optional: bool = False
+    keep: int | None = None  # checkpoint generations kept; None: a plain sync
     status: EntryStatus = EntryStatus.WAITING
     bytes: int = 0
     objects: int = 0
