@@ -20,6 +20,7 @@ help: ## list the targets
 
 venv: $(STAMP) ## create .venv with the package and its test tools
 $(STAMP): pyproject.toml
+	$(CHECK_PYTHON)
 	@# A venv made from another interpreter is rebuilt from scratch: laying a new
 	@# python over it leaves a mix of two standard libraries.
 	@realpy() { "$$1" -c 'import os, sys; print(os.path.realpath(sys._base_executable))' 2>/dev/null; }; \
@@ -95,14 +96,26 @@ SPANK_CFLAGS := -std=c99 -Wall -Wextra -Werror -fPIC -shared
 
 .PHONY: spank cluster-up cluster-down cluster-status install demo
 
-system-deps: ## install the Debian packages (Slurm, munge, gcc) if missing
+system-deps: ## test bed only: install the Debian packages (Slurm, munge, gcc) if missing
 	tests/testbed/install-system-deps.sh
 
-spank: $(SPANK_SO) ## build the SPANK plugin spank/fsx_stage.so
+# The plugin is built against the headers of the Slurm the site runs (rebuild it after
+# every Slurm upgrade). `spank` and `install` never install a package: set
+# SLURM_INCLUDE to the directory holding slurm/spank.h when it is not found next to the
+# scontrol on PATH, in /opt/slurm/include (AWS ParallelCluster) or /usr/include.
+SLURM_INCLUDE ?= $(patsubst %/slurm/spank.h,%,$(firstword $(wildcard \
+  $(patsubst %/bin/scontrol,%/include/slurm/spank.h,$(shell command -v scontrol 2>/dev/null)) \
+  /opt/slurm/include/slurm/spank.h /usr/local/include/slurm/spank.h /usr/include/slurm/spank.h)))
+
+spank: $(SPANK_SO) ## build the SPANK plugin against the site's Slurm headers (SLURM_INCLUDE=)
 # Build under a temporary name, then rename: overwriting a .so that a daemon has
-# mapped can crash it; a rename leaves the old inode intact.
-$(SPANK_SO): spank/fsx_stage.c | system-deps
-	$(CC) $(CFLAGS) $(SPANK_CFLAGS) -o $@.tmp.$$$$ $< && mv -f $@.tmp.$$$$ $@
+# mapped can crash it; a rename leaves the old inode intact. Newer Slurm headers (an
+# upgrade) rebuild it too.
+$(SPANK_SO): spank/fsx_stage.c $(wildcard $(SLURM_INCLUDE)/slurm/spank.h $(SLURM_INCLUDE)/slurm/slurm_version.h)
+	@if [ ! -f '$(SLURM_INCLUDE)/slurm/spank.h' ]; then \
+	  echo "spank: slurm/spank.h not found$(if $(SLURM_INCLUDE), in $(SLURM_INCLUDE)): set SLURM_INCLUDE=DIR to the include directory of the Slurm you run (DIR/slurm/spank.h; /opt/slurm/include on AWS ParallelCluster; the slurm-devel or libslurm-dev package elsewhere)" >&2; \
+	  exit 1; fi
+	$(CC) $(CFLAGS) $(SPANK_CFLAGS) -I'$(SLURM_INCLUDE)' -o $@.tmp.$$$$ $< && mv -f $@.tmp.$$$$ $@
 
 cluster-up: system-deps venv spank ## start the single-node Slurm cluster in $(TESTBED)/slurm
 	$(PY) -m tests.testbed.cluster up --dir $(SLURM_DIR)
@@ -113,13 +126,35 @@ cluster-down: system-deps venv spank ## stop the cluster started by cluster-up
 cluster-status: venv ## show the cluster's daemons and node state
 	$(PY) -m tests.testbed.cluster status --dir $(SLURM_DIR)
 
-install: spank ## install the plugin, a venv with the package and the hooks under PREFIX
+# PYTHON must be >= 3.11 and readable by every user (the hooks drop to the job user):
+# Debian 12/13 and Ubuntu 24.04 have it as /usr/bin/python3; on Amazon Linux 2023 and
+# RHEL/Rocky 8/9 install the python3.11 package and pass PYTHON=/usr/bin/python3.11.
+CHECK_PYTHON = @$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+  echo "fsx-stage needs Python >= 3.11; PYTHON=$(PYTHON) is $$($(PYTHON) -V 2>&1 || echo missing). Install python3.11 (Amazon Linux 2023, RHEL/Rocky 8/9: dnf install python3.11) and run make PYTHON=/usr/bin/python3.11 ..." >&2; exit 1; }
+
+# Offline installs: `make wheelhouse` (on a machine with PyPI access, same OS, CPU and
+# Python as the nodes) puts fsx-stage and every dependency as wheels in WHEELHOUSE;
+# `make install WHEELHOUSE=DIR` then installs from DIR alone (pip --no-index).
+WHEELHOUSE ?=
+
+.PHONY: wheelhouse
+wheelhouse: ## fsx-stage and its dependencies as wheels in WHEELHOUSE=DIR, for an offline install
+	@if [ -z '$(WHEELHOUSE)' ]; then echo "wheelhouse: set WHEELHOUSE=DIR" >&2; exit 1; fi
+	$(CHECK_PYTHON)
+	$(PYTHON) -m pip wheel -q --wheel-dir '$(WHEELHOUSE)' $(CURDIR)
+
+install: spank ## install the plugin, a venv with the package and the hooks under PREFIX (PYTHON=, WHEELHOUSE=)
+	$(CHECK_PYTHON)
 	install -d $(PREFIX)/lib/fsx-stage $(PREFIX)/libexec/fsx-stage
 	install -m 0755 $(SPANK_SO) $(PREFIX)/lib/fsx-stage/.fsx_stage.so.tmp
 	mv -f $(PREFIX)/lib/fsx-stage/.fsx_stage.so.tmp $(PREFIX)/lib/fsx-stage/fsx_stage.so
 	$(PYTHON) -m venv $(PREFIX)
+ifeq ($(WHEELHOUSE),)
 	$(PREFIX)/bin/python -m pip install -q --upgrade pip
 	$(PREFIX)/bin/python -m pip install -q $(CURDIR)
+else
+	$(PREFIX)/bin/python -m pip install -q --no-index --find-links '$(WHEELHOUSE)' fsx-stage
+endif
 	for hook in prolog epilog; do \
 	  sed 's|/opt/fsx-stage|$(PREFIX)|g' plugin/$$hook >$(PREFIX)/libexec/fsx-stage/.$$hook.tmp && \
 	  chmod 0755 $(PREFIX)/libexec/fsx-stage/.$$hook.tmp && \

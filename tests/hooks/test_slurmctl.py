@@ -94,3 +94,18 @@ def test_a_stopped_job_passes_the_comment_on_one_line(
         "JobId=7",
         "AdminComment=fsx-stage: job 7 not started: bad directive",
     ]
+
+
+def test_slurm_commands_are_found_where_parallelcluster_puts_them(tmp_path: Path) -> None:
+    """slurmd gives the hooks no PATH: without /usr/bin/scontrol (AWS ParallelCluster has
+    Slurm in /opt/slurm/bin) the next directory's command is used."""
+    distro, pcluster = tmp_path / "usr-bin", tmp_path / "opt-slurm-bin"
+    distro.mkdir()
+    pcluster.mkdir()
+    dirs = (str(distro), str(pcluster))
+    assert slurmctl.slurm_command("scontrol", dirs) == str(distro / "scontrol")  # neither: reported
+    found = _command(pcluster, "scontrol", "exit 0")
+    assert slurmctl.slurm_command("scontrol", dirs) == found
+    preferred = _command(distro, "scontrol", "exit 0")
+    assert slurmctl.slurm_command("scontrol", dirs) == preferred
+    assert slurmctl.SLURM_BIN_DIRS[:2] == ("/usr/bin", "/opt/slurm/bin")

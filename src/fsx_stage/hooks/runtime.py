@@ -108,6 +108,12 @@ def start(env: Mapping[str, str], job_id: int | None) -> Runtime:
 
 def resolve_credentials(config: SiteConfig) -> StaticCredentials:
     """Resolve S3 credentials as root via botocore's chain; a node fault when there are none."""
+    return resolve_credentials_and_source(config)[0]
+
+
+def resolve_credentials_and_source(config: SiteConfig) -> tuple[StaticCredentials, str]:
+    """:func:`resolve_credentials`, plus where botocore found them (e.g. ``iam-role``,
+    ``shared-credentials-file``, ``env``): ``fsx-stage doctor`` reports it."""
     import botocore.session
     from botocore.exceptions import BotoCoreError
 
@@ -127,11 +133,12 @@ def resolve_credentials(config: SiteConfig) -> StaticCredentials:
         )
     register_secret(frozen.secret_key)
     register_secret(frozen.token)
-    return StaticCredentials(
+    credentials = StaticCredentials(
         access_key_id=frozen.access_key,
         secret_access_key=Secret(frozen.secret_key),
         session_token=Secret(frozen.token) if frozen.token else None,
     )
+    return credentials, str(getattr(found, "method", None) or "unknown")
 
 
 def s3_settings(config: SiteConfig, credentials: StaticCredentials) -> S3Settings:
@@ -206,7 +213,8 @@ def scratch_bases(config: SiteConfig) -> list[str]:
 
 
 def check_scratch(config: SiteConfig, paths: list[str], *, need_space: bool) -> None:
-    """Node health for the scratch trees these paths live in: present, writable, not full.
+    """Node health for the scratch trees these paths live in: present and writable (a
+    node fault otherwise), and not full (`Fault.SCRATCH_FULL`: the job waits).
 
     Runs as root and only looks at the site's scratch bases (``stat``/``statvfs``), never
     at the user's files.
@@ -225,4 +233,5 @@ def check_scratch(config: SiteConfig, paths: list[str], *, need_space: bool) -> 
         if need_space and info.f_flag & os.ST_RDONLY:
             raise HookFault(Fault.NODE, f"scratch {base} is mounted read-only on this node")
         if need_space and info.f_bavail == 0:
-            raise HookFault(Fault.NODE, f"scratch {base} is full on this node")
+            # Shared by every node: full is no reason to drain this one (see outcome.py).
+            raise HookFault(Fault.SCRATCH_FULL, f"scratch {base} is full (no space left on device)")

@@ -24,9 +24,25 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
-SCONTROL = "/usr/bin/scontrol"
-SCANCEL = "/usr/bin/scancel"
+#: Where Slurm's client commands are (slurmd runs the hooks without a PATH): the
+#: distribution's /usr/bin, AWS ParallelCluster's /opt/slurm/bin, a source build's /usr/local/bin.
+SLURM_BIN_DIRS = ("/usr/bin", "/opt/slurm/bin", "/usr/local/bin")
+
+
+def slurm_command(name: str, dirs: Sequence[str] = SLURM_BIN_DIRS) -> str:
+    """The first executable ``DIR/name`` in ``dirs``, else the first candidate (which
+    fails when run, reported by the caller)."""
+    for directory in dirs:
+        path = Path(directory) / name
+        if path.is_file() and os.access(path, os.X_OK):
+            return str(path)
+    return str(Path(dirs[0]) / name)
+
+
+SCONTROL = slurm_command("scontrol")
+SCANCEL = slurm_command("scancel")
 COMMAND_TIMEOUT_S = 30.0
 MAX_COMMENT = 900  # Slurm truncates long comments; keep the reason readable
 
