@@ -116,3 +116,42 @@ sleep 30
     assert other.returncode == 1 and "belongs to another user" in other.stderr
     subprocess.run(["/usr/bin/scancel", str(job_id)], env=bed.cluster.command_env(), check=False)
     bed.wait_epilog(job_id)
+
+
+def test_an_agent_killed_mid_flush_resumes_its_queue_and_never_half_publishes(
+    bed: Bed, agent: AgentServer
+) -> None:
+    work = bed.scratch / bed.user
+    job_id = bed.submit(
+        f"""#!/bin/sh
+#SBATCH --fsx-stage=checkpoint,{bed.scratch}/%u/ak-%j/,s3://{bed.bucket}/ak/%j/,keep=2
+export FSX_STAGE_AGENT_SOCKET={agent.socket_path}
+d={work}/ak-$SLURM_JOB_ID
+mkdir -p $d
+for i in 1 2 3 4 5 6 7 8; do head -c 4000000 /dev/urandom > $d/part-$i; done
+{bed.fsx_stage} checkpoint > $d.req 2>&1; echo "rc=$?" >> $d.req
+sleep 60
+"""
+    )
+    prefix = f"ak/{job_id}/"
+    assert "rc=0" in (req := _wait_for(bed, job_id, work / f"ak-{job_id}.req")), req
+    queued = bed.site.state_dir / "agent" / "queue" / f"{job_id}.json"
+    assert queued.exists()  # the request is on disk before the agent answers "queued"
+    agent.kill()  # mid-flush (or just before it): nothing is cleaned up
+    assert _manifests(bed, prefix) in ([], [f"{prefix}.fsx-stage/manifests/1.json"])
+    agent.start()  # the restarted agent finds the request in its queue
+    deadline = time.monotonic() + 120
+    while queued.exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    manifests = _manifests(bed, prefix)
+    assert manifests, "the resumed flush published nothing"
+    newest = manifests[-1]
+    files = json.loads(bed.client.get_object(Bucket=bed.bucket, Key=newest)["Body"].read())
+    n = files["generation"]
+    assert sorted(f["path"] for f in files["files"]) == [f"part-{i}" for i in range(1, 9)]
+    for i in range(1, 9):
+        key = f"{prefix}.fsx-stage/gen/{n}/part-{i}"
+        data = bed.client.get_object(Bucket=bed.bucket, Key=key)["Body"].read()
+        assert data == (work / f"ak-{job_id}" / f"part-{i}").read_bytes()
+    subprocess.run(["/usr/bin/scancel", str(job_id)], env=bed.cluster.command_env(), check=False)
+    bed.wait_epilog(job_id)
