@@ -63,6 +63,8 @@ def fresh_state(ctx: HookContext, directives: list[str]) -> JobState:
         uid=ident.uid,
         gid=ident.gid,
         restart_count=ctx.restart_count,
+        array_job_id=ident.array_job_id if ident.is_array_task else None,
+        array_task_id=ident.array_task_id,
         directives=directives,
     )
 
