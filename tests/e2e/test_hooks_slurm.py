@@ -12,6 +12,7 @@ import os
 import pwd
 import re
 import shutil
+import socket
 import subprocess
 import time
 import uuid
@@ -389,3 +390,155 @@ echo "task $SLURM_ARRAY_TASK_ID" > $d/out.txt
     found = _objects(bed, "arr-out/")
     assert found[f"arr-out/{first}/1/out.txt"] == b"task 1\n"
     assert found[f"arr-out/{first}/2/out.txt"] == b"task 2\n"
+
+
+def _admin_comment(bed: Bed, job_id: int) -> str:
+    return bed.cluster.job(job_id).get("AdminComment", "").strip()
+
+
+def test_a_flush_that_failed_shows_in_the_output_file_and_status(bed: Bed) -> None:
+    job_id = bed.submit(
+        f"""#!/bin/sh
+#SBATCH --fsx-stage=out,{bed.scratch}/%u/never-%j/,s3://{bed.bucket}/never/%j/
+echo computed
+"""
+    )
+    assert bed.cluster.wait(job_id, timeout=90)["JobState"] == "COMPLETED"
+    state = bed.wait_epilog(job_id)
+    assert state.phase_entries(Phase.FLUSH)[0].status is EntryStatus.FAILED
+    bed.assert_node_in_service()
+    expected = f"fsx-stage: job {job_id}: not all results reached S3: directive 1 failed:"
+    assert expected in bed.output(job_id)  # the job ended: Slurm takes no AdminComment now
+    status = bed.as_user(bed.fsx_stage, "status", str(job_id))
+    assert status.returncode == 1, status.stdout + status.stderr
+    assert "error: " in status.stdout and "failed_job" not in status.stdout
+
+
+def test_an_out_directory_written_without_its_slash_reaches_s3(bed: Bed) -> None:
+    job_id = bed.submit(
+        f"""#!/bin/sh
+#SBATCH --fsx-stage=out,{bed.scratch}/%u/%j/results,s3://{bed.bucket}/noslash/%j/
+d={bed.scratch}/$(id -un)/$SLURM_JOB_ID/results
+mkdir -p $d && echo 42 > $d/answer.txt
+"""
+    )
+    assert bed.cluster.wait(job_id, timeout=90)["JobState"] == "COMPLETED"
+    state = bed.wait_epilog(job_id)
+    assert state.phase_entries(Phase.FLUSH)[0].status is EntryStatus.DONE
+    assert _objects(bed, f"noslash/{job_id}/") == {f"noslash/{job_id}/results/answer.txt": b"42\n"}
+    assert bed.as_user(bed.fsx_stage, "status", str(job_id)).returncode == 0
+    assert _admin_comment(bed, job_id) in ("", "(null)")
+
+
+def test_a_pending_flush_shows_in_the_output_file_and_status(bed: Bed) -> None:
+    bed.dead_config()
+    try:
+        job_id = bed.submit(
+            f"""#!/bin/sh
+#SBATCH --fsx-stage=out,{bed.scratch}/%u/pend-%j/,s3://{bed.bucket}/pend/%j/
+d={bed.scratch}/$(id -un)/pend-$SLURM_JOB_ID
+mkdir -p $d && echo later > $d/r.txt
+"""
+        )
+        assert bed.cluster.wait(job_id, timeout=90)["JobState"] == "COMPLETED"
+        bed.wait_epilog(job_id)
+    finally:
+        bed.live_config()
+    told = bed.output(job_id)
+    assert "directive 1 pending: " in told and "fsx-stage flush --pending" in told
+    assert "http://" not in told  # no endpoint URLs: what failed, in words
+    assert bed.as_user(bed.fsx_stage, "status", str(job_id)).returncode == 3
+    flush = subprocess.run(
+        [bed.fsx_stage, "flush", "--pending", "--job", str(job_id)],
+        env={**os.environ, "FSX_STAGE_CONFIG": str(bed.site.config)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert flush.returncode == 0, flush.stdout + flush.stderr
+    assert bed.as_user(bed.fsx_stage, "status", str(job_id)).returncode == 0
+
+
+def test_a_held_job_released_after_the_outage_loses_its_held_comment(bed: Bed) -> None:
+    bed.client.put_object(Bucket=bed.bucket, Key="held/in.txt", Body=b"x")
+    bed.dead_config()
+    try:
+        job_id = bed.submit(
+            f"#!/bin/sh\n#SBATCH --fsx-stage=in,s3://{bed.bucket}/held/,{bed.scratch}/%u/h-%j/\n"
+            "true\n"
+        )
+        record = bed.cluster.wait(job_id, timeout=90)
+    finally:
+        bed.live_config()
+    assert record["JobState"] == "SPECIAL_EXIT", bed.show_job(job_id)  # requeued held
+    assert "held (S3 unavailable)" in _admin_comment(bed, job_id)
+    bed.cluster.scontrol("release", str(job_id))
+    deadline = time.monotonic() + 120
+    while bed.cluster.job(job_id)["JobState"] != "COMPLETED":
+        assert time.monotonic() < deadline, bed.show_job(job_id)
+        time.sleep(0.3)
+    bed.wait_epilog(job_id, restart=1)
+    assert _admin_comment(bed, job_id) in ("", "(null)"), bed.show_job(job_id)
+
+
+def test_full_scratch_holds_the_job_and_keeps_the_node(bed: Bed) -> None:
+    bed.client.put_object(Bucket=bed.bucket, Key="big/blob", Body=os.urandom(12 * 1024 * 1024))
+    mount = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m,mode=0755", "tmpfs", str(bed.scratch)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mount.stderr.strip()}")
+    job_id = 0
+    try:
+        bed.site.user_dir(bed.user)
+        bed.live_config(multipart_threshold="5MiB")
+        job_id = bed.submit(
+            f"#!/bin/sh\n#SBATCH --fsx-stage=in,s3://{bed.bucket}/big/blob,{bed.scratch}/%u/b/\n"
+            "true\n"
+        )
+        record = bed.cluster.wait(job_id, timeout=90)
+        assert record["JobState"] == "SPECIAL_EXIT", bed.show_job(job_id)  # held, not run
+        comment = _admin_comment(bed, job_id)
+        assert f"held (scratch full): directive 1: s3://{bed.bucket}/big/blob:" in comment
+        assert "is full (no space left on device)" in comment and "S3 is back" not in comment
+        bed.assert_node_in_service()  # one user filling shared scratch drains no node
+    finally:
+        if job_id:
+            subprocess.run(
+                ["/usr/bin/scancel", str(job_id)], env=bed.cluster.command_env(), check=False
+            )
+        subprocess.run(["umount", "-l", str(bed.scratch)], check=False)
+        bed.live_config()
+        bed.cluster.ensure_node_usable()
+
+
+def test_an_afterok_dependent_waits_for_the_epilog_but_not_for_s3(bed: Bed) -> None:
+    """What `afterok` means in Prolog/Epilog mode (docs/hooks.md): the dependent starts only
+    after the Epilog ended, but a flush left pending does not fail the job it belongs to."""
+    silent = socket.socket()  # takes connections, never answers: a flush that hangs
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    bed.site.write_config(
+        f"http://127.0.0.1:{silent.getsockname()[1]}", [bed.bucket], workers=2, flush_budget=12
+    )
+    try:
+        first = bed.submit(
+            f"""#!/bin/sh
+#SBATCH --fsx-stage=out,{bed.scratch}/%u/dep-%j/,s3://{bed.bucket}/dep/%j/
+d={bed.scratch}/$(id -un)/dep-$SLURM_JOB_ID
+mkdir -p $d && echo r > $d/r.txt
+"""
+        )
+        second = bed.submit("#!/bin/sh\ndate +%s.%N\n", f"--dependency=afterok:{first}")
+        assert bed.cluster.wait(second, timeout=120)["JobState"] == "COMPLETED"
+        state = bed.wait_epilog(first)
+    finally:
+        bed.live_config()
+        silent.close()
+    assert bed.cluster.job(first)["JobState"] == "COMPLETED"  # its flush is pending
+    assert state.phase_entries(Phase.FLUSH)[0].status is EntryStatus.PENDING
+    started = float(bed.output(second).split()[0])
+    assert state.epilog.finished_at is not None and started > state.epilog.finished_at

@@ -40,6 +40,7 @@ class Site:
         stage_in_budget: float = 120,
         flush_budget: float = 120,
         workers: int = 1,
+        multipart_threshold: str = "64MiB",
     ) -> Path:
         rules = "".join(
             f'\n[[s3.allow]]\nbucket = "{b}"\nusers = ["*"]\naccess = ["read", "write"]\n'
@@ -57,6 +58,7 @@ level = "info"
 [transfer]
 workers = {workers}
 max_concurrency = 8
+multipart_threshold = "{multipart_threshold}"
 
 [timeouts]
 stage_in = {stage_in_budget}

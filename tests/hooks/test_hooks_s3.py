@@ -7,10 +7,12 @@ acting as the job user, the transfer core, the state directory and the pending q
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import random
 import socket
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +29,7 @@ from fsx_stage.hooks.pending import PendingStore
 from fsx_stage.hooks.state import EntryStatus, HookStatus, Phase, StateStore
 
 _PRIVATE = private_interpreter_dir(Path(sys.prefix))
+MiB = 1024 * 1024
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="the hooks run as root"),
     # The worker drops privileges in this very interpreter: the job user must be able
@@ -393,6 +396,7 @@ def test_s3_down_at_stage_in_holds_the_job(
     reason = slurm.calls[0][2]
     assert "held (S3 unavailable)" in reason and "scontrol release" in reason
     assert "held (S3 unavailable)" in (home / "held.out").read_text()
+    assert "could not " in reason and "http://" not in reason  # no endpoint URLs
     entry = state_of(site, env).entries[0]
     assert entry.status is EntryStatus.PENDING and entry.error_category == "network"
 
@@ -479,3 +483,147 @@ def test_a_symlink_to_a_root_directory_gets_nothing_written(
     assert list(protected.iterdir()) == []
     entry = state_of(site, env).entries[0]
     assert entry.status is EntryStatus.FAILED
+
+
+@pytest.fixture
+def small_scratch(site: Site) -> Iterator[Path]:
+    """The site's scratch on an 8 MiB tmpfs (root only); skipped where mounts are forbidden."""
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m,mode=0755", "tmpfs", str(site.scratch)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {proc.stderr.strip()}")
+    try:
+        yield site.scratch
+    finally:
+        subprocess.run(["umount", "-l", str(site.scratch)], check=False)
+
+
+@pytest.mark.parametrize("size_mib", [3, 12])  # one GET, and ranged GETs (a TaskGroup)
+def test_full_scratch_holds_the_job_and_keeps_the_node(
+    s3_server: Any,
+    site: Site,
+    s3_client: Any,
+    bucket: str,
+    job_user: str,
+    slurm: SlurmRecorder,
+    small_scratch: Path,
+    size_mib: int,
+) -> None:
+    site.write_config(s3_server.endpoint_url, [bucket], multipart_threshold="5MiB")
+    s3_client.put_object(Bucket=bucket, Key="big/blob", Body=os.urandom(size_mib * MiB))
+    home = site.user_dir(job_user)
+    (small_scratch / "ballast").write_bytes(b"\0" * (6 * MiB))  # another user's files
+    slurm.std_out = str(home / "job.out")
+    env = hook_env(site, job_user, [f"in,s3://{bucket}/big/blob,{home}/in/"])
+    assert prolog.run(env) == 0  # shared scratch being full is no reason to drain this node
+    assert [c[0] for c in slurm.calls] == ["comment", "hold"]
+    reason = slurm.calls[0][2]
+    assert f"held (scratch full): directive 1: s3://{bucket}/big/blob:" in reason
+    assert f"scratch {home}/in/blob is full (no space left on device)" in reason
+    assert "once there is room on scratch" in reason
+    assert "S3" not in reason and "ExceptionGroup" not in reason
+    assert "held (scratch full)" in (home / "job.out").read_text()
+    entry = state_of(site, env).entries[0]
+    assert (entry.status, entry.error_category) == (EntryStatus.PENDING, "no_space")
+    assert not list((home / "in").iterdir())  # no partial file under any name
+
+
+def test_scratch_with_no_room_at_all_holds_the_job(
+    site: Site, bucket: str, job_user: str, slurm: SlurmRecorder, small_scratch: Path
+) -> None:
+    home = site.user_dir(job_user)
+    with contextlib.suppress(OSError):
+        (small_scratch / "ballast").write_bytes(b"\0" * (9 * MiB))
+    env = hook_env(site, job_user, [f"in,s3://{bucket}/k,{home}/in/"])
+    assert prolog.run(env) == 0
+    assert [c[0] for c in slurm.calls] == ["comment", "hold"]
+    assert f"scratch {site.scratch}/ is full (no space left on device)" in slurm.calls[0][2]
+
+
+@pytest.mark.parametrize(("dst", "key"), [("r/", "r/results/r.txt"), ("r", "r/r.txt")])
+def test_an_out_directory_written_without_its_slash_is_flushed_as_the_directory(
+    site: Site, s3_client: Any, bucket: str, job_user: str, slurm: SlurmRecorder, dst: str, key: str
+) -> None:
+    home = site.user_dir(job_user)
+    uid = pwd.getpwnam(job_user).pw_uid
+    results = _user_tree(home, "results", {"r.txt": b"result"}, uid)
+    env = hook_env(site, job_user, [f"out,{results},s3://{bucket}/{dst}"])
+    assert prolog.run(env) == 0
+    assert epilog.run(env) == 0
+    entry = state_of(site, env).phase_entries(Phase.FLUSH)[0]
+    assert (entry.status, entry.objects) == (EntryStatus.DONE, 1)
+    assert s3_client.get_object(Bucket=bucket, Key=key)["Body"].read() == b"result"
+    assert slurm.calls == []  # nothing to tell
+
+
+def test_a_flush_that_fails_is_told_in_the_output_file(
+    site: Site, s3_client: Any, bucket: str, job_user: str, slurm: SlurmRecorder
+) -> None:
+    home = site.user_dir(job_user)
+    slurm.std_out = str(home / "job.out")
+    env = hook_env(site, job_user, [f"out,{home}/never-written/,s3://{bucket}/r/"])
+    job_id = int(env["SLURM_JOB_ID"])
+    assert prolog.run(env) == 0
+    assert epilog.run(env) == 0  # the user's mistake: the node stays in service
+    entry = state_of(site, env).phase_entries(Phase.FLUSH)[0]
+    assert entry.status is EntryStatus.FAILED
+    expected = (
+        f"fsx-stage: job {job_id}: not all results reached S3: directive 1 failed: "
+        f"{home}/never-written/: no such file or directory\n"
+    )
+    assert (home / "job.out").read_text() == expected
+    assert slurm.calls == []  # an ended job's AdminComment cannot be changed
+    assert "1 entry failed" in (state_of(site, env).epilog.message or "")
+
+
+def test_a_pending_flush_is_told_too(
+    s3_server: Any, site: Site, bucket: str, job_user: str, slurm: SlurmRecorder
+) -> None:
+    out, env = _started_job_with_results(site, job_user, bucket)
+    slurm.std_out = str(out.parent / "job.out")
+    job_id = int(env["SLURM_JOB_ID"])
+    site.write_config(f"http://127.0.0.1:{free_port()}", [bucket])
+    assert epilog.run(env) == 0
+    told = (out.parent / "job.out").read_text()
+    assert told.startswith(f"fsx-stage: job {job_id}: not all results reached S3: directive 1 ")
+    assert "could not " in told and "http://" not in told  # in words, no endpoint URL
+    assert "pending data stays on scratch and is retried by `fsx-stage flush --pending`" in told
+
+
+def test_a_released_job_loses_its_stale_held_comment(
+    s3_server: Any, site: Site, s3_client: Any, bucket: str, job_user: str, slurm: SlurmRecorder
+) -> None:
+    s3_client.put_object(Bucket=bucket, Key="data/a", Body=b"a")
+    home = site.user_dir(job_user)
+    env = hook_env(site, job_user, [f"in,s3://{bucket}/data/,{home}/in/"])
+    site.write_config(f"http://127.0.0.1:{free_port()}", [bucket])
+    assert prolog.run(env) == 0
+    assert [c[0] for c in slurm.calls] == ["comment", "hold"]
+    site.write_config(s3_server.endpoint_url, [bucket])
+    released = dict(env, SLURM_JOB_RESTART_COUNT="1")  # `scontrol release` runs it again
+    assert prolog.run(released) == 0
+    assert slurm.calls[2:] == [("comment", int(env["SLURM_JOB_ID"]), "")]
+    state = state_of(site, env)
+    assert state.prolog.status is HookStatus.DONE and state.admin_comment is None
+
+
+def test_a_forgotten_slash_on_an_in_prefix_gets_a_hint(
+    site: Site, s3_client: Any, bucket: str, job_user: str, slurm: SlurmRecorder
+) -> None:
+    s3_client.put_object(Bucket=bucket, Key="dataset/part-1", Body=b"1")
+    home = site.user_dir(job_user)
+    env = hook_env(
+        site,
+        job_user,
+        [f"in,s3://{bucket}/dataset,{home}/d/", f"in,s3://{bucket}/nothing,{home}/n/"],
+    )
+    assert prolog.run(env) == 0
+    assert [c[0] for c in slurm.calls] == ["comment", "cancel"]
+    reason = slurm.calls[0][2]
+    assert f"directive 1: s3://{bucket}/dataset: 1 object failed: dataset: not found" in reason
+    assert f"did you mean s3://{bucket}/dataset/ (a prefix: everything under it)?" in reason
+    assert reason.count("did you mean") == 1  # no such prefix for `nothing`

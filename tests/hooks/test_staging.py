@@ -62,8 +62,20 @@ def test_s3_trouble_is_pending() -> None:
     assert (result.status, result.fault) == (EntryStatus.PENDING, Fault.S3)
 
 
-def test_a_full_disk_is_the_node() -> None:
-    reason = f"{os.strerror(errno.ENOSPC)} (/fsx/u/data/x)"
+def test_a_full_disk_is_full_scratch_not_the_node() -> None:
+    for category, code in (("no_space", errno.ENOSPC), ("local_io", errno.ENOSPC)):
+        reason = f"{os.strerror(code)} (/fsx/u/data/x)"
+        result = interpret(_entry(), _failed(category, reason=reason))
+        assert (result.status, result.fault) == (EntryStatus.PENDING, Fault.SCRATCH_FULL)
+        assert result.error is not None and result.error.endswith(
+            "is full (no space left on device)"
+        )
+    quota = interpret(_entry(), _failed("no_space", reason=os.strerror(errno.EDQUOT)))
+    assert quota.error is not None and "your disk quota is exceeded" in quota.error
+
+
+def test_an_io_error_is_the_node() -> None:
+    reason = f"{os.strerror(errno.EIO)} (/fsx/u/data/x)"
     result = interpret(_entry(), _failed("local_io", reason=reason))
     assert (result.status, result.fault) == (EntryStatus.PENDING, Fault.NODE)
 

@@ -55,7 +55,7 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StateStore:
 
 
 def test_status_shows_each_entry(store: StateStore, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["status", "42"]) == 0
+    assert main(["status", "42"]) == 3  # a flush still pending: not done yet
     out = capsys.readouterr().out
     assert "job 42  user u" in out
     assert "job result: did not succeed" in out
@@ -68,7 +68,7 @@ def test_status_shows_each_entry(store: StateStore, capsys: pytest.CaptureFixtur
 
 
 def test_status_json_is_the_state(store: StateStore, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["status", "42", "--json"]) == 0
+    assert main(["status", "42", "--json"]) == 3
     data = json.loads(capsys.readouterr().out)
     assert JobState.model_validate(data) == store.load(42)
 
@@ -128,3 +128,48 @@ def test_pruned_array_task_leaves_no_alias(store: StateStore) -> None:
     assert store.array_task_job_id(15, 2) == 18
     assert 18 in store.prune(0.0, keep=set(), now=10**12)
     assert store.array_task_job_id(15, 2) is None
+
+
+def _save(store: StateStore, **fields: object) -> None:
+    state = store.load(42)
+    assert state is not None
+    store.save(state.model_copy(update=fields))
+
+
+def _entry(status: EntryStatus, error: str | None) -> EntryState:
+    entry = EntryState(
+        index=1, phase=Phase.FLUSH, kind="out", source="/fsx/u/r/", destination="s3://b/r/"
+    )
+    entry.finish(status, error)
+    return entry
+
+
+def test_a_failed_flush_fails_status(store: StateStore, capsys: pytest.CaptureFixture[str]) -> None:
+    _save(store, entries=[_entry(EntryStatus.FAILED, "/fsx/u/r/: no such file or directory")])
+    assert main(["status", "42"]) == 1
+    assert "error: /fsx/u/r/: no such file or directory" in capsys.readouterr().out
+
+
+def test_everything_done_or_skipped_is_success_and_skips_are_no_errors(
+    store: StateStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    skipped = _entry(EntryStatus.SKIPPED, "when=success and the job failed")
+    _save(store, entries=[skipped])
+    assert main(["status", "42"]) == 0
+    out = capsys.readouterr().out
+    assert "skipped: when=success and the job failed" in out
+    assert "error:" not in out
+
+
+def test_status_speaks_in_user_words(store: StateStore, capsys: pytest.CaptureFixture[str]) -> None:
+    _save(
+        store,
+        entries=[],
+        prolog=HookRun(status=HookStatus.FAILED_JOB, host="n1"),
+        epilog=HookRun(),
+        failure_reason="fsx-stage: job 42 not started: directive 1: ...",
+    )
+    assert main(["status", "42"]) == 1  # refused before any transfer
+    out = capsys.readouterr().out
+    assert "prolog: stopped the job on n1" in out and "epilog: not run yet" in out
+    assert "failed_job" not in out and "not_run" not in out

@@ -202,6 +202,37 @@ def test_failure_reasons_never_carry_the_secret() -> None:
     assert classify(UnsafePath("bad"))[0] == "unsafe_key"
 
 
+def test_disk_full_is_no_space_even_inside_a_task_group() -> None:
+    import errno
+
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    quota = OSError(errno.EDQUOT, os.strerror(errno.EDQUOT), "/fsx/u/f")
+    assert classify(full) == ("no_space", "No space left on device")
+    assert classify(quota) == ("no_space", "Disk quota exceeded (/fsx/u/f)")
+    # The ranges of one object run in a TaskGroup: the group's failure is its cause.
+    group = ExceptionGroup("ranges", [TimeoutError("read"), ExceptionGroup("inner", [full])])
+    assert classify(group) == ("no_space", "No space left on device")
+    assert classify(ExceptionGroup("ranges", [UnsafePath("bad")]))[0] == "unsafe_key"
+
+
+def test_network_failures_are_worded_without_endpoint_urls() -> None:
+    from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
+
+    url = "http://10.1.2.3:8333/bkt/data/x"
+    assert classify(EndpointConnectionError(endpoint_url=url)) == (
+        "network",
+        "could not connect to S3",
+    )
+    assert classify(ConnectTimeoutError(endpoint_url=url))[1] == (
+        "could not connect to S3 (connect timeout)"
+    )
+    assert classify(ReadTimeoutError(endpoint_url=url))[1] == (
+        "S3 did not answer in time (read timeout)"
+    )
+    refused = ConnectionRefusedError(111, "Connection refused")
+    assert classify(refused) == ("network", "could not reach S3 (connection refused)")
+
+
 def test_a_garbled_reply_is_a_network_failure() -> None:
     from xml.etree import ElementTree
 

@@ -18,7 +18,9 @@ from typing import Any, NamedTuple
 
 from fsx_stage.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from fsx_stage.config import ConfigError, config_path, load_config
-from fsx_stage.hooks.state import JobState, StateError, StateStore
+from fsx_stage.hooks.state import EntryStatus, HookStatus, JobState, StateError, StateStore
+
+EXIT_PENDING = 3
 
 
 def register(subparsers: Any) -> None:
@@ -45,7 +47,12 @@ def register(subparsers: Any) -> None:
         help="remove job state untouched for DAYS (never with a pending flush); default 30",
     )
     flush.set_defaults(handler=_flush)
-    status = subparsers.add_parser("status", help="show what the hooks did for a job")
+    status = subparsers.add_parser(
+        "status",
+        help="show what the hooks did for a job",
+        epilog="exit status: 0 nothing failed or pending, 1 an entry failed or the job was "
+        "refused (or no state to show), 3 held or pending (may still complete)",
+    )
     status.add_argument(
         "job", type=job_ref, metavar="JOBID", help="a job id, or ARRAYJOBID_TASKID (e.g. 15_2)"
     )
@@ -98,6 +105,22 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps(state.model_dump(mode="json"), indent=2))
     else:
         print(render_status(state))
+    return status_exit(state)
+
+
+def status_exit(state: JobState) -> int:
+    """0: nothing failed or is pending; 1 (`EXIT_FAILED`): an entry failed or the job was
+    refused; 3 (`EXIT_PENDING`): held, or data still waiting for S3 (may complete later)."""
+    statuses = {e.status for e in state.entries}
+    if EntryStatus.FAILED in statuses:
+        return EXIT_FAILED
+    if EntryStatus.PENDING in statuses or HookStatus.NODE_FAULT in (
+        state.prolog.status,
+        state.epilog.status,
+    ):
+        return EXIT_PENDING
+    if state.prolog.status is HookStatus.FAILED_JOB:  # refused before any transfer
+        return EXIT_FAILED
     return EXIT_OK
 
 
@@ -147,6 +170,17 @@ def resolve_job_ref(ref: JobRef, store: StateStore) -> int | None:
     return int(match.group(1)) if match else None
 
 
+#: What a hook's status means, in a user's words.
+HOOK_WORDS = {
+    HookStatus.NOT_RUN: "not run yet",
+    HookStatus.RUNNING: "running",
+    HookStatus.DONE: "done",
+    HookStatus.SKIPPED: "skipped",
+    HookStatus.FAILED_JOB: "stopped the job",
+    HookStatus.NODE_FAULT: "failed on the node (the node is drained, the job requeued)",
+}
+
+
 def _when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(ts)) if ts else "-"
 
@@ -169,7 +203,7 @@ def render_status(state: JobState) -> str:
     if state.job_succeeded is not None:
         lines.append(f"job result: {'succeeded' if state.job_succeeded else 'did not succeed'}")
     for name, run in (("prolog", state.prolog), ("epilog", state.epilog)):
-        line = f"{name}: {run.status.value}"
+        line = f"{name}: {HOOK_WORDS[run.status]}"
         if run.host:
             line += f" on {run.host}"
         if run.started_at:
@@ -193,5 +227,6 @@ def render_status(state: JobState) -> str:
         )
         lines.append(f"    {entry.source} -> {entry.destination}")
         if entry.error:
-            lines.append(f"    error: {entry.error}")
+            label = "skipped" if entry.status is EntryStatus.SKIPPED else "error"
+            lines.append(f"    {label}: {entry.error}")
     return "\n".join(lines)

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from fsx_stage.directives import Kind
 from fsx_stage.hooks import jobinfo
 from fsx_stage.hooks.jobinfo import HookContext
+from fsx_stage.hooks.logging import redact
 from fsx_stage.hooks.outcome import Fault, HookFault
 from fsx_stage.hooks.pending import PendingFlush
 from fsx_stage.hooks.planning import carry_over, decode_directives, entry_state, plan_job
@@ -34,7 +35,7 @@ from fsx_stage.hooks.runtime import (
     TransferSetup,
     run_hook,
 )
-from fsx_stage.hooks.staging import SOURCE_MISSING, remove_as_user
+from fsx_stage.hooks.staging import SOURCE_MISSING, remove_as_user, tell_user
 from fsx_stage.hooks.state import EntryState, EntryStatus, HookRun, HookStatus, JobState, Phase
 from fsx_stage.plan import StagePlan
 
@@ -127,11 +128,15 @@ class Epilog(Hook):
         if not pending and remove and cleanup:
             problems = remove_as_user(user_credentials(ctx), cleanup)
             self.log.info("scratch.removed", paths=cleanup, problems=problems)
+        failed = [e for e in state.phase_entries(Phase.FLUSH) if e.status is EntryStatus.FAILED]
+        self._tell(ctx, state, failed, pending)  # before "done": whoever waits for it sees it
         state.epilog.status = HookStatus.DONE
         state.epilog.finished_at = time.time()
-        if pending:
-            state.epilog.message = (
-                f"{len(pending)} entr{'ies' if len(pending) != 1 else 'y'} pending"
+        if failed or pending:
+            state.epilog.message = ", ".join(
+                f"{len(group)} entr{'ies' if len(group) != 1 else 'y'} {word}"
+                for group, word in ((failed, "failed"), (pending, "pending"))
+                if group
             )
         store.save(state)
         self.log.info(
@@ -140,6 +145,22 @@ class Epilog(Hook):
             seconds=round(time.monotonic() - self.started, 3),
         )
         return EXIT_OK
+
+    def _tell(
+        self,
+        ctx: HookContext,
+        state: JobState,
+        failed: list[EntryState],
+        pending: list[EntryState],
+    ) -> None:
+        """A flush that did not reach S3 is told in the job's output file(s), where users
+        look first. Not in ``AdminComment``: by now the job has ended, and Slurm refuses
+        to update an ended job ("Job has already finished", checked on 22.05)."""
+        if not failed and not pending:
+            return
+        text = flush_problem_text(ctx.job_id, failed, pending)
+        written = tell_user(user_credentials(ctx), [ctx.std_out or "", ctx.std_err or ""], text)
+        self.log.info("epilog.user_told", files=written)
 
     def _flush_states(self, plan: StagePlan, succeeded: bool, requeued: bool) -> list[EntryState]:
         wanted = {e.index for e in plan.flush_entries(succeeded)}
@@ -246,12 +267,26 @@ class Epilog(Hook):
                 entry.finish(EntryStatus.PENDING, fault.message, "node")
         pending = [e for e in state.phase_entries(Phase.FLUSH) if e.status is EntryStatus.PENDING]
         self._save_pending(ctx, state, pending, remove, cleanup)
+        self._tell(ctx, state, [], pending)
         state.epilog.status = HookStatus.NODE_FAULT
         state.epilog.message = fault.message
         state.epilog.finished_at = time.time()
         self.rt.store.save(state)
         self.log.error("epilog.node_fault", error=fault.message)
         return EXIT_NODE_FAULT if fault.fault is Fault.NODE else EXIT_OK
+
+
+def flush_problem_text(job_id: int, failed: list[EntryState], pending: list[EntryState]) -> str:
+    """One line for a user: which results did not reach S3, and what happens next."""
+    parts = [f"directive {e.index} failed: {e.error or 'not flushed'}" for e in failed]
+    parts += [f"directive {e.index} pending: {e.error or 'not flushed yet'}" for e in pending]
+    text = f"fsx-stage: job {job_id}: not all results reached S3: " + "; ".join(parts)
+    if pending:
+        text += (
+            " -- pending data stays on scratch and is retried by `fsx-stage flush --pending`;"
+            f" see `fsx-stage status {job_id}`"
+        )
+    return redact(text) + "\n"
 
 
 def run(env: Mapping[str, str]) -> int:

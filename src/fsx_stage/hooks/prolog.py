@@ -163,7 +163,10 @@ class Prolog(Hook):
                 return EXIT_OK
             self.log.info("prolog.resume", previous=state.prolog.status.value)
         else:
+            # A comment set by an earlier run (held) is cleared once this run gets its data.
+            comment = state.admin_comment if state is not None else None
             state = fresh_state(ctx, [])
+            state.admin_comment = comment
         state.prolog = HookRun(
             status=HookStatus.RUNNING, host=ctx.node_name, started_at=time.time()
         )
@@ -183,6 +186,8 @@ class Prolog(Hook):
         state.prolog.status = HookStatus.DONE
         state.prolog.finished_at = time.time()
         store.save(state)
+        if state.admin_comment:
+            self._clear_comment(ctx, state)
         self.log.info("prolog.done", seconds=round(time.monotonic() - self.started, 3))
         return EXIT_OK
 
@@ -215,6 +220,16 @@ class Prolog(Hook):
             messages = [f.message for f in faults if f.fault is decisive]
             raise HookFault(decisive, "; ".join(messages))
 
+    def _clear_comment(self, ctx: HookContext, state: JobState) -> None:
+        """The job runs now: an earlier "held" comment would only mislead."""
+        try:
+            set_admin_comment(ctx.job_id, "", self.env)
+        except SlurmCommandError as exc:
+            self.log.warning("prolog.cannot_comment", error=str(exc))
+            return
+        state.admin_comment = None
+        self.rt.store.save(state)
+
     def _protect_pending_checkpoints(
         self, ctx: HookContext, state: JobState, creds: UserCredentials
     ) -> None:
@@ -246,11 +261,13 @@ class Prolog(Hook):
             self.log.error("prolog.node_fault", error=fault.message)
             return EXIT_NODE_FAULT
         state.prolog.status = HookStatus.FAILED_JOB
-        held = fault.fault is Fault.S3
-        what = "held (S3 unavailable)" if held else "not started"
+        held = fault.fault in (Fault.S3, Fault.SCRATCH_FULL)
+        full = fault.fault is Fault.SCRATCH_FULL
+        what = "held (scratch full)" if full else "held (S3 unavailable)" if held else "not started"
         reason = redact(f"fsx-stage: job {ctx.job_id} {what}: {fault.message}")
         if held:
-            reason += f" -- release it with `scontrol release {ctx.job_id}` once S3 is back"
+            once = "there is room on scratch" if full else "S3 is back"
+            reason += f" -- release it with `scontrol release {ctx.job_id}` once {once}"
         state.failure_reason = reason
         store.save(state)
         self.log.error("prolog.job_failed", fault=fault.fault.value, reason=fault.message)
@@ -260,6 +277,8 @@ class Prolog(Hook):
         self.log.info("prolog.user_told", files=written)
         try:
             set_admin_comment(ctx.job_id, reason, self.env)
+            state.admin_comment = reason
+            store.save(state)
             if held:
                 requeue_hold(ctx.job_id, self.env)
             else:

@@ -213,7 +213,8 @@ def scratch_bases(config: SiteConfig) -> list[str]:
 
 
 def check_scratch(config: SiteConfig, paths: list[str], *, need_space: bool) -> None:
-    """Node health for the scratch trees these paths live in: present, writable, not full.
+    """Node health for the scratch trees these paths live in: present and writable (a
+    node fault otherwise), and not full (`Fault.SCRATCH_FULL`: the job waits).
 
     Runs as root and only looks at the site's scratch bases (``stat``/``statvfs``), never
     at the user's files.
@@ -232,4 +233,5 @@ def check_scratch(config: SiteConfig, paths: list[str], *, need_space: bool) -> 
         if need_space and info.f_flag & os.ST_RDONLY:
             raise HookFault(Fault.NODE, f"scratch {base} is mounted read-only on this node")
         if need_space and info.f_bavail == 0:
-            raise HookFault(Fault.NODE, f"scratch {base} is full on this node")
+            # Shared by every node: full is no reason to drain this one (see outcome.py).
+            raise HookFault(Fault.SCRATCH_FULL, f"scratch {base} is full (no space left on device)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import os
 import shutil
 import signal
@@ -102,6 +103,11 @@ def _transfer_in_child(
     if not src.startswith("s3://") and not os.path.lexists(src):
         # Checked here, as the user: a path the user cannot see does not exist for them.
         return {"usage_error": f"{src}: no such file or directory"}
+    local = Path(src)
+    if not src.startswith("s3://") and not recursive and local.is_dir() and not local.is_symlink():
+        # `out,/fsx/u/results,s3://b/r/` (planned as DST `s3://b/r/results`) with results a
+        # directory: its `/` was forgotten. It is copied as itself, to the prefix DST/.
+        recursive = True
     if threading.active_count() > 1:
         # The core would start its worker processes by exec, and an exec'd process is
         # dumpable again: the user could read root's credentials from its memory. Forked
@@ -119,7 +125,33 @@ def _transfer_in_child(
         signal.setitimer(signal.ITIMER_REAL, 0)
     count = len(summary.failures)
     compact = dataclasses.replace(summary, failures=representative_failures(summary))
-    return {"summary": compact.to_json(), "failure_count": count}
+    reply: dict[str, Any] = {"summary": compact.to_json(), "failure_count": count}
+    missing = summary.failures and all(f.category == "not_found" for f in summary.failures)
+    if missing and src.startswith("s3://") and not recursive and not src.endswith("/"):
+        reply["hint"] = prefix_hint(src, s3)
+    return reply
+
+
+def prefix_hint(src: str, s3: S3Settings) -> str | None:
+    """``s3://b/dataset`` is not an object: "did you mean ``dataset/``?" when that prefix
+    has objects (one list call, max-keys=1, made only once the object was not found)."""
+    import uvloop
+
+    from fsx_stage.s3url import S3Url
+    from fsx_stage.transfer.client import create_client
+
+    url = S3Url.parse(src)
+
+    async def probe() -> bool:
+        async with create_client(s3, 1) as client:
+            reply = await client.list_objects_v2(Bucket=url.bucket, Prefix=url.key + "/", MaxKeys=1)
+        return bool(reply.get("Contents"))
+
+    try:
+        found = uvloop.run(probe())
+    except Exception:  # only a hint: the failure stands without it
+        return None
+    return f"did you mean {src}/ (a prefix: everything under it)?" if found else None
 
 
 def representative_failures(summary: TransferSummary) -> list[TransferFailure]:
@@ -142,6 +174,14 @@ def _failure_text(summary: TransferSummary, count: int) -> str:
     return head + shown + (f" (and {more} more)" if more > 0 else "")
 
 
+def full_scratch_text(destination: str, reasons: list[str]) -> str:
+    """What a user reads when scratch ran out of room (or the user's quota did)."""
+    quota = os.strerror(errno.EDQUOT)
+    if any(quota in reason for reason in reasons):
+        return f"scratch {destination}: your disk quota is exceeded ({quota.lower()})"
+    return f"scratch {destination} is full (no space left on device)"
+
+
 def interpret(
     entry: EntryState, summary: TransferSummary, failure_count: int | None = None
 ) -> EntryResult:
@@ -160,10 +200,13 @@ def interpret(
             )
         fault = worst(faults)
         categories = {f.category for f in summary.failures}
+        error = _failure_text(summary, failure_count or len(summary.failures))
+        if fault is Fault.SCRATCH_FULL:
+            error = full_scratch_text(entry.destination, [f.reason for f in summary.failures])
         return EntryResult(
             EntryStatus.FAILED if fault is Fault.USER else EntryStatus.PENDING,
             fault=fault,
-            error=_failure_text(summary, failure_count or len(summary.failures)),
+            error=error,
             category=",".join(sorted(categories)),
             bytes=counts.bytes,
             objects=counts.objects,
@@ -233,10 +276,13 @@ def run_entry(
                 EntryStatus.PENDING, fault=Fault.NODE, error=exc.message, category="node"
             )
         fault = classify_failure("local_io", exc.message, exc.errno)
+        error = f"{exc.type_name}: {exc.message}"
+        if fault is Fault.SCRATCH_FULL:
+            error = full_scratch_text(entry.destination, [exc.message])
         return EntryResult(
             EntryStatus.FAILED if fault is Fault.USER else EntryStatus.PENDING,
             fault=fault,
-            error=f"{exc.type_name}: {exc.message}",
+            error=error,
             category="local_io",
         )
     if "usage_error" in reply:
@@ -247,7 +293,10 @@ def run_entry(
             EntryStatus.FAILED, fault=Fault.USER, error=message, category=SOURCE_MISSING
         )
     summary = TransferSummary.from_json(reply["summary"])
-    return interpret(entry, summary, int(reply.get("failure_count", len(summary.failures))))
+    result = interpret(entry, summary, int(reply.get("failure_count", len(summary.failures))))
+    if reply.get("hint") and result.error and result.status is EntryStatus.FAILED:
+        result = dataclasses.replace(result, error=f"{result.error} -- {reply['hint']}")
+    return result
 
 
 # -- small filesystem actions done as the user -------------------------------------------

@@ -111,6 +111,7 @@ class JobState(BaseModel):
     directives: list[str] = Field(default_factory=list)
     plan: dict[str, Any] | None = None
     failure_reason: str | None = None
+    admin_comment: str | None = None  # what fsx-stage last set as the job's AdminComment
     job_succeeded: bool | None = None
     prolog: HookRun = Field(default_factory=HookRun)
     epilog: HookRun = Field(default_factory=HookRun)

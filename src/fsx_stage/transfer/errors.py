@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import random
+import re
 import sys
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -55,6 +57,21 @@ _THROTTLED = {
 }
 _CHECKSUM = {"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch", "InvalidChecksum"}
 _TRANSIENT = {"InternalError", "RequestTimeout", "RequestTimeTooSkewed", "500", "502", "504"}
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+# Which failure of a group (the ranges of one object) explains it: the local file system
+# first (retrying elsewhere cannot fix it), then what S3 said.
+_GROUP_ORDER: tuple[FailureCategory, ...] = (
+    "no_space",
+    "local_io",
+    "unsafe_key",
+    "access_denied",
+    "not_found",
+    "invalid",
+    "checksum",
+    "throttled",
+    "network",
+    "other",
+)
 
 
 class TransferError(Exception):
@@ -92,15 +109,19 @@ def client_error_code(exc: ClientError) -> str:
 
 def classify(exc: BaseException) -> tuple[FailureCategory, str]:
     """The failure category and a message that carries no secrets."""
+    if isinstance(exc, BaseExceptionGroup):  # the ranges of one object (a TaskGroup)
+        found = [classify(leaf) for leaf in _leaves(exc)]
+        return min(found, key=lambda pair: _GROUP_ORDER.index(pair[0]), default=("other", ""))
     if isinstance(exc, TransferError):
         return exc.category, exc.reason
     if isinstance(exc, ClientError):
         code = client_error_code(exc)
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0
         message = str(exc.response.get("Error", {}).get("Message") or "")
+        said = f"HTTP {status}" if code == str(status) else f"{code}, HTTP {status}"
         text = f"{code} (HTTP {status})" + (f": {message}" if message else "")
         if code in _NOT_FOUND:
-            return "not_found", text
+            return "not_found", f"not found ({said})" + (f": {message}" if message else "")
         if code in _DENIED:
             return "access_denied", text
         if code in _THROTTLED or status in (429, 503):
@@ -129,16 +150,47 @@ def classify(exc: BaseException) -> tuple[FailureCategory, str]:
         | asyncio.TimeoutError
         | ConnectionError,
     ) or _is_aiohttp_error(exc):
-        return "network", f"{type(exc).__name__}: {exc}"
+        return "network", _network_text(exc)
     if isinstance(exc, BotoCoreError):
-        return "other", f"{type(exc).__name__}: {exc}"
+        return "other", _without_urls(f"{type(exc).__name__}: {exc}")
     if isinstance(exc, FileNotFoundError):
         return "not_found", f"no such file or directory: {exc.filename or exc}"
+    if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
+        return "no_space", f"{exc.strerror}" + (f" ({exc.filename})" if exc.filename else "")
     if isinstance(exc, OSError):
         return "local_io", f"{exc.strerror or type(exc).__name__}" + (
             f" ({exc.filename})" if exc.filename else ""
         )
     return "other", f"{type(exc).__name__}: {exc}"
+
+
+_URL = re.compile(r"""["']?https?://[^\s"']*["']?""")
+
+
+def _without_urls(text: str) -> str:
+    """Users know their bucket and key, not the endpoint's URL (shown in ``AdminComment``)."""
+    return _URL.sub("S3", text)
+
+
+def _network_text(exc: BaseException) -> str:
+    """What went wrong on the way to S3, in words (never botocore's endpoint URL)."""
+    if isinstance(exc, ReadTimeoutError | asyncio.TimeoutError):
+        return "S3 did not answer in time (read timeout)"
+    if isinstance(exc, BotoConnectionError):
+        return "could not connect to S3" + (" (connect timeout)" if "timeout" in str(exc) else "")
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"could not reach S3 ({exc.strerror.lower()})"
+    return _without_urls(f"{type(exc).__name__}: {exc}")
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    leaves: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            leaves += _leaves(exc)
+        elif not isinstance(exc, asyncio.CancelledError):
+            leaves.append(exc)
+    return leaves
 
 
 def is_retryable(category: FailureCategory, exc: BaseException) -> bool:

@@ -27,6 +27,7 @@ FailureCategory = Literal[
     "network",
     "throttled",
     "local_io",
+    "no_space",  # ENOSPC or EDQUOT writing the destination file system
     "unsafe_key",
     "invalid",
     "other",
