@@ -627,3 +627,46 @@ def test_a_forgotten_slash_on_an_in_prefix_gets_a_hint(
     assert f"directive 1: s3://{bucket}/dataset: 1 object failed: dataset: not found" in reason
     assert f"did you mean s3://{bucket}/dataset/ (a prefix: everything under it)?" in reason
     assert reason.count("did you mean") == 1  # no such prefix for `nothing`
+
+
+def _modes(root: Path) -> dict[str, int]:
+    return {
+        p.relative_to(root).as_posix() + ("/" if p.is_dir() else ""): p.stat().st_mode & 0o777
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def test_staged_in_tree_is_private_to_the_user_by_default(
+    site: Site, s3_client: Any, bucket: str, job_user: str, slurm: SlurmRecorder
+) -> None:
+    s3_client.put_object(Bucket=bucket, Key="m/sub/a.txt", Body=b"a")
+    home = site.user_dir(job_user)
+    env = hook_env(site, job_user, [f"in,s3://{bucket}/m/,{home}/private/"])
+    assert prolog.run(env) == 0
+    assert _modes(home / "private") == {"sub/": 0o700, "sub/a.txt": 0o600}
+
+
+def test_a_shared_project_root_gets_its_own_umask(
+    s3_server: Any, site: Site, s3_client: Any, bucket: str, job_user: str, slurm: SlurmRecorder
+) -> None:
+    # Project scratch shared by an account: the site gives that root umask 0o027, so the
+    # group can read what was staged; the user's own root keeps the default.
+    s3_client.put_object(Bucket=bucket, Key="m/sub/a.txt", Body=b"a")
+    home = site.user_dir(job_user)
+    project = home / "project"
+    project.mkdir()
+    entry = pwd.getpwnam(job_user)
+    os.chown(project, entry.pw_uid, entry.pw_gid)
+    site.write_config(
+        s3_server.endpoint_url,
+        [bucket],
+        top_level=f'umask = 0o077\n[root_umask]\n"{site.scratch}/{{user}}/project/" = 0o027\n',
+    )
+    env = hook_env(
+        site,
+        job_user,
+        [f"in,s3://{bucket}/m/,{project}/shared/", f"in,s3://{bucket}/m/,{home}/mine/"],
+    )
+    assert prolog.run(env) == 0
+    assert _modes(project / "shared") == {"sub/": 0o750, "sub/a.txt": 0o640}
+    assert _modes(home / "mine") == {"sub/": 0o700, "sub/a.txt": 0o600}

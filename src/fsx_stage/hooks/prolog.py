@@ -34,6 +34,7 @@ from fsx_stage.hooks.runtime import (
 from fsx_stage.hooks.slurmctl import SlurmCommandError, cancel_job, requeue_hold, set_admin_comment
 from fsx_stage.hooks.staging import EntryResult, run_entry, tell_user
 from fsx_stage.hooks.state import EntryState, EntryStatus, HookRun, HookStatus, JobState, Phase
+from fsx_stage.policy import Policy
 
 
 def context(env: Mapping[str, str], log: EventLog | None = None) -> HookContext:
@@ -107,7 +108,13 @@ class Hook:
         credentials = resolve_credentials(config)
         s3 = s3_settings(config, credentials)
         enc = encryption(config)
-        return TransferSetup(user=user_credentials(ctx), s3=s3, encryption=enc)
+        policy = Policy(config)
+        return TransferSetup(
+            user=user_credentials(ctx),
+            s3=s3,
+            encryption=enc,
+            umask_for=lambda path: policy.umask_for(path, ctx.identity),
+        )
 
     def _transfer(
         self, state: JobState, entry: EntryState, setup: TransferSetup, deadline: float
@@ -117,7 +124,9 @@ class Hook:
         entry.start()
         self.rt.store.save(state)
         options = transfer_options(self.rt.config, setup.encryption, filters=entry.filters)
-        result = run_entry(setup.user, entry, options, setup.s3, deadline - time.monotonic())
+        umask = setup.umask_for(entry.destination)
+        budget = deadline - time.monotonic()
+        result = run_entry(setup.user, entry, options, setup.s3, budget, umask=umask)
         entry.bytes, entry.objects = result.bytes, result.objects
         entry.skipped_objects = result.skipped
         return result

@@ -242,8 +242,11 @@ def run_entry(
     options: TransferOptions,
     s3: S3Settings,
     budget_s: float | None,
+    *,
+    umask: int = 0o077,
 ) -> EntryResult:
-    """Transfer ``entry`` as ``creds`` within ``budget_s`` seconds (None: no limit)."""
+    """Transfer ``entry`` as ``creds`` within ``budget_s`` seconds (None: no limit);
+    what it creates gets ``umask``."""
     if budget_s is not None and budget_s <= STOP_MARGIN_S:
         return EntryResult(
             EntryStatus.PENDING,
@@ -263,6 +266,7 @@ def run_entry(
             s3,
             soft,
             timeout=budget_s,
+            umask=umask,
         )
     except WorkerTimeout as exc:
         return EntryResult(
