@@ -670,3 +670,44 @@ def test_a_shared_project_root_gets_its_own_umask(
     assert prolog.run(env) == 0
     assert _modes(project / "shared") == {"sub/": 0o750, "sub/a.txt": 0o640}
     assert _modes(home / "mine") == {"sub/": 0o700, "sub/a.txt": 0o600}
+
+
+def test_status_shows_live_counts_while_an_entry_stages(
+    site: Site,
+    s3_client: Any,
+    bucket: str,
+    job_user: str,
+    slurm: SlurmRecorder,
+    fault_proxy: Any,
+) -> None:
+    # Every object GET waits 1.5 s in the proxy: 32 objects at 8 at a time take ~6 s,
+    # long enough for the state file to show counts before the entry ends.
+    import threading
+
+    from fsx_stage.cli.hooks import render_status
+
+    for i in range(32):
+        s3_client.put_object(Bucket=bucket, Key=f"live/{i:02d}", Body=b"z" * 4096)
+    site.write_config(fault_proxy.endpoint_url, [bucket])
+    fault_proxy.set_faults(
+        latency_s=1.5, latency_rate=1.0, methods=frozenset({"GET"}), key_pattern=r"/live/\d"
+    )
+    home = site.user_dir(job_user)
+    env = hook_env(site, job_user, [f"in,s3://{bucket}/live/,{home}/live/"])
+    outcome: list[int] = []
+    runner = threading.Thread(target=lambda: outcome.append(prolog.run(env)))
+    runner.start()
+    seen = None
+    while runner.is_alive():
+        state = state_of(site, env)
+        entry = state.entries[0] if state is not None and state.entries else None
+        if entry is not None and entry.status is EntryStatus.RUNNING and entry.objects > 0:
+            seen = (entry.objects, entry.bytes, render_status(state))
+        runner.join(0.2)
+    assert outcome == [0]
+    assert seen is not None, "no live counts were saved while the entry ran"
+    objects, moved, view = seen
+    assert 0 < objects < 32 and moved == objects * 4096
+    assert f"so far: {objects} objects, " in view and "/s)" in view
+    final = state_of(site, env).entries[0]
+    assert (final.status, final.objects, final.bytes) == (EntryStatus.DONE, 32, 32 * 4096)

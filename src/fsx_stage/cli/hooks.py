@@ -194,7 +194,7 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
-def render_status(state: JobState) -> str:
+def render_status(state: JobState, now: float | None = None) -> str:
     """The human view of a job's state: hooks, then one block per entry."""
     name = f"job {state.job_id}"
     if state.array_job_id is not None and state.array_task_id is not None:
@@ -226,6 +226,12 @@ def render_status(state: JobState) -> str:
             f"{entry.status.value:<8}  {_size(entry.bytes):>10}  {seconds:>7}"
         )
         lines.append(f"    {entry.source} -> {entry.destination}")
+        if entry.status is EntryStatus.RUNNING and entry.started_at:
+            elapsed = max((time.time() if now is None else now) - entry.started_at, 1e-3)
+            lines.append(
+                f"    so far: {entry.objects} objects, {_size(entry.bytes)} in {elapsed:.0f} s"
+                f" ({_size(int(entry.bytes / elapsed))}/s)"
+            )
         if entry.error:
             label = "skipped" if entry.status is EntryStatus.SKIPPED else "error"
             lines.append(f"    {label}: {entry.error}")

@@ -76,6 +76,10 @@ def is_same_run(state: JobState, ctx: HookContext) -> bool:
     return state.restart_count == ctx.restart_count
 
 
+#: How often a running entry's live counts are saved for `fsx-stage status`.
+SAVE_LIVE_EVERY_S = 2.0
+
+
 class Hook:
     """What the Prolog and Epilog share: once per job, on the first node, under the job lock."""
 
@@ -124,9 +128,22 @@ class Hook:
         entry.start()
         self.rt.store.save(state)
         options = transfer_options(self.rt.config, setup.encryption, filters=entry.filters)
+        saved = time.monotonic()
+
+        def live(counts: dict[str, int]) -> None:
+            # What `status` shows while the entry runs; the file is rewritten (fsync)
+            # at most every SAVE_LIVE_EVERY_S seconds, whatever the object count.
+            nonlocal saved
+            entry.bytes, entry.objects = counts.get("bytes", 0), counts.get("objects", 0)
+            if time.monotonic() - saved >= SAVE_LIVE_EVERY_S:
+                saved = time.monotonic()
+                self.rt.store.save(state)
+
         umask = setup.umask_for(entry.destination)
         budget = deadline - time.monotonic()
-        result = run_entry(setup.user, entry, options, setup.s3, budget, umask=umask)
+        result = run_entry(
+            setup.user, entry, options, setup.s3, budget, umask=umask, on_progress=live
+        )
         entry.bytes, entry.objects = result.bytes, result.objects
         entry.skipped_objects = result.skipped
         return result
