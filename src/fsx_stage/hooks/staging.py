@@ -14,6 +14,8 @@ import os
 import shutil
 import signal
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,10 +28,12 @@ from fsx_stage.hooks.privileges import (
     WorkerError,
     WorkerTimeout,
     run_as_user,
+    send_progress,
 )
 from fsx_stage.hooks.state import EntryState, EntryStatus
 from fsx_stage.transfer import (
     S3Settings,
+    TransferEvent,
     TransferFailure,
     TransferOptions,
     TransferSummary,
@@ -39,6 +43,8 @@ from fsx_stage.transfer import (
 
 # Seconds kept back from a time budget so the worker can stop cleanly and report.
 STOP_MARGIN_S = 5.0
+# How often a running transfer tells the hook its counts (the hook saves them for `status`).
+LIVE_EVERY_S = 1.0
 MAX_LISTED_FAILURES = 3
 KEPT_FAILURES = 20
 SOURCE_MISSING = "source_missing"  # a local SRC that does not exist (or is not a directory)
@@ -90,6 +96,32 @@ def isolate_aws_settings() -> None:
         os.environ.pop(name, None)
 
 
+class LiveCounts:
+    """Transfer events -> bytes and objects moved so far, sent to the hook (the state
+    file's owner) at most every `LIVE_EVERY_S` seconds."""
+
+    def __init__(self) -> None:
+        self.done_bytes = 0
+        self.objects = 0
+        self.partial: dict[str, int] = {}
+        self.sent = time.monotonic()
+
+    def __call__(self, event: TransferEvent) -> None:
+        if event.kind == "bytes":
+            self.partial[event.key] = self.partial.get(event.key, 0) + event.bytes
+        elif event.kind == "done":
+            self.partial.pop(event.key, None)
+            self.done_bytes += event.bytes
+            self.objects += 1
+        elif event.kind in ("skipped", "failed"):
+            self.partial.pop(event.key, None)
+        now = time.monotonic()
+        if now - self.sent >= LIVE_EVERY_S:
+            self.sent = now
+            moved = self.done_bytes + sum(self.partial.values())
+            send_progress({"bytes": moved, "objects": self.objects})
+
+
 def _transfer_in_child(
     src: str,
     dst: str,
@@ -122,7 +154,15 @@ def _transfer_in_child(
         signal.setitimer(signal.ITIMER_REAL, max(budget_s, 0.1))
     try:
         if keep is None:
-            summary = transfer(src, dst, recursive=recursive, options=options, s3=s3, cancel=cancel)
+            summary = transfer(
+                src,
+                dst,
+                recursive=recursive,
+                options=options,
+                s3=s3,
+                cancel=cancel,
+                on_event=LiveCounts(),
+            )
         else:
             summary = checkpoint_generation(src, dst, keep, options, s3, cancel)
     except TransferUsageError as exc:
@@ -248,8 +288,12 @@ def run_entry(
     options: TransferOptions,
     s3: S3Settings,
     budget_s: float | None,
+    *,
+    umask: int = 0o077,
+    on_progress: Callable[[dict[str, int]], None] | None = None,
 ) -> EntryResult:
-    """Transfer ``entry`` as ``creds`` within ``budget_s`` seconds (None: no limit)."""
+    """Transfer ``entry`` as ``creds`` within ``budget_s`` seconds (None: no limit);
+    what it creates gets ``umask``; ``on_progress`` gets ``{"bytes", "objects"}`` so far."""
     if budget_s is not None and budget_s <= STOP_MARGIN_S:
         return EntryResult(
             EntryStatus.PENDING,
@@ -270,6 +314,8 @@ def run_entry(
             soft,
             entry.keep if entry.kind == "checkpoint" else None,
             timeout=budget_s,
+            umask=umask,
+            on_progress=on_progress,
         )
     except WorkerTimeout as exc:
         return EntryResult(
