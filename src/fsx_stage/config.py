@@ -270,6 +270,10 @@ class SiteConfig(BaseModel):
     model_config = _strict()
 
     scratch_roots: tuple[str, ...] = Field(min_length=1)
+    #: The umask of what the hooks create on scratch (directories 0777, files 0666 without
+    #: these bits); ``root_umask`` overrides it under some scratch roots (templates).
+    umask: int = Field(default=0o077, ge=0, le=0o777)
+    root_umask: dict[str, int] = Field(default_factory=dict)
     scratch_after_flush: Literal["keep", "remove"] = "keep"
     state_dir: Path = Path("/var/lib/fsx-stage")
     s3: S3Config = S3Config()
@@ -287,6 +291,17 @@ class SiteConfig(BaseModel):
                 raise ValueError(f"expected absolute path templates, got {root!r}")
             if any(seg == ".." for seg in root.split("/")):
                 raise ValueError(f"'..' is not allowed in {root!r}")
+        return value
+
+    @field_validator("root_umask")
+    @classmethod
+    def _root_umask(cls, value: dict[str, int]) -> dict[str, int]:
+        for root, mask in value.items():
+            if not root.startswith("/") or any(seg == ".." for seg in root.split("/")):
+                raise ValueError(f"expected an absolute path template as key, got {root!r}")
+            check_template(root)
+            if not 0 <= mask <= 0o777:
+                raise ValueError(f"{root!r}: expected a umask 0o000-0o777, got {mask!r}")
         return value
 
     @field_validator("state_dir")

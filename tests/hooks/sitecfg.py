@@ -41,6 +41,7 @@ class Site:
         flush_budget: float = 120,
         workers: int = 1,
         multipart_threshold: str = "64MiB",
+        top_level: str = "",
         extra: str = "",
     ) -> Path:
         rules = "".join(
@@ -51,7 +52,7 @@ class Site:
             f"""scratch_roots = ["{self.scratch}/{{user}}/"]
 scratch_after_flush = "{scratch_after_flush}"
 state_dir = "{self.state_dir}"
-
+{top_level}
 [log]
 destination = "{self.log_file}"
 level = "info"

@@ -35,6 +35,7 @@ from fsx_stage.hooks.runtime import (
 from fsx_stage.hooks.slurmctl import SlurmCommandError, cancel_job, requeue_hold, set_admin_comment
 from fsx_stage.hooks.staging import EntryResult, run_entry, tell_user
 from fsx_stage.hooks.state import EntryState, EntryStatus, HookRun, HookStatus, JobState, Phase
+from fsx_stage.policy import Policy
 
 
 def context(env: Mapping[str, str], log: EventLog | None = None) -> HookContext:
@@ -64,6 +65,8 @@ def fresh_state(ctx: HookContext, directives: list[str]) -> JobState:
         uid=ident.uid,
         gid=ident.gid,
         restart_count=ctx.restart_count,
+        array_job_id=ident.array_job_id if ident.is_array_task else None,
+        array_task_id=ident.array_task_id,
         directives=directives,
     )
 
@@ -72,6 +75,10 @@ def is_same_run(state: JobState, ctx: HookContext) -> bool:
     """The saved state belongs to this run of the job, not to a run before a requeue
     (Slurm counts restarts: a requeued or released job runs with a higher count)."""
     return state.restart_count == ctx.restart_count
+
+
+#: How often a running entry's live counts are saved for `fsx-stage status`.
+SAVE_LIVE_EVERY_S = 2.0
 
 
 class Hook:
@@ -114,7 +121,13 @@ class Hook:
         credentials = resolve_credentials(config)
         s3 = s3_settings(config, credentials)
         enc = encryption(config)
-        return TransferSetup(user=user_credentials(ctx), s3=s3, encryption=enc)
+        policy = Policy(config)
+        return TransferSetup(
+            user=user_credentials(ctx),
+            s3=s3,
+            encryption=enc,
+            umask_for=lambda path: policy.umask_for(path, ctx.identity),
+        )
 
     def _transfer(
         self, state: JobState, entry: EntryState, setup: TransferSetup, deadline: float
@@ -124,7 +137,22 @@ class Hook:
         entry.start()
         self.rt.store.save(state)
         options = transfer_options(self.rt.config, setup.encryption, filters=entry.filters)
-        result = run_entry(setup.user, entry, options, setup.s3, deadline - time.monotonic())
+        saved = time.monotonic()
+
+        def live(counts: dict[str, int]) -> None:
+            # What `status` shows while the entry runs; the file is rewritten (fsync)
+            # at most every SAVE_LIVE_EVERY_S seconds, whatever the object count.
+            nonlocal saved
+            entry.bytes, entry.objects = counts.get("bytes", 0), counts.get("objects", 0)
+            if time.monotonic() - saved >= SAVE_LIVE_EVERY_S:
+                saved = time.monotonic()
+                self.rt.store.save(state)
+
+        umask = setup.umask_for(entry.destination)
+        budget = deadline - time.monotonic()
+        result = run_entry(
+            setup.user, entry, options, setup.s3, budget, umask=umask, on_progress=live
+        )
         entry.bytes, entry.objects = result.bytes, result.objects
         entry.skipped_objects = result.skipped
         return result

@@ -32,7 +32,8 @@ FailureCategory = Literal[
     "invalid",
     "other",
 ]
-EventKind = Literal["queued", "bytes", "done", "skipped", "failed"]
+#: ``listed``: the source listing is complete (every object has had its ``queued``).
+EventKind = Literal["queued", "listed", "bytes", "done", "skipped", "failed"]
 AddressingStyle = Literal["auto", "path", "virtual"]
 EncryptionMode = Literal["none", "sse-s3", "sse-kms", "sse-c"]
 

@@ -180,6 +180,8 @@ async def run_here(route: Route, options: TransferOptions, s3: S3Settings, tally
                 if tally.on_event is not None:
                     tally.add(TransferEvent("queued", job.key, 0, job.size))
                 await mover.submit(job)
+            if tally.on_event is not None:
+                tally.add(TransferEvent("listed", ""))
             await mover.drain()
             download.apply_directory_metadata(ctx, root_fd)
         except asyncio.CancelledError:
