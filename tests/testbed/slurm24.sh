@@ -3,10 +3,11 @@
 #
 #   tests/testbed/slurm24.sh build        debootstrap the chroot once (reused: a stamp file)
 #   tests/testbed/slurm24.sh test [ARGS]  build, mount, run the real-Slurm tests inside, unmount
+#   tests/testbed/slurm24.sh run CMD...   the same set-up, then CMD instead of pytest (debugging)
 #
 # The chroot lives in $TRIXIE_ROOT (default .testbed/trixie). The repository is bind-mounted at
 # its own absolute path inside, so every path the tests print is the same on both sides; the
-# chroot gets its own venv (.venv-trixie, python 3.13), SPANK build (spank/fsx_stage-24.so)
+# chroot gets its own venv (.venv-trixie, python 3.13), SPANK build (spank/slurm24/fsx_stage.so)
 # and test bed directory (.testbed/slurm24), so the host's 22.05 cluster is never touched.
 # /proc, /sys, /dev and the repository are mounted only while `test` runs and always
 # unmounted (trap), also on failure. Nothing on the host outside the repository is written.
@@ -76,11 +77,14 @@ run_tests() {
   chroot "$root" /usr/bin/env -i \
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_DEFAULT_TIMEOUT=180 "${ca_env[@]}" \
-    TESTBED="$repo/.testbed/slurm24" FSX_STAGE_SPANK_SO="$repo/spank/fsx_stage-24.so" \
+    TESTBED="$repo/.testbed/slurm24" FSX_STAGE_SPANK_SO="$repo/spank/slurm24/fsx_stage.so" \
+    FSX_STAGE_SLURM24_RUN="${FSX_STAGE_SLURM24_RUN:-}" \
     /bin/bash -c 'set -e; cd "$1"; shift
       make -s venv VENV="$PWD/.venv-trixie" PYTHON=/usr/bin/python3
+      mkdir -p "$(dirname "$FSX_STAGE_SPANK_SO")"
       make -s spank SPANK_SO="$FSX_STAGE_SPANK_SO"
       echo "slurm24: $(slurmd -V), $(/usr/bin/python3 -V)"
+      if [ -n "${FSX_STAGE_SLURM24_RUN:-}" ]; then exec "$@"; fi
       exec "$PWD/.venv-trixie/bin/python" -m pytest -p no:cacheprovider "$@"' \
     fsx-stage-slurm24 "$repo" "${args[@]}"
 }
@@ -88,5 +92,6 @@ run_tests() {
 case "${1:-test}" in
   build) build ;;
   test) shift || true; run_tests "$@" ;;
-  *) echo "usage: $0 build | test [PYTEST ARGS]" >&2; exit 2 ;;
+  run) shift; FSX_STAGE_SLURM24_RUN=1 run_tests "$@" ;;
+  *) echo "usage: $0 build | test [PYTEST ARGS] | run CMD..." >&2; exit 2 ;;
 esac
