@@ -168,5 +168,13 @@ endif
 	  mv -f $(PREFIX)/share/fsx-stage/.$$f.tmp $(PREFIX)/share/fsx-stage/$$f; \
 	done
 
+# Slurm 24.11 (Debian 13) in a trixie chroot beside the host's 22.05: the real-Slurm tests again.
+SLURM24_TESTS ?= -m "slurm and not chaos and not chaos_short" tests/
+
+.PHONY: test-slurm24
+test-slurm24: ## the real-Slurm tests on Slurm 24.11, in a Debian 13 chroot (.testbed/trixie)
+	@command -v debootstrap >/dev/null || { apt-get update -qq && apt-get install -y -qq debootstrap; }
+	tests/testbed/slurm24.sh test $(SLURM24_TESTS)
+
 demo: system-deps venv spank ## start S3 + Slurm, run a staged sample job, show what happened
 	$(PY) -m tests.testbed.demo

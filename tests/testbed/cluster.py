@@ -50,7 +50,8 @@ from tests.testbed.ports import free_port
 from tests.testbed.server import pid_alive, read_pid
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SPANK_SO = REPO_ROOT / "spank" / "fsx_stage.so"
+# FSX_STAGE_SPANK_SO: another build of the plugin (the 24.11 chroot's: tests/testbed/slurm24.sh).
+SPANK_SO = Path(os.environ.get("FSX_STAGE_SPANK_SO") or REPO_ROOT / "spank" / "fsx_stage.so")
 PLUGIN_DIR = REPO_ROOT / "plugin"
 SBIN = Path("/usr/sbin")
 BIN = Path("/usr/bin")
