@@ -160,6 +160,21 @@ endif
 	  chmod 0755 $(PREFIX)/libexec/fsx-stage/.$$hook.tmp && \
 	  mv -f $(PREFIX)/libexec/fsx-stage/.$$hook.tmp $(PREFIX)/libexec/fsx-stage/$$hook; \
 	done
+	@# burst_buffer/lua mode (docs/modes.md): copy these next to slurm.conf on the controller.
+	install -d $(PREFIX)/share/fsx-stage
+	for f in burst_buffer.lua burst_buffer.conf sudoers.fsx-stage; do \
+	  sed 's|/opt/fsx-stage|$(PREFIX)|g' slurm-conf-examples/$$f >$(PREFIX)/share/fsx-stage/.$$f.tmp && \
+	  chmod 0644 $(PREFIX)/share/fsx-stage/.$$f.tmp && \
+	  mv -f $(PREFIX)/share/fsx-stage/.$$f.tmp $(PREFIX)/share/fsx-stage/$$f; \
+	done
+
+# Slurm 24.11 (Debian 13) in a trixie chroot beside the host's 22.05: the real-Slurm tests again.
+SLURM24_TESTS ?= -m "slurm and not chaos and not chaos_short" tests/
+
+.PHONY: test-slurm24
+test-slurm24: ## the real-Slurm tests on Slurm 24.11, in a Debian 13 chroot (.testbed/trixie)
+	@command -v debootstrap >/dev/null || { apt-get update -qq && apt-get install -y -qq debootstrap; }
+	tests/testbed/slurm24.sh test $(SLURM24_TESTS)
 
 demo: system-deps venv spank ## start S3 + Slurm, run a staged sample job, show what happened
 	$(PY) -m tests.testbed.demo

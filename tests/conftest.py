@@ -89,6 +89,18 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
 
 
 @pytest.fixture(scope="session")
+def bb_cluster() -> Iterator[SlurmCluster]:
+    """The burst_buffer/lua cluster in ``$TESTBED/slurm-bb`` (SlurmUser=slurm, the lua
+    from slurm-conf-examples/, one sudo rule): reused and left running like ``slurm_cluster``."""
+    if os.geteuid() != 0:
+        pytest.skip("the Slurm test cluster runs its daemons as root")
+    if not os.path.exists("/usr/bin/sudo"):
+        pytest.skip("the burst_buffer mode needs sudo (make system-deps)")
+    with shared_cluster(mode="burst_buffer") as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
 def job_user() -> str:
     """A non-root user with a home directory (created if missing) to submit jobs as."""
     if os.geteuid() != 0:

@@ -172,3 +172,22 @@ def test_config_env_selects_the_file(tmp_path: Path) -> None:
     config = load_optional_config({"FSX_STAGE_CONFIG": str(path)})
     assert isinstance(config, SiteConfig)
     assert config.scratch_roots == ("/scratch/{user}/",)
+
+
+def test_umask_defaults_private_and_roots_may_share() -> None:
+    assert parse_config(MINIMAL).umask == 0o077
+    config = parse_config({**MINIMAL, "umask": 0o027, "root_umask": {"/fsx/p/{account}/": 0o007}})
+    assert (config.umask, config.root_umask) == (0o027, {"/fsx/p/{account}/": 0o007})
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"umask": 0o1777}, "umask"),
+        ({"root_umask": {"fsx/p/": 0o027}}, "expected an absolute path template"),
+        ({"root_umask": {"/fsx/p/": 0o1000}}, "expected a umask"),
+    ],
+)
+def test_bad_umasks_name_the_key(data: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config({**MINIMAL, **data})

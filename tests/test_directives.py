@@ -251,7 +251,7 @@ def test_option_without_value() -> None:
     e = error_of("in,s3://bkt/k,/x,optional")
     assert (e.position, e.reason) == (
         18,
-        "expected OPTION=VALUE (when, include, exclude, optional), got 'optional'",
+        "expected OPTION=VALUE (when, include, exclude, optional, keep), got 'optional'",
     )
 
 
@@ -286,6 +286,33 @@ def test_when_given_twice() -> None:
 def test_bad_optional_value() -> None:
     e = error_of("in,s3://bkt/k,/x,optional=maybe")
     assert (e.position, e.reason) == (27, "expected optional=yes|no|true|false, got 'maybe'")
+
+
+def test_keep_sets_the_checkpoint_generations_kept() -> None:
+    assert parse_directive("checkpoint,/c/,s3://bkt/c/,keep=3").keep == 3
+    assert parse_directive("checkpoint,/c/,s3://bkt/c/").keep is None  # a plain sync
+
+
+@pytest.mark.parametrize(
+    ("text", "position", "reason"),
+    [
+        ("out,/o/,s3://bkt/o/,keep=2", 21, "option 'keep' applies to 'checkpoint' only"),
+        (
+            "checkpoint,/c/,s3://bkt/c/,keep=0",
+            33,
+            "expected keep=N (generations kept, 1 to 100), got '0'",
+        ),
+        (
+            "checkpoint,/c/,s3://bkt/c/,keep=two",
+            33,
+            "expected keep=N (generations kept, 1 to 100), got 'two'",
+        ),
+        ("checkpoint,/c/,s3://bkt/c/,keep=2,keep=3", 35, "option 'keep' given twice"),
+    ],
+)
+def test_bad_keep(text: str, position: int, reason: str) -> None:
+    e = error_of(text)
+    assert (e.position, e.reason) == (position, reason)
 
 
 def test_empty_glob() -> None:

@@ -305,3 +305,21 @@ def test_a_plugin_sbatch_does_not_load_fails(slurm_cluster: SlurmCluster, tmp_pa
     assert "required /opt/fsx-stage/lib/fsx-stage/fsx_stage.so" in found["plugstack"].message
     assert found["sbatch"].status == "FAIL"
     assert "rebuild it" in found["sbatch"].message
+
+
+def test_show_config_reads_both_slurm_generations() -> None:
+    from fsx_stage.doctor.slurm import parse_show_config
+
+    old = "Prolog                  = /opt/a,/opt/b\nPrologFlags             = Alloc\n"
+    new = (
+        "Epilog[0]               = /opt/e\n"
+        "Prolog[0]               = /opt/a\n"
+        "Prolog[1]               = /opt/b\n"
+        "PrologFlags             = Alloc\n"
+    )
+    assert parse_show_config(old) == {"Prolog": "/opt/a,/opt/b", "PrologFlags": "Alloc"}
+    assert parse_show_config(new) == {
+        "Epilog": "/opt/e",
+        "Prolog": "/opt/a,/opt/b",
+        "PrologFlags": "Alloc",
+    }

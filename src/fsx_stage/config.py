@@ -231,18 +231,56 @@ class LogConfig(BaseModel):
         return value
 
 
+class BurstBufferConfig(BaseModel):
+    """``[burst_buffer]``: the burst_buffer/lua mode on the staging host (docs/modes.md)."""
+
+    model_config = _strict()
+
+    # Each job's FSX_STAGE_* variables, read by slurm_bb_paths inside slurmctld (no fork
+    # there): root writes, SlurmUser reads.
+    paths_dir: Path = Path("/var/spool/fsx-stage/bb-paths")
+    # Stage-ins and flushes running at once on the staging host; a job beyond that waits
+    # (PENDING, BurstBufferStageIn / STAGE_OUT) for a slot.
+    max_jobs: int = Field(default=4, ge=1, le=1024)
+    # Seconds data_out keeps retrying a flush S3 refused before it gives up (the data stays
+    # pending either way). While it retries the job stays STAGE_OUT, so `afterburstbuffer`
+    # dependents wait for the results to be in S3. Keep it below StageOutTimeout.
+    flush_wait: float = Field(default=0.0, ge=0)
+    # Partitions whose jobs the burst buffer stages; "*" is every partition. Jobs of other
+    # partitions pass through it untouched and are staged by the Prolog/Epilog.
+    partitions: tuple[str, ...] = ("*",)
+
+    def covers(self, partitions: str) -> bool:
+        """Whether a job of ``partitions`` (squeue's comma-separated %P) is staged here."""
+        if "*" in self.partitions:
+            return True
+        return all(p in self.partitions for p in partitions.split(",") if p)
+
+    @field_validator("paths_dir")
+    @classmethod
+    def _paths_dir(cls, value: Path) -> Path:
+        if not value.is_absolute():
+            raise ValueError("expected an absolute path")
+        return value
+
+
 class SiteConfig(BaseModel):
     """The whole site configuration."""
 
     model_config = _strict()
 
     scratch_roots: tuple[str, ...] = Field(min_length=1)
+    #: The umask of what the hooks create on scratch (directories 0777, files 0666 without
+    #: these bits); ``root_umask`` overrides it under some scratch roots (templates).
+    umask: int = Field(default=0o077, ge=0, le=0o777)
+    root_umask: dict[str, int] = Field(default_factory=dict)
     scratch_after_flush: Literal["keep", "remove"] = "keep"
     state_dir: Path = Path("/var/lib/fsx-stage")
     s3: S3Config = S3Config()
     transfer: TransferConfig = TransferConfig()
     timeouts: Timeouts = Timeouts()
     log: LogConfig = LogConfig()
+    burst_buffer: BurstBufferConfig = BurstBufferConfig()
 
     @field_validator("scratch_roots")
     @classmethod
@@ -253,6 +291,17 @@ class SiteConfig(BaseModel):
                 raise ValueError(f"expected absolute path templates, got {root!r}")
             if any(seg == ".." for seg in root.split("/")):
                 raise ValueError(f"'..' is not allowed in {root!r}")
+        return value
+
+    @field_validator("root_umask")
+    @classmethod
+    def _root_umask(cls, value: dict[str, int]) -> dict[str, int]:
+        for root, mask in value.items():
+            if not root.startswith("/") or any(seg == ".." for seg in root.split("/")):
+                raise ValueError(f"expected an absolute path template as key, got {root!r}")
+            check_template(root)
+            if not 0 <= mask <= 0o777:
+                raise ValueError(f"{root!r}: expected a umask 0o000-0o777, got {mask!r}")
         return value
 
     @field_validator("state_dir")

@@ -67,6 +67,7 @@ class Directive(BaseModel):
     when: When = When.ALWAYS
     filters: tuple[Filter, ...] = ()
     optional: bool = False
+    keep: int | None = None  # checkpoint generations kept (docs/checkpoints.md)
     text: str
 
     @property
@@ -99,7 +100,8 @@ class _Field:
 
 
 _KIND_WORDS = "in|out|checkpoint"
-_OPTIONS = ("when", "include", "exclude", "optional")
+_OPTIONS = ("when", "include", "exclude", "optional", "keep")
+MAX_KEEP = 100
 _BOOLEANS = {"yes": True, "true": True, "no": False, "false": False}
 
 
@@ -249,6 +251,7 @@ def _parse_options(text: str, kind: Kind, src: _Field, fields: list[_Field]) -> 
     seen: set[str] = set()
     when = When.ALWAYS
     optional = False
+    keep: int | None = None
     filters: list[Filter] = []
     for field in fields:
         name, eq, value = field.value.partition("=")
@@ -266,7 +269,7 @@ def _parse_options(text: str, kind: Kind, src: _Field, fields: list[_Field]) -> 
                 f"unknown option '{printable(name)}': expected one of {', '.join(_OPTIONS)}",
             )
         value_position = field.at(len(name) + 1)
-        if name in ("when", "optional") and name in seen:
+        if name in ("when", "optional", "keep") and name in seen:
             _fail(text, field.start, f"option '{name}' given twice")
         seen.add(name)
         if name == "when":
@@ -285,6 +288,17 @@ def _parse_options(text: str, kind: Kind, src: _Field, fields: list[_Field]) -> 
                     value_position,
                     f"expected when=always|success|failure, got '{printable(value)}'",
                 )
+        elif name == "keep":
+            if kind is not Kind.CHECKPOINT:
+                _fail(text, field.start, "option 'keep' applies to 'checkpoint' only")
+            if not (value.isascii() and value.isdigit() and 1 <= int(value) <= MAX_KEEP):
+                _fail(
+                    text,
+                    value_position,
+                    f"expected keep=N (generations kept, 1 to {MAX_KEEP}), "
+                    f"got '{printable(value)}'",
+                )
+            keep = int(value)
         elif name == "optional":
             if value.lower() not in _BOOLEANS:
                 _fail(
@@ -303,7 +317,7 @@ def _parse_options(text: str, kind: Kind, src: _Field, fields: list[_Field]) -> 
                     f"option '{name}' needs a prefix or directory SRC ending in '/'",
                 )
             filters.append(Filter(action=FilterAction(name), pattern=value))
-    return {"when": when, "optional": optional, "filters": tuple(filters)}
+    return {"when": when, "optional": optional, "keep": keep, "filters": tuple(filters)}
 
 
 # --- SPANK transport -------------------------------------------------------------

@@ -55,6 +55,7 @@ class PlanEntry(BaseModel):
     when: When = When.ALWAYS
     filters: tuple[Filter, ...] = ()
     optional: bool = False
+    keep: int | None = None  # checkpoint generations (docs/checkpoints.md); None: plain sync
 
     @property
     def is_prefix(self) -> bool:
@@ -167,6 +168,7 @@ def _entry(index: int, directive: Directive, values: dict[str, str]) -> PlanEntr
         when=directive.when,
         filters=directive.filters,
         optional=directive.optional,
+        keep=directive.keep,
     )
 
 

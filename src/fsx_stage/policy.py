@@ -83,6 +83,19 @@ class Policy:
         roots = (expand_template(t, job) for t in self._config.scratch_roots)
         return [normalise_path(r.rstrip("/") + "/") for r in roots if r is not None]
 
+    def umask_for(self, path: str, job: JobIdentity) -> int:
+        """The umask for what the hooks create at ``path``: that of the deepest
+        ``root_umask`` root holding it, else the site's ``umask``."""
+        best, mask = -1, self._config.umask
+        for template, root_mask in self._config.root_umask.items():
+            root = expand_template(template, job)
+            if root is None:
+                continue
+            root = normalise_path(root.rstrip("/") + "/")
+            if is_under(path, root) and len(root) > best:
+                best, mask = len(root), root_mask
+        return mask
+
     def rules_for(self, job: JobIdentity) -> list[AllowRule]:
         return [rule for rule in self._config.s3.allow if self._applies(rule, job)]
 

@@ -80,6 +80,14 @@ class Bed:
                 raise AssertionError(f"job {job_id}: epilog not done: {state}")
             time.sleep(0.2)
 
+    def job_task(self, job_id: int) -> int:
+        """The array task id Slurm gave job ``job_id`` (for the array's own id, scontrol
+        lists every task: take the line of ``job_id`` itself)."""
+        shown = self.cluster.scontrol("show", "job", "-o", str(job_id))
+        match = re.search(rf"^JobId={job_id} ArrayJobId=\d+ ArrayTaskId=(\d+) ", shown, re.M)
+        assert match, shown
+        return int(match.group(1))
+
     def show_job(self, job_id: int) -> str:
         return self.cluster.scontrol("show", "job", str(job_id))
 
@@ -390,6 +398,12 @@ echo "task $SLURM_ARRAY_TASK_ID" > $d/out.txt
     found = _objects(bed, "arr-out/")
     assert found[f"arr-out/{first}/1/out.txt"] == b"task 1\n"
     assert found[f"arr-out/{first}/2/out.txt"] == b"task 2\n"
+    # `fsx-stage status A_T` names the task as Slurm does (not job "A" + "T" read as one int).
+    for job_id in sorted(tasks):
+        task = bed.job_task(job_id)
+        status = bed.as_user(bed.fsx_stage, "status", f"{first}_{task}")
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert status.stdout.startswith(f"job {job_id} (array task {first}_{task})"), status.stdout
 
 
 def _admin_comment(bed: Bed, job_id: int) -> str:

@@ -41,6 +41,8 @@ class Site:
         flush_budget: float = 120,
         workers: int = 1,
         multipart_threshold: str = "64MiB",
+        top_level: str = "",
+        extra: str = "",
     ) -> Path:
         rules = "".join(
             f'\n[[s3.allow]]\nbucket = "{b}"\nusers = ["*"]\naccess = ["read", "write"]\n'
@@ -50,7 +52,7 @@ class Site:
             f"""scratch_roots = ["{self.scratch}/{{user}}/"]
 scratch_after_flush = "{scratch_after_flush}"
 state_dir = "{self.state_dir}"
-
+{top_level}
 [log]
 destination = "{self.log_file}"
 level = "info"
@@ -72,7 +74,7 @@ credentials_file = "{self.credentials}"
 max_attempts = 2
 connect_timeout = 2
 read_timeout = 20
-{rules}"""
+{rules}{extra}"""
         )
         self.config.chmod(0o644)
         return self.config

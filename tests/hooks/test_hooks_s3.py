@@ -384,6 +384,54 @@ def test_a_pending_checkpoint_is_not_overwritten_by_an_older_restore(
     assert s3_client.get_object(Bucket=bucket, Key="ck/a")["Body"].read() == b"v2, further along"
 
 
+def test_checkpoint_generations_flush_and_restore_across_requeues(
+    site: Site, s3_client: Any, bucket: str, job_user: str, slurm: SlurmRecorder
+) -> None:
+    """``keep=``: each Epilog publishes a generation (manifest last), the next Prolog
+    restores the newest one exactly; a file deleted on scratch does not come back."""
+    home = site.user_dir(job_user)
+    uid = pwd.getpwnam(job_user).pw_uid
+    ckpt = _user_tree(home, "ckpt", {"a": b"A1", "b": b"B1"}, uid)
+    env = hook_env(site, job_user, [f"checkpoint,{ckpt}/,s3://{bucket}/ck/,keep=1"])
+    run = [dict(env, SLURM_JOB_RESTART_COUNT=str(n)) for n in range(3)]
+    assert prolog.run(run[0]) == 0  # nothing to restore yet
+    assert epilog.run(run[1]) == 0  # requeued: generation 1
+    assert prolog.run(run[1]) == 0  # the rerun restores generation 1, then runs:
+    (ckpt / "a").unlink()
+    (ckpt / "b").write_bytes(b"B2")
+    assert epilog.run(run[2]) == 0  # generation 2; keep=1 removes generation 1
+    flushed = state_of(site, env).phase_entries(Phase.FLUSH)[0]
+    assert flushed.status is EntryStatus.DONE
+    listed = s3_client.list_objects_v2(Bucket=bucket, Prefix="ck/")["Contents"]
+    assert sorted(o["Key"] for o in listed) == [
+        "ck/.fsx-stage/gen/2/b",
+        "ck/.fsx-stage/manifests/2.json",
+    ]
+    for path in ckpt.iterdir():
+        path.unlink()  # the next run lands on a node with empty scratch
+    assert prolog.run(run[2]) == 0
+    assert state_of(site, env).phase_entries(Phase.STAGE_IN)[0].status is EntryStatus.DONE
+    assert {p.name: p.read_bytes() for p in ckpt.iterdir()} == {"b": b"B2"}
+    assert (ckpt / "b").stat().st_uid == uid  # restored as the user
+
+
+def test_a_checkpoint_generation_s3_refuses_stays_pending(
+    site: Site, s3_server: Any, s3_client: Any, bucket: str, job_user: str, slurm: SlurmRecorder
+) -> None:
+    home = site.user_dir(job_user)
+    ckpt = _user_tree(home, "ckpt", {"a": b"A"}, pwd.getpwnam(job_user).pw_uid)
+    env = hook_env(site, job_user, [f"checkpoint,{ckpt}/,s3://{bucket}/ck/,keep=2"])
+    assert prolog.run(env) == 0
+    site.write_config(f"http://127.0.0.1:{free_port()}", [bucket])
+    assert epilog.run(env) == 0
+    assert state_of(site, env).phase_entries(Phase.FLUSH)[0].status is EntryStatus.PENDING
+    site.write_config(s3_server.endpoint_url, [bucket])
+    assert flush.run({"FSX_STAGE_CONFIG": str(site.config)}) == 0
+    body = s3_client.get_object(Bucket=bucket, Key="ck/.fsx-stage/gen/1/a")["Body"].read()
+    assert body == b"A"
+    s3_client.head_object(Bucket=bucket, Key="ck/.fsx-stage/manifests/1.json")
+
+
 def test_s3_down_at_stage_in_holds_the_job(
     site: Site, bucket: str, job_user: str, slurm: SlurmRecorder
 ) -> None:
@@ -627,3 +675,87 @@ def test_a_forgotten_slash_on_an_in_prefix_gets_a_hint(
     assert f"directive 1: s3://{bucket}/dataset: 1 object failed: dataset: not found" in reason
     assert f"did you mean s3://{bucket}/dataset/ (a prefix: everything under it)?" in reason
     assert reason.count("did you mean") == 1  # no such prefix for `nothing`
+
+
+def _modes(root: Path) -> dict[str, int]:
+    return {
+        p.relative_to(root).as_posix() + ("/" if p.is_dir() else ""): p.stat().st_mode & 0o777
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def test_staged_in_tree_is_private_to_the_user_by_default(
+    site: Site, s3_client: Any, bucket: str, job_user: str, slurm: SlurmRecorder
+) -> None:
+    s3_client.put_object(Bucket=bucket, Key="m/sub/a.txt", Body=b"a")
+    home = site.user_dir(job_user)
+    env = hook_env(site, job_user, [f"in,s3://{bucket}/m/,{home}/private/"])
+    assert prolog.run(env) == 0
+    assert _modes(home / "private") == {"sub/": 0o700, "sub/a.txt": 0o600}
+
+
+def test_a_shared_project_root_gets_its_own_umask(
+    s3_server: Any, site: Site, s3_client: Any, bucket: str, job_user: str, slurm: SlurmRecorder
+) -> None:
+    # Project scratch shared by an account: the site gives that root umask 0o027, so the
+    # group can read what was staged; the user's own root keeps the default.
+    s3_client.put_object(Bucket=bucket, Key="m/sub/a.txt", Body=b"a")
+    home = site.user_dir(job_user)
+    project = home / "project"
+    project.mkdir()
+    entry = pwd.getpwnam(job_user)
+    os.chown(project, entry.pw_uid, entry.pw_gid)
+    site.write_config(
+        s3_server.endpoint_url,
+        [bucket],
+        top_level=f'umask = 0o077\n[root_umask]\n"{site.scratch}/{{user}}/project/" = 0o027\n',
+    )
+    env = hook_env(
+        site,
+        job_user,
+        [f"in,s3://{bucket}/m/,{project}/shared/", f"in,s3://{bucket}/m/,{home}/mine/"],
+    )
+    assert prolog.run(env) == 0
+    assert _modes(project / "shared") == {"sub/": 0o750, "sub/a.txt": 0o640}
+    assert _modes(home / "mine") == {"sub/": 0o700, "sub/a.txt": 0o600}
+
+
+def test_status_shows_live_counts_while_an_entry_stages(
+    site: Site,
+    s3_client: Any,
+    bucket: str,
+    job_user: str,
+    slurm: SlurmRecorder,
+    fault_proxy: Any,
+) -> None:
+    # Every object GET waits 1.5 s in the proxy: 32 objects at 8 at a time take ~6 s,
+    # long enough for the state file to show counts before the entry ends.
+    import threading
+
+    from fsx_stage.cli.hooks import render_status
+
+    for i in range(32):
+        s3_client.put_object(Bucket=bucket, Key=f"live/{i:02d}", Body=b"z" * 4096)
+    site.write_config(fault_proxy.endpoint_url, [bucket])
+    fault_proxy.set_faults(
+        latency_s=1.5, latency_rate=1.0, methods=frozenset({"GET"}), key_pattern=r"/live/\d"
+    )
+    home = site.user_dir(job_user)
+    env = hook_env(site, job_user, [f"in,s3://{bucket}/live/,{home}/live/"])
+    outcome: list[int] = []
+    runner = threading.Thread(target=lambda: outcome.append(prolog.run(env)))
+    runner.start()
+    seen = None
+    while runner.is_alive():
+        state = state_of(site, env)
+        entry = state.entries[0] if state is not None and state.entries else None
+        if entry is not None and entry.status is EntryStatus.RUNNING and entry.objects > 0:
+            seen = (entry.objects, entry.bytes, render_status(state))
+        runner.join(0.2)
+    assert outcome == [0]
+    assert seen is not None, "no live counts were saved while the entry ran"
+    objects, moved, view = seen
+    assert 0 < objects < 32 and moved == objects * 4096
+    assert f"so far: {objects} objects, " in view and "/s)" in view
+    final = state_of(site, env).entries[0]
+    assert (final.status, final.objects, final.bytes) == (EntryStatus.DONE, 32, 32 * 4096)

@@ -78,6 +78,58 @@ def test_unknown_job(store: StateStore, capsys: pytest.CaptureFixture[str]) -> N
     assert "no staging state for job 7" in capsys.readouterr().err
 
 
+def _array_task_state(store: StateStore, job_id: int, array_job_id: int, task: int) -> None:
+    store.save(
+        JobState(
+            job_id=job_id,
+            user="u",
+            uid=1001,
+            gid=1001,
+            array_job_id=array_job_id,
+            array_task_id=task,
+            prolog=HookRun(status=HookStatus.DONE, host="n1"),
+        )
+    )
+
+
+def test_status_of_an_array_task_by_its_slurm_name(
+    store: StateStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Task 2 of array job 15 runs as job 152's neighbour 18; "15_2" is not job 152.
+    _array_task_state(store, job_id=18, array_job_id=15, task=2)
+    _array_task_state(store, job_id=152, array_job_id=150, task=2)
+    assert main(["status", "15_2"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("job 18 (array task 15_2)  user u")
+
+
+def test_status_of_an_unknown_array_task_says_so(
+    store: StateStore, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No index entry and no Slurm to ask: not found (never job 152 by accident).
+    monkeypatch.setenv("SLURM_CONF", "/nonexistent/slurm.conf")
+    _array_task_state(store, job_id=152, array_job_id=150, task=2)
+    assert main(["status", "15_2"]) == 1
+    assert "no staging state for job 15_2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text", ["15__2", "_2", "15_", "1_5_2", "x", "-3", "15 2"])
+def test_status_rejects_what_is_not_a_job_id(
+    store: StateStore, capsys: pytest.CaptureFixture[str], text: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["status", text])
+    assert exited.value.code == 2
+    assert "expected JOBID (e.g. 152) or ARRAYJOBID_TASKID (e.g. 15_2)" in capsys.readouterr().err
+
+
+def test_pruned_array_task_leaves_no_alias(store: StateStore) -> None:
+    _array_task_state(store, job_id=18, array_job_id=15, task=2)
+    assert store.array_task_job_id(15, 2) == 18
+    assert 18 in store.prune(0.0, keep=set(), now=10**12)
+    assert store.array_task_job_id(15, 2) is None
+
+
 def _save(store: StateStore, **fields: object) -> None:
     state = store.load(42)
     assert state is not None

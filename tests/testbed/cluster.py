@@ -12,7 +12,19 @@ only), export ``FSX_STAGE_HOME`` (this repository's venv), ``FSX_STAGE_CONFIG``
 (``DIR/fsx-stage.toml``) and ``SLURM_CONF``, then ``exec`` the product hooks
 ``plugin/prolog`` / ``plugin/epilog``.
 
-CLI: ``python -m tests.testbed.cluster up|down|status [--dir DIR]``.
+Two flavours (``mode``):
+
+- ``"prolog"`` (default, ``$TESTBED/slurm``): the Prolog/Epilog mode above, every daemon
+  as root.
+- ``"burst_buffer"`` (``$TESTBED/slurm-bb``): ``BurstBufferType=burst_buffer/lua`` with
+  ``slurm-conf-examples/burst_buffer.lua`` and ``burst_buffer.conf`` (directive
+  ``SBATCH --fsx-stage``), no Prolog/Epilog, and ``SlurmUser=slurm``: slurmctld and the
+  lua hooks run as the unprivileged ``slurm`` user (created if missing), which reaches
+  root only through one sudo rule (``/etc/sudoers.d/fsx-stage-testbed-*``, the only file
+  written outside ``DIR``) for exactly ``DIR/hooks/fsx-stage-bb bb ...``; that wrapper
+  sets the test-bed environment and execs ``fsx-stage bb``.
+
+CLI: ``python -m tests.testbed.cluster up|down|status [--dir DIR] [--mode MODE]``.
 """
 
 from __future__ import annotations
@@ -20,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import hashlib
 import os
 import pwd
 import shlex
@@ -37,18 +50,24 @@ from tests.testbed.ports import free_port
 from tests.testbed.server import pid_alive, read_pid
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SPANK_SO = REPO_ROOT / "spank" / "fsx_stage.so"
+# FSX_STAGE_SPANK_SO: another build of the plugin (the 24.11 chroot's: tests/testbed/slurm24.sh).
+SPANK_SO = Path(os.environ.get("FSX_STAGE_SPANK_SO") or REPO_ROOT / "spank" / "fsx_stage.so")
 PLUGIN_DIR = REPO_ROOT / "plugin"
 SBIN = Path("/usr/sbin")
 BIN = Path("/usr/bin")
 PARTITION = "debug"
 RECORD_FIELDS = 4  # hook, job id, "set"/"unset", raw value
+CONF_EXAMPLES = REPO_ROOT / "slurm-conf-examples"
+MODES = ("prolog", "burst_buffer")
+SLURM_USER = "slurm"  # SlurmUser of the burst_buffer flavour
+SUDOERS_DIR = Path("/etc/sudoers.d")
 
 
-def default_dir() -> Path:
-    """``$TESTBED/slurm``, TESTBED defaulting to the repository's ``.testbed``."""
+def default_dir(mode: str = "prolog") -> Path:
+    """``$TESTBED/slurm`` (``slurm-bb`` for the burst_buffer mode), TESTBED defaulting to
+    the repository's ``.testbed``."""
     testbed = os.environ.get("TESTBED") or str(REPO_ROOT / ".testbed")
-    return Path(testbed) / "slurm"
+    return Path(testbed) / ("slurm-bb" if mode == "burst_buffer" else "slurm")
 
 
 def repo_venv() -> Path:
@@ -186,6 +205,21 @@ class ClusterLayout:
         return self.root / "hooks-venv"
 
     @property
+    def bb_wrapper(self) -> Path:
+        """The one command SlurmUser may run as root (burst_buffer mode)."""
+        return self.hooks_dir / "fsx-stage-bb"
+
+    @property
+    def bb_paths_dir(self) -> Path:
+        """Where ``fsx-stage bb data_in`` leaves each job's environment for slurm_bb_paths."""
+        return self.root / "bb-paths"
+
+    @property
+    def sudoers_file(self) -> Path:
+        digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
+        return SUDOERS_DIR / f"fsx-stage-testbed-{digest}"
+
+    @property
     def aws_dir(self) -> Path:
         """Optional ``credentials``/``config`` for the hooks (root's ~/.aws on a real node)."""
         return self.root / "aws"
@@ -210,9 +244,16 @@ class ClusterError(RuntimeError):
 class SlurmCluster:
     """A single-node Slurm cluster rooted at ``directory``."""
 
-    def __init__(self, directory: Path | None = None) -> None:
-        self.layout = ClusterLayout((directory or default_dir()).resolve())
+    def __init__(self, directory: Path | None = None, mode: str = "prolog") -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
+        self.mode = mode
+        self.layout = ClusterLayout((directory or default_dir(mode)).resolve())
         self.node_name = socket.gethostname().split(".")[0]
+
+    @property
+    def burst_buffer(self) -> bool:
+        return self.mode == "burst_buffer"
 
     # -- environment ---------------------------------------------------------------
 
@@ -297,21 +338,68 @@ class SlurmCluster:
         self.write_hook_wrappers()
         _write_text(layout.plugstack_conf, render_plugstack_conf(SPANK_SO))
         _write_text(layout.slurm_conf, self.render_slurm_conf(free_port(), free_port()))
+        if self.burst_buffer:
+            self._prepare_burst_buffer()
         if slurm_version() >= (24, 5):
             # No cgroup interaction at all (linuxproc tracking, no task plugin);
             # `disabled` exists from 24.05 on, 22.05 never reads cgroup.conf here.
             _write_text(layout.root / "cgroup.conf", "CgroupPlugin=disabled\n")
 
+    def _prepare_burst_buffer(self) -> None:
+        """SlurmUser=slurm owns the controller's directories; burst_buffer.conf and .lua
+        next to slurm.conf; the sudo rule for the one root command."""
+        layout = self.layout
+        ensure_system_user(SLURM_USER)
+        for path in (layout.state_dir, layout.log_dir):
+            shutil.chown(path, user=SLURM_USER, group=SLURM_USER)
+        layout.run_dir.chmod(0o755)  # slurmctld (as slurm) removes its pid file
+        layout.bb_paths_dir.mkdir(parents=True, exist_ok=True)
+        layout.bb_paths_dir.chmod(0o755)
+        for daemon in ("slurmctld",):
+            log = layout.log_file(daemon)
+            log.touch(mode=0o644)
+            shutil.chown(log, user=SLURM_USER, group=SLURM_USER)
+        _write_text(layout.root / "burst_buffer.conf", render_burst_buffer_conf())
+        _write_text(
+            layout.root / "burst_buffer.lua",
+            render_burst_buffer_lua(layout.bb_wrapper, layout.bb_paths_dir),
+        )
+        self.write_sudoers()
+
+    def write_sudoers(self) -> None:
+        """``/etc/sudoers.d/fsx-stage-testbed-*``: SlurmUser may run exactly the bb wrapper."""
+        if not SUDOERS_DIR.is_dir():
+            SUDOERS_DIR.mkdir(mode=0o755)
+        _write_text(
+            self.layout.sudoers_file,
+            render_sudoers(SLURM_USER, self.layout.bb_wrapper),
+            mode=0o440,
+        )
+
     def render_slurm_conf(self, slurmctld_port: int, slurmd_port: int) -> str:
         """slurm.conf for this directory (valid for Slurm 22.05 and 24.11)."""
         layout = self.layout
         node_line = _node_line(self.node_name)
+        # The burst_buffer mode keeps the Prolog/Epilog: they stage the jobs the burst
+        # buffer does not see (--fsx-stage on the sbatch command line) and skip the rest.
+        hooks = [
+            f"Prolog={layout.hook_script('prolog')}",
+            f"Epilog={layout.hook_script('epilog')}",
+        ]
+        scheduler = "batch_sched_delay=0"
+        if self.burst_buffer:
+            cluster_name, slurm_user = "fsxstagebb", SLURM_USER
+            hooks.append("BurstBufferType=burst_buffer/lua")
+            # A staged-in job starts at the next scheduling pass: keep them frequent.
+            scheduler += ",sched_interval=2,bf_interval=2"
+        else:
+            cluster_name, slurm_user = "fsxstage", "root"
         return "\n".join(
             [
                 "# Generated by tests/testbed/cluster.py: a single-node test cluster.",
-                "ClusterName=fsxstage",
+                f"ClusterName={cluster_name}",
                 f"SlurmctldHost={self.node_name}(127.0.0.1)",
-                "SlurmUser=root",
+                f"SlurmUser={slurm_user}",
                 "SlurmdUser=root",
                 f"SlurmctldPort={slurmctld_port}",
                 f"SlurmdPort={slurmd_port}",
@@ -335,15 +423,14 @@ class SlurmCluster:
                 "SelectType=select/cons_tres",
                 "SelectTypeParameters=CR_Core",
                 "SchedulerType=sched/backfill",
-                "SchedulerParameters=batch_sched_delay=0",
+                f"SchedulerParameters={scheduler}",
                 "MpiDefault=none",
                 "ReturnToService=2",
                 "InactiveLimit=0",
                 "KillWait=5",
                 "MinJobAge=600",
                 "PrologFlags=Alloc",
-                f"Prolog={layout.hook_script('prolog')}",
-                f"Epilog={layout.hook_script('epilog')}",
+                *hooks,
                 "PrologEpilogTimeout=300",
                 "BatchStartTimeout=300",
                 f"PlugStackConfig={layout.plugstack_conf}",
@@ -372,6 +459,14 @@ class SlurmCluster:
                 product_hook=PLUGIN_DIR / hook,
             )
             _write_text(self.layout.hook_script(hook), text, mode=0o755)
+        if self.burst_buffer:
+            text = render_bb_wrapper(
+                fsx_stage_home=self.hooks_home(),
+                fsx_stage_config=self.layout.fsx_stage_config,
+                slurm_conf=self.layout.slurm_conf,
+                aws_dir=self.layout.aws_dir,
+            )
+            _write_text(self.layout.bb_wrapper, text, mode=0o755)
 
     # -- daemons -------------------------------------------------------------------------
 
@@ -391,6 +486,10 @@ class SlurmCluster:
             ],
             env=dict(os.environ),
         )
+
+    def restart_daemon(self, daemon: str, timeout: float = 60.0) -> None:
+        """Start ``daemon`` again with the same config (after a test killed it)."""
+        self._start_slurm_daemon(daemon, timeout)
 
     def _start_slurm_daemon(self, daemon: str, timeout: float) -> None:
         pid_file = self.layout.pid_file(daemon)
@@ -636,6 +735,56 @@ exec {q(str(product_hook))}
 """
 
 
+def render_burst_buffer_conf() -> str:
+    """The product's burst_buffer.conf (slurm-conf-examples/), as shipped."""
+    return (CONF_EXAMPLES / "burst_buffer.conf").read_text()
+
+
+def render_burst_buffer_lua(bb_command: Path, paths_dir: Path) -> str:
+    """The product's burst_buffer.lua with this cluster's two paths (what `make install`
+    substitutes with PREFIX)."""
+    text = (CONF_EXAMPLES / "burst_buffer.lua").read_text()
+    for old, new in (
+        ('local FSX_STAGE_BB = "/opt/fsx-stage/bin/fsx-stage"', bb_command),
+        ('local PATHS_DIR = "/var/spool/fsx-stage/bb-paths"', paths_dir),
+    ):
+        if old not in text:
+            raise ClusterError(f"burst_buffer.lua: expected the line {old!r}")
+        name = old.split()[1]
+        text = text.replace(old, f'local {name} = "{new}"')
+    return text
+
+
+def render_sudoers(slurm_user: str, command: Path) -> str:
+    """The shipped rule (slurm-conf-examples/sudoers.fsx-stage) for this cluster:
+    ``slurm_user`` runs ``COMMAND bb ...`` as root, nothing else."""
+    text = (CONF_EXAMPLES / "sudoers.fsx-stage").read_text()
+    text = text.replace("/opt/fsx-stage/bin/fsx-stage", str(command))
+    return text.replace("\nslurm ALL=", f"\n{slurm_user} ALL=")
+
+
+def render_bb_wrapper(
+    *, fsx_stage_home: Path, fsx_stage_config: Path, slurm_conf: Path, aws_dir: Path
+) -> str:
+    """The test-bed ``fsx-stage bb`` wrapper sudo runs as root (sudo clears the environment)."""
+    q = shlex.quote
+    return f"""#!/bin/sh
+# Test-bed fsx-stage bb wrapper generated by tests/testbed/cluster.py.
+FSX_STAGE_CONFIG={q(str(fsx_stage_config))}
+SLURM_CONF={q(str(slurm_conf))}
+export FSX_STAGE_CONFIG SLURM_CONF
+if [ -f {q(str(aws_dir / "credentials"))} ]; then
+    AWS_SHARED_CREDENTIALS_FILE={q(str(aws_dir / "credentials"))}
+    export AWS_SHARED_CREDENTIALS_FILE
+fi
+if [ -f {q(str(aws_dir / "config"))} ]; then
+    AWS_CONFIG_FILE={q(str(aws_dir / "config"))}
+    export AWS_CONFIG_FILE
+fi
+exec {q(str(fsx_stage_home / "bin" / "fsx-stage"))} "$@"
+"""
+
+
 def slurm_version() -> tuple[int, int]:
     """(major, minor) of the installed slurmd, e.g. (22, 5)."""
     out = subprocess.run(
@@ -657,6 +806,26 @@ def _node_line(node_name: str) -> str:
 
 def _primary_group(user: str) -> int:
     return pwd.getpwnam(user).pw_gid
+
+
+def ensure_system_user(name: str) -> str:
+    """Create the system user ``name`` (no home, no login) unless it exists."""
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        _run(
+            [
+                str(SBIN / "useradd"),
+                "--system",
+                "--user-group",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                name,
+            ],
+            os.environ,
+        )
+    return name
 
 
 def ensure_user(name: str) -> str:
@@ -685,14 +854,14 @@ def _flock(path: Path, operation: int) -> Iterator[bool]:
 
 
 @contextlib.contextmanager
-def shared_cluster(directory: Path | None = None) -> Iterator[SlurmCluster]:
+def shared_cluster(directory: Path | None = None, mode: str = "prolog") -> Iterator[SlurmCluster]:
     """The cluster in ``directory`` for the duration of the block.
 
     A live cluster is reused and left running. A cluster this block started is
     stopped at the end, unless another user (e.g. a concurrent test session)
     still holds it, in which case it is left running too.
     """
-    cluster = SlurmCluster(directory)
+    cluster = SlurmCluster(directory, mode)
     root = cluster.layout.root
     with _flock(root / ".users", fcntl.LOCK_SH):
         with _flock(root / ".startup", fcntl.LOCK_EX):
@@ -737,9 +906,10 @@ def _stop_pid(pid: int, timeout: float) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.testbed.cluster", description=__doc__)
     parser.add_argument("action", choices=["up", "down", "status"])
-    parser.add_argument("--dir", type=Path, default=default_dir(), help="cluster directory")
+    parser.add_argument("--mode", choices=MODES, default="prolog", help="cluster flavour")
+    parser.add_argument("--dir", type=Path, default=None, help="cluster directory")
     args = parser.parse_args(argv)
-    cluster = SlurmCluster(args.dir)
+    cluster = SlurmCluster(args.dir or default_dir(args.mode), args.mode)
     if args.action == "up":
         started = time.monotonic()
         fresh = cluster.up()

@@ -5,7 +5,7 @@
 # the test bed runs its own munged/slurmctld/slurmd out of a private directory.
 set -eu
 
-PACKAGES="slurmctld slurmd slurm-client munge libslurm-dev gcc make"
+PACKAGES="slurmctld slurmd slurm-client munge libslurm-dev gcc make sudo"
 
 missing=""
 for pkg in $PACKAGES; do

@@ -31,9 +31,9 @@ def _command_modules(argv: Sequence[str] | None = None) -> list[ModuleType]:
     if words and words[0] in transfer.COMMANDS:
         return [transfer]
     # One import per command module; keep this list in the order of --help.
-    from fsx_stage.cli import check, doctor, hooks
+    from fsx_stage.cli import agent, bb, check, doctor, hooks
 
-    modules: list[ModuleType] = [check, transfer, hooks, doctor]
+    modules: list[ModuleType] = [check, transfer, hooks, doctor, agent, bb]
     return modules
 
 

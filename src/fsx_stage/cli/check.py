@@ -156,6 +156,8 @@ def _entry_rows(plan: StagePlan, lines: list[int]) -> list[list[str]]:
         extras += [f"{f.action}={f.pattern}" for f in entry.filters]
         if entry.optional and entry.kind is not Kind.CHECKPOINT:
             extras.append("optional")
+        if entry.keep is not None:
+            extras.append(f"keep={entry.keep}")
         rows.append(
             [
                 step,

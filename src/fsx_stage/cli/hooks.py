@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from fsx_stage.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from fsx_stage.config import ConfigError, config_path, load_config
@@ -52,7 +53,9 @@ def register(subparsers: Any) -> None:
         epilog="exit status: 0 nothing failed or pending, 1 an entry failed or the job was "
         "refused (or no state to show), 3 held or pending (may still complete)",
     )
-    status.add_argument("job_id", type=int, metavar="JOBID")
+    status.add_argument(
+        "job", type=job_ref, metavar="JOBID", help="a job id, or ARRAYJOBID_TASKID (e.g. 15_2)"
+    )
     status.add_argument("--json", action="store_true", help="print the state as JSON")
     status.set_defaults(handler=_status)
 
@@ -85,16 +88,18 @@ def _status(args: argparse.Namespace) -> int:
         print(f"fsx-stage status: {exc}", file=sys.stderr)
         return EXIT_FAILED
     store = StateStore(config.state_dir)
+    ref: JobRef = args.job
     try:
-        state = store.load(args.job_id)
+        job_id = resolve_job_ref(ref, store)
+        state = None if job_id is None else store.load(job_id)
     except PermissionError:
-        print(f"fsx-stage status: job {args.job_id}: not yours to see", file=sys.stderr)
+        print(f"fsx-stage status: job {ref}: not yours to see", file=sys.stderr)
         return EXIT_FAILED
     except StateError as exc:
         print(f"fsx-stage status: {exc}", file=sys.stderr)
         return EXIT_FAILED
     if state is None:
-        print(f"fsx-stage status: no staging state for job {args.job_id}", file=sys.stderr)
+        print(f"fsx-stage status: no staging state for job {ref}", file=sys.stderr)
         return EXIT_FAILED
     if args.json:
         print(json.dumps(state.model_dump(mode="json"), indent=2))
@@ -117,6 +122,52 @@ def status_exit(state: JobState) -> int:
     if state.prolog.status is HookStatus.FAILED_JOB:  # refused before any transfer
         return EXIT_FAILED
     return EXIT_OK
+
+
+class JobRef(NamedTuple):
+    """A job as users name it: ``JOBID``, or ``ARRAYJOBID_TASKID`` for an array task."""
+
+    job_id: int
+    array_task_id: int | None = None
+
+    def __str__(self) -> str:
+        task = self.array_task_id
+        return str(self.job_id) if task is None else f"{self.job_id}_{task}"
+
+
+_JOB_REF_RE = re.compile(r"([0-9]+)(?:_([0-9]+))?")
+
+
+def job_ref(text: str) -> JobRef:
+    """Parse ``JOBID`` or ``A_T`` (argparse type). Python's ``int()`` would read ``15_2``
+    as 152, so only plain digits are accepted on each side of the one ``_``."""
+    match = _JOB_REF_RE.fullmatch(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a job id: expected JOBID (e.g. 152) or ARRAYJOBID_TASKID (e.g. 15_2)"
+        )
+    task = match.group(2)
+    return JobRef(int(match.group(1)), None if task is None else int(task))
+
+
+def resolve_job_ref(ref: JobRef, store: StateStore) -> int | None:
+    """The job id ``ref`` names: itself, or the task's id from the hooks' array index,
+    else from ``scontrol show job A_T`` while Slurm still knows the job."""
+    if ref.array_task_id is None:
+        return ref.job_id
+    known = store.array_task_job_id(ref.job_id, ref.array_task_id)
+    if known is not None:
+        return known
+    from fsx_stage.hooks.slurmctl import SCONTROL, SlurmCommandError, run_command
+
+    try:
+        proc = run_command(
+            [SCONTROL, "show", "job", "-o", str(ref)], None, SlurmCommandError, "scontrol"
+        )
+    except SlurmCommandError:
+        return None
+    match = re.match(r"JobId=([0-9]+) ", proc.stdout) if proc.returncode == 0 else None
+    return int(match.group(1)) if match else None
 
 
 #: What a hook's status means, in a user's words.
@@ -143,9 +194,12 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
-def render_status(state: JobState) -> str:
+def render_status(state: JobState, now: float | None = None) -> str:
     """The human view of a job's state: hooks, then one block per entry."""
-    lines = [f"job {state.job_id}  user {state.user}  restarts {state.restart_count}"]
+    name = f"job {state.job_id}"
+    if state.array_job_id is not None and state.array_task_id is not None:
+        name += f" (array task {state.array_job_id}_{state.array_task_id})"
+    lines = [f"{name}  user {state.user}  restarts {state.restart_count}"]
     if state.job_succeeded is not None:
         lines.append(f"job result: {'succeeded' if state.job_succeeded else 'did not succeed'}")
     for name, run in (("prolog", state.prolog), ("epilog", state.epilog)):
@@ -172,6 +226,12 @@ def render_status(state: JobState) -> str:
             f"{entry.status.value:<8}  {_size(entry.bytes):>10}  {seconds:>7}"
         )
         lines.append(f"    {entry.source} -> {entry.destination}")
+        if entry.status is EntryStatus.RUNNING and entry.started_at:
+            elapsed = max((time.time() if now is None else now) - entry.started_at, 1e-3)
+            lines.append(
+                f"    so far: {entry.objects} objects, {_size(entry.bytes)} in {elapsed:.0f} s"
+                f" ({_size(int(entry.bytes / elapsed))}/s)"
+            )
         if entry.error:
             label = "skipped" if entry.status is EntryStatus.SKIPPED else "error"
             lines.append(f"    {label}: {entry.error}")

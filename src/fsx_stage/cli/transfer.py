@@ -236,25 +236,40 @@ def _encryption(args: argparse.Namespace) -> Encryption:
 
 
 class Progress:
-    """A one-line progress bar with rate and ETA, redrawn at most 5 times a second."""
+    """A one-line progress bar with rate and ETA, redrawn at most 5 times a second.
+
+    The total is what the listing announced so far: while it is still streaming (before
+    the ``listed`` event) it is shown as a lower bound (``>=``) with no ETA. An object
+    queued with an unknown size (a single key, before its GET) counts with the size its
+    first bytes report.
+    """
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self.started = time.monotonic()
         self.drawn = 0.0
         self.total = 0
+        self.listed = False
         self.done_bytes = 0
         self.objects = 0
         self.finished = 0
         self.partial: dict[str, int] = {}
+        self.unsized: set[str] = set()  # queued without a size, none reported yet
 
     def __call__(self, event: TransferEvent) -> None:
         if event.kind == "queued":
             self.objects += 1
-            self.total += max(event.total, 0)
+            if event.total >= 0:
+                self.total += event.total
+            else:
+                self.unsized.add(event.key)
+        elif event.kind == "listed":
+            self.listed = True
         elif event.kind == "bytes":
+            self._size_known(event)
             self.partial[event.key] = self.partial.get(event.key, 0) + event.bytes
         else:
+            self._size_known(event)
             self.partial.pop(event.key, None)
             self.finished += 1
             self.done_bytes += event.bytes if event.kind == "done" else max(event.total, 0)
@@ -263,20 +278,37 @@ class Progress:
             self.drawn = now
             self.draw(now)
 
-    def draw(self, now: float) -> None:
+    def _size_known(self, event: TransferEvent) -> None:
+        if event.key in self.unsized and event.total >= 0:
+            self.unsized.discard(event.key)
+            self.total += event.total
+
+    def line(self, now: float) -> str:
+        """The bar's text (no carriage return)."""
         moved = self.done_bytes + sum(self.partial.values())
         elapsed = max(now - self.started, 1e-6)
         rate = moved / elapsed
-        fraction = moved / self.total if self.total else 0.0
+        total = max(self.total, moved)
+        fraction = moved / total if total else 0.0
         bar = "#" * int(fraction * 20)
-        eta = (self.total - moved) / rate if rate > 0 and self.total > moved else 0.0
-        self.stream.write(
-            f"\r[{bar:<20}] {_human(moved)}/{_human(self.total)} {_human(rate)}/s "
-            f"ETA {int(eta) // 60}:{int(eta) % 60:02d} {self.finished}/{self.objects} objects "
+        if self.listed:
+            eta_s = (total - moved) / rate if rate > 0 else 0.0
+            eta = f"{int(eta_s) // 60}:{int(eta_s) % 60:02d}"
+            size, count = _human(total), str(self.objects)
+        else:
+            eta, size, count = "-:--", f">={_human(total)}", f">={self.objects}"
+        return (
+            f"[{bar:<20}] {_human(moved)}/{size} {_human(rate)}/s "
+            f"ETA {eta} {self.finished}/{count} objects"
         )
+
+    def draw(self, now: float) -> None:
+        # \x1b[K clears what a longer previous line left at the end.
+        self.stream.write(f"\r{self.line(now)}\x1b[K")
         self.stream.flush()
 
     def close(self) -> None:
+        self.listed = True  # whatever was listed is all there is
         self.draw(time.monotonic())
         self.stream.write("\n")
         self.stream.flush()
@@ -350,6 +382,13 @@ def run(args: argparse.Namespace) -> int:
     on_event: Callable[[TransferEvent], None] | None = (
         _json_emitter(sys.stdout) if args.json else progress
     )
+    if progress is not None and args.delete:
+        bar = progress
+
+        def on_event(event: TransferEvent) -> None:  # removals are not progress
+            if event.kind != "deleted":
+                bar(event)
+
     planned: list[int] = []
     if args.dryrun and not args.json:
         try:

@@ -44,11 +44,23 @@ def show_config(env: Mapping[str, str]) -> dict[str, str] | Finding:
         return fail("slurm", str(exc))
     if proc.returncode != 0:
         return fail("slurm", f"scontrol show config: {proc.stderr.strip()}: is slurmctld up?")
-    settings = {}
-    for line in proc.stdout.splitlines():
+    return parse_show_config(proc.stdout)
+
+
+def parse_show_config(text: str) -> dict[str, str]:
+    """``KEY = VALUE`` lines as a dict. Slurm 24.x lists several Prolog/Epilog scripts as
+    ``Prolog[0] = ...``, ``Prolog[1] = ...``: they are joined as 22.05's comma list."""
+    settings: dict[str, str] = {}
+    for line in text.splitlines():
         key, sep, value = line.partition(" = ")
-        if sep and key.strip() and " " not in key.strip():
-            settings[key.strip()] = value.strip()
+        key = key.strip()
+        if not sep or not key or " " in key:
+            continue
+        indexed = re.fullmatch(r"(\w+)\[\d+\]", key)
+        if indexed and indexed.group(1) in settings:
+            settings[indexed.group(1)] += "," + value.strip()
+        else:
+            settings[indexed.group(1) if indexed else key] = value.strip()
     return settings
 
 

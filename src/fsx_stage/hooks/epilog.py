@@ -60,6 +60,10 @@ class Epilog(Hook):
         if state.epilog.status is HookStatus.DONE:
             self.log.info("epilog.already_done")
             return EXIT_OK
+        if state.mode != self.mode:
+            # Staged in by the burst buffer: it flushes after the nodes are released.
+            self.log.info("epilog.skip", reason=f"the job is staged by the {state.mode} mode")
+            return EXIT_OK
         if state.prolog.status in _JOB_NOT_RUN:
             state.epilog = HookRun(
                 status=HookStatus.SKIPPED,

@@ -50,6 +50,7 @@ def entry_state(
         recursive=entry.is_prefix,
         filters=entry.filters,
         optional=entry.optional,
+        keep=entry.keep,
         status=status,
     )
 

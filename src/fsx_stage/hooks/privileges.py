@@ -29,6 +29,16 @@ from fsx_stage.hooks.logging import redact
 
 _PR_SET_PDEATHSIG = 1
 _KILL_GRACE_S = 5.0
+_PROGRESS = b'{"progress": '  # a progress line; the child's last line is its result
+#: In a `run_as_user` child whose parent asked for progress: the pipe to the parent.
+_progress_fd: int | None = None
+
+
+def send_progress(record: dict[str, int]) -> None:
+    """From inside a `run_as_user` child: hand ``record`` to the parent's ``on_progress``
+    (one line, atomic on the pipe); a no-op when the parent asked for none."""
+    if _progress_fd is not None:
+        os.write(_progress_fd, _PROGRESS + json.dumps(record).encode() + b"}\n")
 
 
 @dataclass(frozen=True)
@@ -117,8 +127,11 @@ def _child(
     fn: Callable[..., Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
+    progress: bool = False,
 ) -> None:
+    global _progress_fd
     status = 0
+    _progress_fd = write_fd if progress else None
     try:
         _set_parent_death_signal()
         drop_privileges(creds, umask)
@@ -147,8 +160,12 @@ def _child(
         os._exit(status)
 
 
-def _read_until_eof(fd: int, pid: int, deadline: float | None) -> bytes | None:
-    chunks: list[bytes] = []
+def _read_until_eof(
+    fd: int, deadline: float | None, on_progress: Callable[[dict[str, int]], None] | None
+) -> bytes | None:
+    """The child's result (its last line), None at ``deadline``; progress lines before it
+    go to ``on_progress``."""
+    data = b""
     while True:
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
@@ -158,8 +175,12 @@ def _read_until_eof(fd: int, pid: int, deadline: float | None) -> bytes | None:
             continue
         chunk = os.read(fd, 1 << 16)
         if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
+            return data
+        data += chunk
+        while on_progress is not None and data.startswith(_PROGRESS) and b"\n" in data:
+            line, data = data.split(b"\n", 1)
+            record = json.loads(line)["progress"]
+            on_progress({str(k): int(v) for k, v in record.items()})
 
 
 def _reap(pid: int, kill: bool) -> int:
@@ -184,9 +205,12 @@ def run_as_user(
     *args: Any,
     timeout: float | None = None,
     umask: int = 0o077,
+    on_progress: Callable[[dict[str, int]], None] | None = None,
     **kwargs: Any,
 ) -> Any:
     """Call ``fn(*args, **kwargs)`` as ``creds`` in a child and return its JSON result.
+
+    ``on_progress`` (in this process) receives what ``fn`` passes to `send_progress`.
 
     Raises `WorkerError` with the child's exception type/message/errno when ``fn`` raised,
     `WorkerTimeout` when ``timeout`` seconds passed (the child is terminated), and
@@ -196,11 +220,11 @@ def run_as_user(
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child, reported through the pipe
         os.close(read_fd)
-        _child(write_fd, creds, umask, fn, args, kwargs)
+        _child(write_fd, creds, umask, fn, args, kwargs, on_progress is not None)
     os.close(write_fd)
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
-        data = _read_until_eof(read_fd, pid, deadline)
+        data = _read_until_eof(read_fd, deadline, on_progress)
     finally:
         os.close(read_fd)
     status = _reap(pid, kill=data is None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from typing import Literal
 
 from fsx_stage.hooks import flush, jobinfo
 from fsx_stage.hooks.jobinfo import HookContext, JobInfoError
@@ -34,6 +35,7 @@ from fsx_stage.hooks.runtime import (
 from fsx_stage.hooks.slurmctl import SlurmCommandError, cancel_job, requeue_hold, set_admin_comment
 from fsx_stage.hooks.staging import EntryResult, run_entry, tell_user
 from fsx_stage.hooks.state import EntryState, EntryStatus, HookRun, HookStatus, JobState, Phase
+from fsx_stage.policy import Policy
 
 
 def context(env: Mapping[str, str], log: EventLog | None = None) -> HookContext:
@@ -63,6 +65,8 @@ def fresh_state(ctx: HookContext, directives: list[str]) -> JobState:
         uid=ident.uid,
         gid=ident.gid,
         restart_count=ctx.restart_count,
+        array_job_id=ident.array_job_id if ident.is_array_task else None,
+        array_task_id=ident.array_task_id,
         directives=directives,
     )
 
@@ -73,10 +77,15 @@ def is_same_run(state: JobState, ctx: HookContext) -> bool:
     return state.restart_count == ctx.restart_count
 
 
+#: How often a running entry's live counts are saved for `fsx-stage status`.
+SAVE_LIVE_EVERY_S = 2.0
+
+
 class Hook:
     """What the Prolog and Epilog share: once per job, on the first node, under the job lock."""
 
     name = "hook"
+    mode: Literal["hooks", "burst_buffer"] = "hooks"  # the JobState.mode this hook writes
 
     def __init__(self, rt: Runtime, env: Mapping[str, str]) -> None:
         self.rt = rt
@@ -88,6 +97,13 @@ class Hook:
         ctx = context(self.env, self.log)
         if not jobinfo.is_first_node(ctx, self.env):
             self.log.info(f"{self.name}.skip", reason="not the first node", node=ctx.node_name)
+            return EXIT_OK
+        # A job the burst buffer stages: its data_out may hold the job's lock for the whole
+        # flush, and waiting for it would keep the node COMPLETING (the state file is
+        # replaced atomically: reading it without the lock is safe).
+        state = self.rt.store.load(ctx.job_id)
+        if state is not None and state.mode != self.mode:
+            self.log.info(f"{self.name}.skip", reason=f"the job is staged by the {state.mode} mode")
             return EXIT_OK
         with self.rt.store.lock(ctx.job_id):
             return self._run_locked(ctx)
@@ -105,7 +121,13 @@ class Hook:
         credentials = resolve_credentials(config)
         s3 = s3_settings(config, credentials)
         enc = encryption(config)
-        return TransferSetup(user=user_credentials(ctx), s3=s3, encryption=enc)
+        policy = Policy(config)
+        return TransferSetup(
+            user=user_credentials(ctx),
+            s3=s3,
+            encryption=enc,
+            umask_for=lambda path: policy.umask_for(path, ctx.identity),
+        )
 
     def _transfer(
         self, state: JobState, entry: EntryState, setup: TransferSetup, deadline: float
@@ -115,7 +137,22 @@ class Hook:
         entry.start()
         self.rt.store.save(state)
         options = transfer_options(self.rt.config, setup.encryption, filters=entry.filters)
-        result = run_entry(setup.user, entry, options, setup.s3, deadline - time.monotonic())
+        saved = time.monotonic()
+
+        def live(counts: dict[str, int]) -> None:
+            # What `status` shows while the entry runs; the file is rewritten (fsync)
+            # at most every SAVE_LIVE_EVERY_S seconds, whatever the object count.
+            nonlocal saved
+            entry.bytes, entry.objects = counts.get("bytes", 0), counts.get("objects", 0)
+            if time.monotonic() - saved >= SAVE_LIVE_EVERY_S:
+                saved = time.monotonic()
+                self.rt.store.save(state)
+
+        umask = setup.umask_for(entry.destination)
+        budget = deadline - time.monotonic()
+        result = run_entry(
+            setup.user, entry, options, setup.s3, budget, umask=umask, on_progress=live
+        )
         entry.bytes, entry.objects = result.bytes, result.objects
         entry.skipped_objects = result.skipped
         return result
@@ -165,6 +202,7 @@ class Prolog(Hook):
             comment = state.admin_comment if state is not None else None
             state = fresh_state(ctx, [])
             state.admin_comment = comment
+        state.mode = self.mode
         state.prolog = HookRun(
             status=HookStatus.RUNNING, host=ctx.node_name, started_at=time.time()
         )

@@ -44,6 +44,7 @@ class TransferSetup:
     user: UserCredentials  # the transfer worker runs as the job's user
     s3: S3Settings  # with the credentials resolved as root
     encryption: Encryption
+    umask_for: Callable[[str], int]  # the umask of what the transfer creates at a path
 
 
 def run_hook(

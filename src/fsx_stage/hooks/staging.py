@@ -14,10 +14,13 @@ import os
 import shutil
 import signal
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fsx_stage.checkpoints.generations import checkpoint_generation
 from fsx_stage.hooks.outcome import Fault, classify_failure, worst
 from fsx_stage.hooks.privileges import (
     UserCredentials,
@@ -25,10 +28,12 @@ from fsx_stage.hooks.privileges import (
     WorkerError,
     WorkerTimeout,
     run_as_user,
+    send_progress,
 )
 from fsx_stage.hooks.state import EntryState, EntryStatus
 from fsx_stage.transfer import (
     S3Settings,
+    TransferEvent,
     TransferFailure,
     TransferOptions,
     TransferSummary,
@@ -38,6 +43,8 @@ from fsx_stage.transfer import (
 
 # Seconds kept back from a time budget so the worker can stop cleanly and report.
 STOP_MARGIN_S = 5.0
+# How often a running transfer tells the hook its counts (the hook saves them for `status`).
+LIVE_EVERY_S = 1.0
 MAX_LISTED_FAILURES = 3
 KEPT_FAILURES = 20
 SOURCE_MISSING = "source_missing"  # a local SRC that does not exist (or is not a directory)
@@ -89,6 +96,32 @@ def isolate_aws_settings() -> None:
         os.environ.pop(name, None)
 
 
+class LiveCounts:
+    """Transfer events -> bytes and objects moved so far, sent to the hook (the state
+    file's owner) at most every `LIVE_EVERY_S` seconds."""
+
+    def __init__(self) -> None:
+        self.done_bytes = 0
+        self.objects = 0
+        self.partial: dict[str, int] = {}
+        self.sent = time.monotonic()
+
+    def __call__(self, event: TransferEvent) -> None:
+        if event.kind == "bytes":
+            self.partial[event.key] = self.partial.get(event.key, 0) + event.bytes
+        elif event.kind == "done":
+            self.partial.pop(event.key, None)
+            self.done_bytes += event.bytes
+            self.objects += 1
+        elif event.kind in ("skipped", "failed"):
+            self.partial.pop(event.key, None)
+        now = time.monotonic()
+        if now - self.sent >= LIVE_EVERY_S:
+            self.sent = now
+            moved = self.done_bytes + sum(self.partial.values())
+            send_progress({"bytes": moved, "objects": self.objects})
+
+
 def _transfer_in_child(
     src: str,
     dst: str,
@@ -96,8 +129,10 @@ def _transfer_in_child(
     options: TransferOptions,
     s3: S3Settings,
     budget_s: float | None,
+    keep: int | None = None,
 ) -> dict[str, Any]:
-    """Runs as the user. Stops itself (cancel) when ``budget_s`` runs out."""
+    """Runs as the user. Stops itself (cancel) when ``budget_s`` runs out. ``keep``: a
+    checkpoint kept as generations (publish, or restore from S3)."""
     check_installation()
     isolate_aws_settings()
     if not src.startswith("s3://") and not os.path.lexists(src):
@@ -118,7 +153,18 @@ def _transfer_in_child(
         signal.signal(signal.SIGALRM, lambda _sig, _frame: cancel.set())
         signal.setitimer(signal.ITIMER_REAL, max(budget_s, 0.1))
     try:
-        summary = transfer(src, dst, recursive=recursive, options=options, s3=s3, cancel=cancel)
+        if keep is None:
+            summary = transfer(
+                src,
+                dst,
+                recursive=recursive,
+                options=options,
+                s3=s3,
+                cancel=cancel,
+                on_event=LiveCounts(),
+            )
+        else:
+            summary = checkpoint_generation(src, dst, keep, options, s3, cancel)
     except TransferUsageError as exc:
         return {"usage_error": str(exc)}
     finally:
@@ -242,8 +288,12 @@ def run_entry(
     options: TransferOptions,
     s3: S3Settings,
     budget_s: float | None,
+    *,
+    umask: int = 0o077,
+    on_progress: Callable[[dict[str, int]], None] | None = None,
 ) -> EntryResult:
-    """Transfer ``entry`` as ``creds`` within ``budget_s`` seconds (None: no limit)."""
+    """Transfer ``entry`` as ``creds`` within ``budget_s`` seconds (None: no limit);
+    what it creates gets ``umask``; ``on_progress`` gets ``{"bytes", "objects"}`` so far."""
     if budget_s is not None and budget_s <= STOP_MARGIN_S:
         return EntryResult(
             EntryStatus.PENDING,
@@ -262,7 +312,10 @@ def run_entry(
             options,
             s3,
             soft,
+            entry.keep if entry.kind == "checkpoint" else None,
             timeout=budget_s,
+            umask=umask,
+            on_progress=on_progress,
         )
     except WorkerTimeout as exc:
         return EntryResult(

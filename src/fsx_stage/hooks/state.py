@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -58,6 +58,7 @@ class EntryState(BaseModel):
     recursive: bool = False
     filters: tuple[Filter, ...] = ()
     optional: bool = False
+    keep: int | None = None  # checkpoint generations kept; None: a plain sync
     status: EntryStatus = EntryStatus.WAITING
     bytes: int = 0
     objects: int = 0
@@ -106,6 +107,11 @@ class JobState(BaseModel):
     uid: int
     gid: int
     restart_count: int = 0
+    array_job_id: int | None = None
+    array_task_id: int | None = None
+    # Who stages this job: the node's Prolog/Epilog ("hooks") or the controller's
+    # burst buffer (stage-in while pending, flush after release; see docs/modes.md).
+    mode: Literal["hooks", "burst_buffer"] = "hooks"
     directives: list[str] = Field(default_factory=list)
     plan: dict[str, Any] | None = None
     failure_reason: str | None = None
@@ -131,10 +137,12 @@ class StateStore:
         self.jobs_dir = state_dir / "jobs"
         self.pending_dir = state_dir / "pending"
         self.locks_dir = state_dir / "locks"
+        self.arrays_dir = state_dir / "arrays"
 
     def ensure(self) -> None:
         ensure_dir(self.root, 0o711)
         ensure_dir(self.jobs_dir, 0o711)
+        ensure_dir(self.arrays_dir, 0o711)
         ensure_dir(self.pending_dir, 0o700)
         ensure_dir(self.locks_dir, 0o700)
 
@@ -146,6 +154,18 @@ class StateStore:
         """Serialise the prolog, the epilog and ``flush --pending`` for one job."""
         with locked(self.locks_dir / f"{int(job_id)}.lock", wait=wait):
             yield
+
+    def array_alias(self, array_job_id: int, array_task_id: int) -> Path:
+        """``arrays/A_T``: the job id of task T of array job A (Slurm's ``A_T`` name)."""
+        return self.arrays_dir / f"{int(array_job_id)}_{int(array_task_id)}"
+
+    def array_task_job_id(self, array_job_id: int, array_task_id: int) -> int | None:
+        """The job id recorded for array task ``A_T``, None when this store has none."""
+        try:
+            text = self.array_alias(array_job_id, array_task_id).read_text().strip()
+        except FileNotFoundError:
+            return None
+        return int(text) if text.isdigit() else None
 
     def load(self, job_id: int) -> JobState | None:
         try:
@@ -173,6 +193,11 @@ class StateStore:
                 continue
             (self.locks_dir / f"{path.stem}.lock").unlink(missing_ok=True)
             removed.append(int(path.stem))
+        gone = {str(job_id) for job_id in removed}
+        for alias in self.arrays_dir.glob("*_*"):
+            with contextlib.suppress(FileNotFoundError, UnicodeDecodeError):
+                if alias.read_text().strip() in gone:
+                    alias.unlink()
         return sorted(removed)
 
     def save(self, state: JobState) -> None:
@@ -180,6 +205,11 @@ class StateStore:
         data = json.dumps(state.model_dump(mode="json"), indent=1).encode("utf-8") + b"\n"
         group = state.gid if os.geteuid() == 0 else None
         write_atomic(self.path(state.job_id), data, mode=0o640, group=group)
+        if state.array_job_id is not None and state.array_task_id is not None:
+            alias = self.array_alias(state.array_job_id, state.array_task_id)
+            if self.array_task_job_id(state.array_job_id, state.array_task_id) != state.job_id:
+                # Only a job id: world-readable like `squeue`'s, the state itself stays 0640.
+                write_atomic(alias, f"{state.job_id}\n".encode(), mode=0o644)
 
 
 class StateError(Exception):

@@ -32,7 +32,9 @@ FailureCategory = Literal[
     "invalid",
     "other",
 ]
-EventKind = Literal["queued", "bytes", "done", "skipped", "failed", "planned", "deleted"]
+#: ``listed``: the source listing is complete (every object has had its ``queued``).
+#: ``planned``: a dry run would copy it; ``deleted``: ``sync --delete`` removed it.
+EventKind = Literal["queued", "listed", "bytes", "done", "skipped", "failed", "planned", "deleted"]
 AddressingStyle = Literal["auto", "path", "virtual"]
 EncryptionMode = Literal["none", "sse-s3", "sse-kms", "sse-c"]
 

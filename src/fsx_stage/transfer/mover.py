@@ -196,6 +196,8 @@ async def run_here(route: Route, options: TransferOptions, s3: S3Settings, tally
                 if seen is not None:
                     seen.add(job.rel)
                 await mover.submit(job)
+            if tally.on_event is not None:
+                tally.add(TransferEvent("listed", ""))
             await mover.drain()
             download.apply_directory_metadata(ctx, root_fd)
             if seen is not None:

@@ -269,6 +269,8 @@ async def run_workers(
                     best.batch.append((job.key, job.rel, job.size, job.etag, job.mtime_ns))
                     if len(best.batch) >= _BATCH:
                         best.flush()
+                if tally.on_event is not None:
+                    tally.add(TransferEvent("listed", ""))
                 ticker.cancel()
                 for worker in workers:
                     if not worker.exited.is_set():

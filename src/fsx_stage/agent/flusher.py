@@ -1,0 +1,91 @@
+"""One on-request or periodic flush of a running job's checkpoints, as its user.
+
+Reuses the hooks' pieces: credentials resolved as root, the privilege-dropped worker
+(`run_entry`), the per-job lock the Prolog, the Epilog and ``flush --pending`` take.
+"""
+
+from __future__ import annotations
+
+import time
+
+from fsx_stage.directives import Kind
+from fsx_stage.hooks.atomic import LockBusy
+from fsx_stage.hooks.outcome import HookFault
+from fsx_stage.hooks.planning import entry_state
+from fsx_stage.hooks.privileges import UserCredentials
+from fsx_stage.hooks.runtime import (
+    Runtime,
+    encryption,
+    resolve_credentials,
+    s3_settings,
+    transfer_options,
+)
+from fsx_stage.hooks.staging import run_entry
+from fsx_stage.hooks.state import EntryStatus, HookStatus, JobState, Phase
+from fsx_stage.plan import PlanEntry, StagePlan
+
+LOCK_POLL_S = 0.2
+
+
+class Refused(Exception):
+    """The request cannot be served (not this job's, not running here, nothing to flush)."""
+
+
+def running_state(rt: Runtime, job_id: int) -> JobState:
+    """The state of a job whose Prolog finished here and whose Epilog has not started."""
+    state = rt.store.load(job_id)
+    if state is None or state.plan is None:
+        raise Refused(f"job {job_id} has no fsx-stage state on this node")
+    if state.prolog.status is not HookStatus.DONE or state.epilog.status is not HookStatus.NOT_RUN:
+        raise Refused(f"job {job_id} is not running (its Prolog is not done or its Epilog began)")
+    return state
+
+
+def generation_entries(state: JobState) -> list[PlanEntry]:
+    plan = StagePlan.model_validate(state.plan)
+    return [e for e in plan.entries if e.kind is Kind.CHECKPOINT and e.keep is not None]
+
+
+def flush_job(rt: Runtime, job_id: int, deadline: float) -> None:
+    """Publish a generation of every ``keep=`` checkpoint of ``job_id``; raises Refused
+    or RuntimeError (with the reason) when not every one was published."""
+    while True:
+        try:
+            with rt.store.lock(job_id, wait=False):
+                _flush_locked(rt, job_id, deadline)
+                return
+        except LockBusy:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"job {job_id}: its hooks hold the job's lock") from None
+            time.sleep(LOCK_POLL_S)
+
+
+def _flush_locked(rt: Runtime, job_id: int, deadline: float) -> None:
+    state = running_state(rt, job_id)  # read again under the lock
+    entries = generation_entries(state)
+    if not entries:
+        raise Refused(f"job {job_id} has no checkpoint directive with keep=")
+    creds = UserCredentials.lookup(state.user, state.uid, state.gid)
+    try:
+        s3 = s3_settings(rt.config, resolve_credentials(rt.config))
+    except HookFault as fault:
+        raise RuntimeError(fault.message) from None
+    enc = encryption(rt.config)
+    errors = []
+    for plan_entry in entries:
+        entry = entry_state(plan_entry, Phase.FLUSH)
+        options = transfer_options(rt.config, enc, filters=entry.filters)
+        result = run_entry(creds, entry, options, s3, deadline - time.monotonic())
+        rt.log.info(
+            "agent.flush",
+            job=job_id,
+            index=entry.index,
+            destination=entry.destination,
+            status=result.status.value,
+            bytes=result.bytes,
+            error=result.error,
+        )
+        if result.status is not EntryStatus.DONE:
+            errors.append(f"directive {entry.index}: {result.error}")
+    if errors:
+        raise RuntimeError("; ".join(errors))

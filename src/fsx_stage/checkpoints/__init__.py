@@ -1,0 +1,1 @@
+"""Checkpoint generations (docs/checkpoints.md)."""

@@ -1,0 +1,411 @@
+"""Checkpoint generations: a flush publishes a consistent set of files, restore takes the
+newest complete one (docs/checkpoints.md).
+
+Layout under a checkpoint destination ``DST/``::
+
+    DST/.fsx-stage/gen/<N>/<path>          the files of generation N
+    DST/.fsx-stage/manifests/<N>.json      written last: exactly the files of N, with checksums
+
+A generation is complete when its manifest exists. A file is in generation N only if its
+(size, mtime_ns, ctime_ns, inode) are the same before and after its upload; a file that
+changed is uploaded again (up to ``STABLE_ATTEMPTS`` times), and if it never holds still
+the generation is discarded, never published with a torn or mixed file. Older generations
+are removed only after a newer manifest is in S3. Runs as the job's user (in the hooks'
+privilege-dropped worker), with the S3 settings resolved as root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import stat
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fsx_stage.filters import Filter, FilterAction, selects
+from fsx_stage.transfer import (
+    S3Settings,
+    TransferFailure,
+    TransferOptions,
+    TransferSummary,
+    transfer,
+)
+from fsx_stage.transfer.client import create_client
+
+META = ".fsx-stage/"
+STABLE_ATTEMPTS = 3
+MANIFEST_VERSION = 1
+LEGACY_EXCLUDE = Filter(FilterAction.EXCLUDE, META + "*")
+
+Identity = tuple[int, int, int, int]  # size, mtime_ns, ctime_ns, inode
+
+
+class GenerationError(Exception):
+    """A generation could not be published (nothing new is visible to a restore)."""
+
+
+@dataclass(frozen=True)
+class ManifestFile:
+    path: str
+    size: int
+    etag: str
+
+
+@dataclass
+class Manifest:
+    generation: int
+    created_at: float
+    files: list[ManifestFile] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "version": MANIFEST_VERSION,
+                "generation": self.generation,
+                "created_at": self.created_at,
+                "files": [dataclasses.asdict(f) for f in self.files],
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: bytes) -> Manifest:
+        """Raises ValueError for anything that is not a manifest this version understands."""
+        try:
+            data = json.loads(text)
+            if data["version"] != MANIFEST_VERSION:
+                raise ValueError(f"manifest version {data['version']!r}")
+            files = [
+                ManifestFile(str(f["path"]), int(f["size"]), str(f["etag"])) for f in data["files"]
+            ]
+            return cls(int(data["generation"]), float(data["created_at"]), files)
+        except (KeyError, TypeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"not a manifest: {exc}") from None
+
+
+@dataclass
+class GenerationResult:
+    """What a publish or a restore did; ``summary`` counts the bytes moved."""
+
+    generation: int | None
+    summary: TransferSummary
+    files: int = 0
+    bytes: int = 0
+    removed_generations: list[int] = field(default_factory=list)
+
+
+def split_s3(url: str) -> tuple[str, str]:
+    """``s3://bucket/prefix/`` -> (bucket, ``prefix/``); the prefix always ends in ``/``."""
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    return bucket, (prefix.rstrip("/") + "/") if prefix.strip("/") else ""
+
+
+class _Store:
+    """The few plain S3 calls generations need (list, get, conditional put, delete)."""
+
+    def __init__(self, s3: S3Settings, bucket: str, prefix: str) -> None:
+        self.s3, self.bucket, self.prefix = s3, bucket, prefix
+
+    def _run(self, calls: Any) -> Any:
+        async def go() -> Any:
+            async with create_client(self.s3, 4) as client:
+                return await calls(await client.ready())
+
+        return asyncio.run(go())
+
+    def keys(self, under: str) -> dict[str, tuple[int, str]]:
+        """Keys below ``prefix + under`` (relative to ``prefix``) -> (size, etag)."""
+
+        async def calls(client: Any) -> dict[str, tuple[int, str]]:
+            found: dict[str, tuple[int, str]] = {}
+            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix + under}
+            while True:
+                page = await client.list_objects_v2(**kwargs)
+                for item in page.get("Contents", []):
+                    rel = item["Key"][len(self.prefix) :]
+                    found[rel] = (int(item["Size"]), str(item.get("ETag", "")).strip('"'))
+                if not page.get("IsTruncated"):
+                    return found
+                kwargs["ContinuationToken"] = page["NextContinuationToken"]
+
+        result: dict[str, tuple[int, str]] = self._run(calls)
+        return result
+
+    def get(self, rel: str) -> bytes:
+        async def calls(client: Any) -> bytes:
+            reply = await client.get_object(Bucket=self.bucket, Key=self.prefix + rel)
+            async with reply["Body"] as body:
+                data: bytes = await body.read()
+                return data
+
+        result: bytes = self._run(calls)
+        return result
+
+    def put_new(self, rel: str, body: bytes) -> bool:
+        """PUT only if no object has that key (If-None-Match: *); False if one had."""
+
+        async def calls(client: Any) -> bool:
+            try:
+                await client.put_object(
+                    Bucket=self.bucket, Key=self.prefix + rel, Body=body, IfNoneMatch="*"
+                )
+            except Exception as exc:
+                status = getattr(exc, "response", {}).get("ResponseMetadata", {})
+                if status.get("HTTPStatusCode") in (409, 412):
+                    return False
+                raise
+            return True
+
+        result: bool = self._run(calls)
+        return result
+
+    def delete(self, rels: list[str]) -> None:
+        async def calls(client: Any) -> None:
+            for start in range(0, len(rels), 1000):
+                chunk = [{"Key": self.prefix + r} for r in rels[start : start + 1000]]
+                await client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk})
+
+        if rels:
+            self._run(calls)
+
+
+def _generation_of(rel: str) -> int | None:
+    """The generation a key under ``.fsx-stage/`` belongs to (manifest or object)."""
+    for head, tail in ((META + "manifests/", ".json"), (META + "gen/", "")):
+        if rel.startswith(head):
+            part = rel[len(head) :]
+            number = part.removesuffix(tail) if tail else part.partition("/")[0]
+            if number.isdigit() and (not tail or part.endswith(tail)):
+                return int(number)
+    return None
+
+
+def _manifest_key(n: int) -> str:
+    return f"{META}manifests/{n}.json"
+
+
+def _gen_dir(n: int) -> str:
+    return f"{META}gen/{n}/"
+
+
+def snapshot(root: str, filters: tuple[Filter, ...] = ()) -> dict[str, Identity]:
+    """Every regular file below ``root`` that ``filters`` select (relative path ->
+    identity); symlinks are not followed."""
+    found: dict[str, Identity] = {}
+    for dirpath, _dirs, names in os.walk(root):
+        for name in names:
+            path = str(Path(dirpath) / name)
+            identity = _identity(path)
+            rel = os.path.relpath(path, root)
+            if identity is not None and selects(rel, filters):
+                found[rel] = identity
+    return found
+
+
+def _identity(path: str) -> Identity | None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+class Generations:
+    """The generations of one checkpoint destination ``s3://bucket/prefix/``."""
+
+    def __init__(self, destination: str, s3: S3Settings) -> None:
+        self.url = destination.rstrip("/") + "/"
+        bucket, prefix = split_s3(self.url)
+        self.store = _Store(s3, bucket, prefix)
+        self.s3 = s3
+
+    def listing(self) -> tuple[list[int], set[int]]:
+        """(complete generations, oldest first; every generation number seen)."""
+        keys = self.store.keys(META)
+        complete = sorted(
+            n
+            for rel in keys
+            if rel.startswith(META + "manifests/") and (n := _generation_of(rel)) is not None
+        )
+        seen = {n for rel in keys if (n := _generation_of(rel)) is not None}
+        return complete, seen
+
+    def manifest(self, n: int) -> Manifest:
+        return Manifest.from_json(self.store.get(_manifest_key(n)))
+
+    def newest_complete(self) -> Manifest | None:
+        """The newest generation whose manifest reads and whose objects are all in S3."""
+        complete, _seen = self.listing()
+        for n in reversed(complete):
+            try:
+                manifest = self.manifest(n)
+            except ValueError:
+                continue
+            present = self.store.keys(_gen_dir(n))
+            wanted = {_gen_dir(n) + f.path: (f.size, f.etag) for f in manifest.files}
+            if all(present.get(key) == value for key, value in wanted.items()):
+                return manifest
+        return None
+
+    # -- publish ------------------------------------------------------------------------
+
+    def publish(
+        self,
+        source: str,
+        options: TransferOptions,
+        keep: int = 2,
+        cancel: threading.Event | None = None,
+    ) -> GenerationResult:
+        """Upload ``source`` as a new generation, write its manifest, prune to ``keep``."""
+        if keep < 1:
+            raise ValueError("keep must be >= 1")
+        root = source.rstrip("/")
+        _complete, seen = self.listing()
+        n = max(seen, default=0) + 1
+        target = self.url + _gen_dir(n)
+        plain = dataclasses.replace(options, sync=False)
+        before = snapshot(root, options.filters)
+        summary = transfer(
+            root + "/", target, recursive=True, options=plain, s3=self.s3, cancel=cancel
+        )
+        changed = {f.key for f in summary.failures if "changed while" in f.reason}
+        hard = [f for f in summary.failures if f.key not in changed]
+        if hard or summary.cancelled:
+            return GenerationResult(None, summary)  # gen/N stays orphaned; pruned later
+        after = snapshot(root, options.filters)
+        stable = {rel: ident for rel, ident in before.items() if after.get(rel) == ident}
+        unstable = (set(before) - set(stable) - _gone(before, after)) | {
+            rel for rel in changed if rel in after
+        }
+        for rel in sorted(unstable):
+            identity = self._upload_stable(root, rel, target, plain, summary, cancel)
+            if identity is None:
+                self.store.delete(list(self.store.keys(_gen_dir(n))))
+                raise GenerationError(
+                    f"{rel}: changed during every one of {STABLE_ATTEMPTS} uploads; "
+                    f"generation {n} discarded"
+                )
+            stable[rel] = identity
+        present = self.store.keys(_gen_dir(n))
+        files = []
+        for rel in sorted(stable):
+            key = _gen_dir(n) + rel
+            if key not in present:
+                raise GenerationError(f"{rel}: uploaded but not listed in {self.url}{key}")
+            size, etag = present[key]
+            if size != stable[rel][0]:
+                raise GenerationError(
+                    f"{rel}: S3 holds {size} bytes, the file has {stable[rel][0]}"
+                )
+            files.append(ManifestFile(rel, size, etag))
+        # Objects of files that appeared after the snapshot (or vanished) are not in N.
+        wanted = {_gen_dir(n) + f.path for f in files}
+        self.store.delete([key for key in present if key not in wanted])
+        manifest = Manifest(n, time.time(), files)
+        if not self.store.put_new(_manifest_key(n), manifest.to_json().encode()):
+            raise GenerationError(f"generation {n} was published by another writer")
+        removed = self.prune(keep, n)
+        return GenerationResult(n, summary, len(files), manifest.total_bytes, removed)
+
+    def _upload_stable(
+        self,
+        root: str,
+        rel: str,
+        target: str,
+        options: TransferOptions,
+        summary: TransferSummary,
+        cancel: threading.Event | None,
+    ) -> Identity | None:
+        for _attempt in range(STABLE_ATTEMPTS):
+            before = _identity(str(Path(root) / rel))
+            if before is None:
+                return None
+            one = transfer(
+                str(Path(root) / rel),
+                target + rel,
+                recursive=False,
+                options=options,
+                s3=self.s3,
+                cancel=cancel,
+            )
+            summary.objects_done += one.objects_done
+            summary.bytes_done += one.bytes_done
+            if one.ok and _identity(str(Path(root) / rel)) == before:
+                return before
+        return None
+
+    def prune(self, keep: int, newest: int) -> list[int]:
+        """Remove generations older than the ``keep`` newest complete ones (up to
+        ``newest``), and unfinished ones older than ``newest``: manifest first."""
+        complete, seen = self.listing()
+        kept = set(sorted(n for n in complete if n <= newest)[-keep:])
+        doomed = sorted(n for n in seen if n < newest and n not in kept)
+        for n in doomed:
+            if n in complete:
+                self.store.delete([_manifest_key(n)])
+            self.store.delete(list(self.store.keys(_gen_dir(n))))
+        return doomed
+
+    # -- restore ------------------------------------------------------------------------
+
+    def restore(
+        self, destination: str, options: TransferOptions, cancel: threading.Event | None = None
+    ) -> GenerationResult:
+        """Restore the newest complete generation into ``destination`` (only its files;
+        others already there are left alone). Without any manifest: the plain objects
+        under DST, as earlier versions wrote them (``.fsx-stage/`` excluded)."""
+        manifest = self.newest_complete()
+        if manifest is None:
+            legacy = dataclasses.replace(options, filters=(*options.filters, LEGACY_EXCLUDE))
+            summary = transfer(
+                self.url, destination, recursive=True, options=legacy, s3=self.s3, cancel=cancel
+            )
+            return GenerationResult(None, summary)
+        source = self.url + _gen_dir(manifest.generation)
+        summary = transfer(
+            source, destination, recursive=True, options=options, s3=self.s3, cancel=cancel
+        )
+        return GenerationResult(
+            manifest.generation, summary, len(manifest.files), manifest.total_bytes
+        )
+
+
+def checkpoint_generation(
+    src: str,
+    dst: str,
+    keep: int,
+    options: TransferOptions,
+    s3: S3Settings,
+    cancel: threading.Event | None,
+) -> TransferSummary:
+    """The hooks' step for a checkpoint kept as generations: restore when ``src`` is in
+    S3, else publish. A generation that could not be published, or S3 refusing the
+    listing or the manifest, is a failure in the summary (the flush stays pending)."""
+    try:
+        if src.startswith("s3://"):
+            return Generations(src, s3).restore(dst, options, cancel).summary
+        return Generations(dst, s3).publish(src, options, keep, cancel).summary
+    except GenerationError as exc:
+        failure = TransferFailure(key=src, reason=str(exc), category="other")
+    except OSError:
+        raise
+    except Exception as exc:  # botocore/aiohttp: S3 did not answer or refused
+        failure = TransferFailure(
+            key=dst, reason=f"{type(exc).__name__}: {exc}", category="network"
+        )
+    return TransferSummary(failures=[failure])
+
+
+def _gone(before: dict[str, Identity], after: dict[str, Identity]) -> set[str]:
+    return {rel for rel in before if rel not in after}

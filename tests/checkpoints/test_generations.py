@@ -1,0 +1,207 @@
+"""Checkpoint generations against SeaweedFS: manifest last, newest complete restores,
+deleted files stay deleted, a rewriting writer never yields a torn or mixed file."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fsx_stage.checkpoints import generations
+from fsx_stage.checkpoints.generations import GenerationError, Generations
+from fsx_stage.transfer import S3Settings, TransferOptions, transfer
+
+OPTIONS = TransferOptions(workers=1)
+
+
+def write(root: Path, files: dict[str, bytes]) -> None:
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+
+
+def files_of(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def keys(s3_client: Any, bucket: str, prefix: str) -> list[str]:
+    reply = s3_client.list_objects_v2(Bucket=bucket, Prefix=prefix)
+    return sorted(item["Key"] for item in reply.get("Contents", []))
+
+
+def test_a_generation_is_published_with_its_manifest_and_restores_exactly(
+    s3: S3Settings, s3_client: Any, bucket: str, tmp_path: Path
+) -> None:
+    src = tmp_path / "ckpt"
+    write(src, {"a": b"A" * 10, "sub/b": b"B" * 20})
+    gens = Generations(f"s3://{bucket}/ck/", s3)
+    first = gens.publish(str(src), OPTIONS)
+    assert (first.generation, first.files, first.bytes) == (1, 2, 30)
+    body = s3_client.get_object(Bucket=bucket, Key="ck/.fsx-stage/manifests/1.json")["Body"]
+    manifest = json.loads(body.read())
+    assert [(f["path"], f["size"]) for f in manifest["files"]] == [("a", 10), ("sub/b", 20)]
+    assert all(f["etag"] for f in manifest["files"])  # the checksum S3 confirmed
+
+    (src / "a").unlink()  # deleted on scratch: must not come back
+    write(src, {"sub/b": b"b2", "c": b"C"})
+    second = gens.publish(str(src), OPTIONS)
+    assert second.generation == 2
+    back = tmp_path / "back"
+    restored = gens.restore(str(back), OPTIONS)
+    assert restored.generation == 2 and restored.summary.ok
+    assert files_of(back) == {"sub/b": b"b2", "c": b"C"}
+
+
+def test_keep_removes_older_generations_only_after_a_newer_one_is_complete(
+    s3: S3Settings, s3_client: Any, bucket: str, tmp_path: Path
+) -> None:
+    src = tmp_path / "ckpt"
+    gens = Generations(f"s3://{bucket}/ck/", s3)
+    for n in range(1, 5):
+        write(src, {"state": f"step {n}".encode()})
+        result = gens.publish(str(src), OPTIONS, keep=2)
+        assert result.generation == n
+    assert keys(s3_client, bucket, "ck/.fsx-stage/manifests/") == [
+        "ck/.fsx-stage/manifests/3.json",
+        "ck/.fsx-stage/manifests/4.json",
+    ]
+    assert keys(s3_client, bucket, "ck/.fsx-stage/gen/") == [
+        "ck/.fsx-stage/gen/3/state",
+        "ck/.fsx-stage/gen/4/state",
+    ]
+
+
+def test_an_interrupted_flush_is_never_restored_and_is_pruned_later(
+    s3: S3Settings, s3_client: Any, bucket: str, tmp_path: Path
+) -> None:
+    src = tmp_path / "ckpt"
+    write(src, {"a": b"old-a", "b": b"old-b"})
+    gens = Generations(f"s3://{bucket}/ck/", s3)
+    gens.publish(str(src), OPTIONS)
+    # Generation 2 died after uploading one object, before its manifest.
+    s3_client.put_object(Bucket=bucket, Key="ck/.fsx-stage/gen/2/a", Body=b"new-a")
+    back = tmp_path / "back"
+    assert gens.restore(str(back), OPTIONS).generation == 1
+    assert files_of(back) == {"a": b"old-a", "b": b"old-b"}  # never a mix of 1 and 2
+    write(src, {"a": b"third"})
+    assert gens.publish(str(src), OPTIONS, keep=1).generation == 3
+    assert keys(s3_client, bucket, "ck/.fsx-stage/gen/") == [
+        "ck/.fsx-stage/gen/3/a",
+        "ck/.fsx-stage/gen/3/b",
+    ]
+
+
+def test_a_manifest_whose_objects_are_missing_is_not_complete(
+    s3: S3Settings, s3_client: Any, bucket: str, tmp_path: Path
+) -> None:
+    src = tmp_path / "ckpt"
+    gens = Generations(f"s3://{bucket}/ck/", s3)
+    write(src, {"a": b"one"})
+    gens.publish(str(src), OPTIONS)
+    write(src, {"a": b"two"})
+    gens.publish(str(src), OPTIONS)
+    s3_client.delete_object(Bucket=bucket, Key="ck/.fsx-stage/gen/2/a")
+    back = tmp_path / "back"
+    assert gens.restore(str(back), OPTIONS).generation == 1
+    assert files_of(back) == {"a": b"one"}
+
+
+def test_a_generation_number_is_published_once(
+    s3: S3Settings, s3_client: Any, bucket: str, tmp_path: Path
+) -> None:
+    gens = Generations(f"s3://{bucket}/ck/", s3)
+    assert gens.store.put_new(".fsx-stage/manifests/7.json", b"{}")
+    assert not gens.store.put_new(".fsx-stage/manifests/7.json", b"{}")  # If-None-Match: *
+
+
+def test_objects_written_before_generations_still_restore(
+    s3: S3Settings, s3_client: Any, bucket: str, tmp_path: Path
+) -> None:
+    s3_client.put_object(Bucket=bucket, Key="ck/state", Body=b"legacy")
+    s3_client.put_object(Bucket=bucket, Key="ck/.fsx-stage/gen/1/x", Body=b"orphan")
+    back = tmp_path / "back"
+    result = Generations(f"s3://{bucket}/ck/", s3).restore(str(back), OPTIONS)
+    assert result.generation is None and result.summary.ok
+    assert files_of(back) == {"state": b"legacy"}
+
+
+def test_a_file_rewritten_during_every_upload_discards_the_generation(
+    s3: S3Settings, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "ckpt"
+    write(src, {"steady": b"s", "busy": b"v0"})
+    gens = Generations(f"s3://{bucket}/ck/", s3)
+    real = generations.transfer
+    count = iter(range(1, 1000))
+
+    def rewriting(source: str, *args: Any, **kwargs: Any) -> Any:
+        summary = real(source, *args, **kwargs)
+        (src / "busy").write_bytes(f"v{next(count)}".encode())  # the job keeps writing
+        return summary
+
+    monkeypatch.setattr(generations, "transfer", rewriting)
+    with pytest.raises(GenerationError, match="busy: changed during every one of 3 uploads"):
+        gens.publish(str(src), OPTIONS)
+    monkeypatch.setattr(generations, "transfer", real)
+    assert gens.newest_complete() is None
+    assert gens.store.keys(".fsx-stage/gen/") == {}
+
+
+def test_a_writer_rewriting_files_during_flushes_never_yields_a_torn_or_mixed_file(
+    s3: S3Settings, bucket: str, tmp_path: Path
+) -> None:
+    """Each file holds one version number repeated; a restored file must be one version
+    throughout, and equal to what the manifest says for that generation."""
+    src = tmp_path / "ckpt"
+    size = 256 * 1024
+    write(src, {f"f{i}": b"0" * size for i in range(4)})
+    stop = threading.Event()
+
+    def writer() -> None:
+        version = 0
+        while not stop.is_set():
+            version += 1
+            for i in range(4):
+                data = str(version % 10).encode() * size
+                with open(src / f"f{i}", "r+b") as handle:  # in place: a reader can see a tear
+                    for off in range(0, size, 16 * 1024):
+                        handle.seek(off)
+                        handle.write(data[off : off + 16 * 1024])
+            stop.wait(0.05)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    gens = Generations(f"s3://{bucket}/ck/", s3)
+    published = []
+    try:
+        for _ in range(4):
+            # A file that never held still publishes nothing, which is allowed.
+            with contextlib.suppress(GenerationError):
+                published.append(gens.publish(str(src), OPTIONS, keep=10).generation)
+    finally:
+        stop.set()
+        thread.join()
+    final = gens.publish(str(src), OPTIONS, keep=10)  # writer stopped: must publish
+    assert final.generation is not None
+    restored = tmp_path / "restored"
+    assert gens.restore(str(restored), OPTIONS).generation == final.generation
+    assert files_of(restored) == files_of(src)  # the newest generation, byte-identical
+    for n in [*[p for p in published if p is not None], final.generation]:
+        manifest = gens.manifest(n)
+        back = tmp_path / f"back{n}"
+        summary = transfer(
+            f"s3://{bucket}/ck/.fsx-stage/gen/{n}/",
+            str(back),
+            recursive=True,
+            options=OPTIONS,
+            s3=s3,
+        )
+        assert summary.ok
+        assert sorted(f.path for f in manifest.files) == [f"f{i}" for i in range(4)]
+        for i in range(4):
+            data = (back / f"f{i}").read_bytes()
+            assert len(data) == size and len(set(data)) == 1, f"generation {n}: f{i} torn"

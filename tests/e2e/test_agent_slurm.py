@@ -1,0 +1,157 @@
+"""``fsx-stage checkpoint`` and the node agent on the real Slurm cluster with SeaweedFS.
+
+A real batch job of the non-root job user asks the agent (root, started by the test bed)
+to publish its ``keep=`` checkpoint while it runs; callers that are not the job's
+processes are refused (SO_PEERCRED + the job's slurmstepd ancestry)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.e2e.test_hooks_slurm import Bed, bed
+from tests.testbed.agent import AgentServer
+
+pytestmark = pytest.mark.slurm
+
+__all__ = ["bed"]
+
+
+@pytest.fixture(scope="module")
+def agent(bed: Bed) -> Iterator[AgentServer]:
+    run = Path(tempfile.mkdtemp(prefix="fsx-stage-agent-"))  # the job user reaches the socket
+    run.chmod(0o755)
+    server = AgentServer(
+        Path(bed.fsx_stage), bed.site.config, run / "agent.sock", run / "agent.log"
+    )
+    with server:
+        yield server
+    shutil.rmtree(run, ignore_errors=True)
+
+
+def _manifests(bed: Bed, prefix: str) -> list[str]:
+    listing = bed.client.list_objects_v2(Bucket=bed.bucket, Prefix=f"{prefix}.fsx-stage/manifests/")
+    return sorted(o["Key"] for o in listing.get("Contents", []))
+
+
+def _wait_for(bed: Bed, job_id: int, path: Path, timeout: float = 120) -> str:
+    deadline = time.monotonic() + timeout
+    while not path.exists() or "rc=" not in path.read_text():
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"{path} never written: {bed.show_job(job_id)} {bed.output(job_id)}"
+            )
+        time.sleep(0.2)
+    return path.read_text()
+
+
+def test_checkpoint_wait_inside_the_job_returns_once_the_manifest_is_in_s3(
+    bed: Bed, agent: AgentServer
+) -> None:
+    work = bed.scratch / bed.user
+    job_id = bed.submit(
+        f"""#!/bin/sh
+#SBATCH --fsx-stage=checkpoint,{bed.scratch}/%u/ag-%j/,s3://{bed.bucket}/ag/%j/,keep=2
+export FSX_STAGE_AGENT_SOCKET={agent.socket_path}
+d={work}/ag-$SLURM_JOB_ID
+mkdir -p $d
+echo "step 1" > $d/state
+{bed.fsx_stage} checkpoint --wait --timeout 60 > $d.first 2>&1; echo "rc=$?" >> $d.first
+echo "step 2" > $d/state
+{bed.fsx_stage} checkpoint --wait --timeout 60 > $d.second 2>&1; echo "rc=$?" >> $d.second
+sleep 30
+"""
+    )
+    prefix = f"ag/{job_id}/"
+    first = _wait_for(bed, job_id, work / f"ag-{job_id}.first")
+    assert "rc=0" in first and "published" in first, first
+    # The agent answered only after the manifest was written: it is in S3 now.
+    second = _wait_for(bed, job_id, work / f"ag-{job_id}.second")
+    assert "rc=0" in second, second
+    assert _manifests(bed, prefix) == [
+        f"{prefix}.fsx-stage/manifests/1.json",
+        f"{prefix}.fsx-stage/manifests/2.json",
+    ]
+    body = bed.client.get_object(Bucket=bed.bucket, Key=f"{prefix}.fsx-stage/manifests/2.json")
+    assert [f["path"] for f in json.loads(body["Body"].read())["files"]] == ["state"]
+    data = bed.client.get_object(Bucket=bed.bucket, Key=f"{prefix}.fsx-stage/gen/2/state")
+    assert data["Body"].read() == b"step 2\n"
+
+    # The same user outside the job, with the job's id in its environment: refused.
+    outside = subprocess.run(
+        [
+            "/usr/sbin/runuser",
+            "-u",
+            bed.user,
+            "--",
+            "/usr/bin/env",
+            f"SLURM_JOB_ID={job_id}",
+            f"FSX_STAGE_AGENT_SOCKET={agent.socket_path}",
+            bed.fsx_stage,
+            "checkpoint",
+            "--wait",
+            "--timeout",
+            "10",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert outside.returncode == 1
+    assert f"not a process of job {job_id}" in outside.stderr
+    # Another user (root here) is refused before anything else.
+    other = subprocess.run(
+        [bed.fsx_stage, "checkpoint", "--wait"],
+        env={"SLURM_JOB_ID": str(job_id), "FSX_STAGE_AGENT_SOCKET": str(agent.socket_path)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert other.returncode == 1 and "belongs to another user" in other.stderr
+    subprocess.run(["/usr/bin/scancel", str(job_id)], env=bed.cluster.command_env(), check=False)
+    bed.wait_epilog(job_id)
+
+
+def test_an_agent_killed_mid_flush_resumes_its_queue_and_never_half_publishes(
+    bed: Bed, agent: AgentServer
+) -> None:
+    work = bed.scratch / bed.user
+    job_id = bed.submit(
+        f"""#!/bin/sh
+#SBATCH --fsx-stage=checkpoint,{bed.scratch}/%u/ak-%j/,s3://{bed.bucket}/ak/%j/,keep=2
+export FSX_STAGE_AGENT_SOCKET={agent.socket_path}
+d={work}/ak-$SLURM_JOB_ID
+mkdir -p $d
+for i in 1 2 3 4 5 6 7 8; do head -c 4000000 /dev/urandom > $d/part-$i; done
+{bed.fsx_stage} checkpoint > $d.req 2>&1; echo "rc=$?" >> $d.req
+sleep 60
+"""
+    )
+    prefix = f"ak/{job_id}/"
+    assert "rc=0" in (req := _wait_for(bed, job_id, work / f"ak-{job_id}.req")), req
+    queued = bed.site.state_dir / "agent" / "queue" / f"{job_id}.json"
+    assert queued.exists()  # the request is on disk before the agent answers "queued"
+    agent.kill()  # mid-flush (or just before it): nothing is cleaned up
+    assert _manifests(bed, prefix) in ([], [f"{prefix}.fsx-stage/manifests/1.json"])
+    agent.start()  # the restarted agent finds the request in its queue
+    deadline = time.monotonic() + 120
+    while queued.exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    manifests = _manifests(bed, prefix)
+    assert manifests, "the resumed flush published nothing"
+    newest = manifests[-1]
+    files = json.loads(bed.client.get_object(Bucket=bed.bucket, Key=newest)["Body"].read())
+    n = files["generation"]
+    assert sorted(f["path"] for f in files["files"]) == [f"part-{i}" for i in range(1, 9)]
+    for i in range(1, 9):
+        key = f"{prefix}.fsx-stage/gen/{n}/part-{i}"
+        data = bed.client.get_object(Bucket=bed.bucket, Key=key)["Body"].read()
+        assert data == (work / f"ak-{job_id}" / f"part-{i}").read_bytes()
+    subprocess.run(["/usr/bin/scancel", str(job_id)], env=bed.cluster.command_env(), check=False)
+    bed.wait_epilog(job_id)

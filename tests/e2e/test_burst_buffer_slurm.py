@@ -1,0 +1,400 @@
+"""The burst_buffer/lua mode on the real Slurm cluster with SeaweedFS, as a non-root user.
+
+The cluster (``bb_cluster``, ``$TESTBED/slurm-bb``) runs slurmctld as ``SlurmUser=slurm``
+with ``slurm-conf-examples/burst_buffer.lua``; the lua reaches root only through the one
+sudo rule for ``fsx-stage bb``. Jobs carry ordinary ``#SBATCH --fsx-stage`` lines. S3 is
+reached through the fault proxy, so a test can slow it down (to watch the node while
+bytes move) or stop it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.e2e.test_hooks_slurm import Bed
+from tests.hooks.sitecfg import make_site
+from tests.testbed.cluster import SlurmCluster
+from tests.testbed.demo import SITE_CONFIG_LOCK
+from tests.testbed.faultproxy import FaultProxy
+from tests.testbed.ports import free_port
+
+from fsx_stage.hooks.pending import PendingStore
+from fsx_stage.hooks.state import EntryStatus, HookStatus, Phase, StateStore
+
+pytestmark = pytest.mark.slurm
+
+
+@dataclass
+class BBBed(Bed):
+    proxy: FaultProxy | None = None
+
+    def bb_config(self, *, alive: bool = True, flush_wait: float = 0) -> None:
+        """The site config the hooks read on every call: S3 through the proxy (or a dead
+        port), this cluster's paths directory for slurm_bb_paths."""
+        assert self.proxy is not None
+        url = self.proxy.endpoint_url if alive else f"http://127.0.0.1:{free_port()}"
+        extra = (
+            f'\n[burst_buffer]\npaths_dir = "{self.cluster.layout.bb_paths_dir}"\n'
+            f"flush_wait = {flush_wait}\n"
+        )
+        self.site.write_config(url, [self.bucket], workers=2, extra=extra)
+
+    def squeue_reason(self, job_id: int) -> str:
+        """What ``squeue`` shows the user as the job's reason."""
+        proc = self.cluster.user_command(
+            self.user, ["/usr/bin/squeue", "-h", "-t", "all", "-j", str(job_id), "-o", "%r"]
+        )
+        return proc.stdout.strip()
+
+    def record(self, job_id: int) -> dict[str, str]:
+        return self.cluster.job(job_id)
+
+    def watch(
+        self, job_id: int, until: Callable[[dict[str, str]], bool], timeout: float = 120
+    ) -> list[tuple[dict[str, str], str]]:
+        """Sample (job record, node state) until ``until(record)``; return the samples."""
+        samples = []
+        deadline = time.monotonic() + timeout
+        while True:
+            record = self.record(job_id)
+            samples.append((record, self.node_state()))
+            if until(record):
+                return samples
+            if time.monotonic() > deadline:
+                raise AssertionError(f"job {job_id}: {record}")
+            time.sleep(0.3)
+
+
+@pytest.fixture(scope="module")
+def bb(bb_cluster: SlurmCluster, s3_server: Any, s3_client: Any, job_user: str) -> Iterator[BBBed]:
+    lock = os.open(bb_cluster.layout.root / SITE_CONFIG_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    config_path = bb_cluster.layout.fsx_stage_config
+    site = make_site(s3_server.access_key, s3_server.secret_key, config=config_path)
+    bucket = f"bb-{uuid.uuid4().hex[:12]}"
+    s3_client.create_bucket(Bucket=bucket)
+    bb_cluster.ensure_node_usable()
+    with FaultProxy.for_endpoint(s3_server.endpoint_url) as proxy:
+        bed = BBBed(bb_cluster, s3_server, s3_client, bucket, site, job_user, proxy=proxy)
+        site.user_dir(job_user)
+        bed.bb_config()
+        yield bed
+    config_path.unlink(missing_ok=True)
+    s3_client.delete_bucket(Bucket=bucket)
+    site.cleanup()
+    os.close(lock)
+
+
+def _held(record: dict[str, str]) -> bool:
+    """Held by Slurm after a failed burst buffer phase (the reason is fsx-stage's message)."""
+    return record.get("Priority") == "0"
+
+
+def _pending_stage_in(record: dict[str, str]) -> bool:
+    return record["JobState"] == "PENDING" and record.get("Reason") == "BurstBufferStageIn"
+
+
+def test_slurm_user_is_not_root(bb: BBBed) -> None:
+    assert "SlurmUser=slurm" in bb.cluster.layout.slurm_conf.read_text()
+    status = bb.cluster.scontrol("show", "config")
+    assert "SlurmUser               = slurm(" in status
+
+
+def test_stage_in_while_pending_with_the_node_idle_then_flush_after_release(bb: BBBed) -> None:
+    assert bb.proxy is not None
+    for name in ("a", "b", "c"):
+        bb.client.put_object(Bucket=bb.bucket, Key=f"in/{name}.txt", Body=name.encode() * 1000)
+    work = f"{bb.scratch}/%u/%j"
+    bb.proxy.set_faults(latency_s=4.0, latency_rate=1.0, methods={"GET"})
+    job_id = bb.submit(
+        f"""#!/bin/sh
+#SBATCH --fsx-stage=in,s3://{bb.bucket}/in/,{work}/in/
+#SBATCH --fsx-stage=out,{work}/out/,s3://{bb.bucket}/out/%j/
+echo "started $(date +%s.%N)"
+echo "in=$FSX_STAGE_IN_1 out=$FSX_STAGE_OUT_1"
+ls "$FSX_STAGE_IN_1"
+mkdir -p "$FSX_STAGE_OUT_1"
+wc -c "$FSX_STAGE_IN_1"/a.txt > "$FSX_STAGE_OUT_1/a.count"
+"""
+    )
+    samples = bb.watch(job_id, lambda r: r["JobState"] != "PENDING")
+    staging = [node for record, node in samples if _pending_stage_in(record)]
+    assert len(staging) >= 3, samples  # four seconds of GETs at least
+    assert set(staging) <= {"idle", "planned"}, staging  # nothing allocated while bytes move
+    bb.proxy.set_faults(latency_s=4.0, latency_rate=1.0, methods={"PUT"})
+    samples = bb.watch(job_id, lambda r: r["JobState"] in ("COMPLETED", "FAILED", "CANCELLED"))
+    out_nodes = [node for record, node in samples if record["JobState"] == "STAGE_OUT"]
+    assert out_nodes and set(out_nodes) == {"idle"}, samples  # released before the flush
+    bb.proxy.set_faults()
+    assert samples[-1][0]["JobState"] == "COMPLETED", bb.show_job(job_id)
+    state = StateStore(bb.site.state_dir).load(job_id)
+    assert state is not None and state.mode == "burst_buffer"
+    assert state.prolog.status is HookStatus.DONE and state.epilog.status is HookStatus.DONE
+    assert all(e.status is EntryStatus.DONE for e in state.entries), state.entries
+    output = bb.output(job_id)
+    started = float(output.split()[1])
+    assert state.prolog.finished_at is not None and started > state.prolog.finished_at
+    in_dir = f"{bb.scratch}/{bb.user}/{job_id}/in/"
+    assert f"in={in_dir} out={bb.scratch}/{bb.user}/{job_id}/out/" in output
+    assert "a.txt\nb.txt\nc.txt" in output
+    body = bb.client.get_object(Bucket=bb.bucket, Key=f"out/{job_id}/a.count")["Body"].read()
+    assert body.split()[0] == b"1000"
+    # The node's own Prolog/Epilog saw the job and left it to the burst buffer.
+    assert {r.hook for r in bb.cluster.wait_hook_records(job_id, ["prolog", "epilog"])} == {
+        "prolog",
+        "epilog",
+    }
+
+
+def test_missing_object_holds_the_job_with_a_readable_reason(bb: BBBed) -> None:
+    job_id = bb.submit(
+        f"""#!/bin/sh
+#SBATCH --fsx-stage=in,s3://{bb.bucket}/no/such/object.bin,{bb.scratch}/%u/%j/in/
+echo never
+"""
+    )
+    record = bb.watch(job_id, _held, timeout=60)[-1][0]
+    assert record["JobState"] == "PENDING"
+    reason = bb.squeue_reason(job_id)
+    assert f"fsx-stage: job {job_id} cannot start: directive 1:" in reason, reason
+    assert "no/such/object.bin" in reason and f"`scontrol release {job_id}`" in reason, reason
+    assert "no/such/object.bin" in record["SystemComment"]
+    assert bb.node_state() in ("idle", "planned")
+    bb.cluster.user_command(bb.user, ["/usr/bin/scancel", str(job_id)])
+
+
+def test_refused_flush_keeps_the_data_pending_with_the_reason_then_flush_pending_sends_it(
+    bb: BBBed,
+) -> None:
+    """On 22.05 a failed data_out does not hold the job: it ends COMPLETED with fsx-stage's
+    message as its reason; the data stays on scratch, recorded pending, and the site's
+    ``fsx-stage flush --pending`` (timer) sends it once S3 is back."""
+    flag = bb.scratch / bb.user / f"go-{uuid.uuid4().hex[:8]}"
+    job_id = bb.submit(
+        f"""#!/bin/sh
+#SBATCH --fsx-stage=out,{bb.scratch}/%u/%j/out/,s3://{bb.bucket}/kept/%j/
+mkdir -p "$FSX_STAGE_OUT_1"
+echo result > "$FSX_STAGE_OUT_1/r.txt"
+while [ ! -e {flag} ]; do sleep 0.2; done
+"""
+    )
+    bb.watch(job_id, lambda r: r["JobState"] == "RUNNING")
+    bb.bb_config(alive=False)  # S3 unreachable for the flush
+    flag.touch()
+    bb.watch(job_id, lambda r: r["JobState"] == "COMPLETED", timeout=90)
+    reason = bb.squeue_reason(job_id)
+    assert f"fsx-stage: job {job_id}: 1 result not in S3 yet, kept on scratch" in reason, reason
+    assert "fsx-stage flush --pending" in reason, reason
+    kept = bb.scratch / bb.user / str(job_id) / "out" / "r.txt"
+    assert kept.read_text() == "result\n"
+    pending = PendingStore(StateStore(bb.site.state_dir))
+    record = pending.load(job_id)
+    assert record is not None and [e.status for e in record.entries] == [EntryStatus.PENDING]
+    listing = bb.client.list_objects_v2(Bucket=bb.bucket, Prefix=f"kept/{job_id}/")
+    assert listing.get("KeyCount", 0) == 0
+    bb.bb_config()
+    env = {**os.environ, "FSX_STAGE_CONFIG": str(bb.site.config)}
+    proc = subprocess.run(
+        [bb.fsx_stage, "flush", "--pending", "--job", str(job_id)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    body = bb.client.get_object(Bucket=bb.bucket, Key=f"kept/{job_id}/r.txt")["Body"].read()
+    assert body == b"result\n"
+    assert pending.load(job_id) is None
+    state = StateStore(bb.site.state_dir).load(job_id)
+    assert state is not None
+    assert [e.status for e in state.phase_entries(Phase.FLUSH)] == [EntryStatus.DONE]
+
+
+def test_s3_down_at_stage_in_holds_the_job_and_release_completes_it_once_s3_is_back(
+    bb: BBBed,
+) -> None:
+    bb.client.put_object(Bucket=bb.bucket, Key="later/x.bin", Body=b"x" * 4096)
+    bb.bb_config(alive=False)
+    job_id = bb.submit(
+        f"""#!/bin/sh
+#SBATCH --fsx-stage=in,s3://{bb.bucket}/later/x.bin,{bb.scratch}/%u/%j/x.bin
+wc -c < "$FSX_STAGE_IN_1"
+"""
+    )
+    bb.watch(job_id, _held, timeout=90)
+    reason = bb.squeue_reason(job_id)
+    assert f"fsx-stage: job {job_id} waits for its data" in reason, reason
+    assert f"`scontrol release {job_id}` once S3 is back" in reason, reason
+    bb.bb_config()
+    bb.cluster.scontrol("release", str(job_id))
+    final = bb.watch(job_id, lambda r: r["JobState"] == "COMPLETED", timeout=90)[-1][0]
+    assert final["JobState"] == "COMPLETED"
+    assert bb.output(job_id).strip() == "4096"
+    state = StateStore(bb.site.state_dir).load(job_id)
+    assert state is not None and state.prolog.status is HookStatus.DONE
+
+
+def test_sbatch_command_line_directive_falls_back_to_the_prolog(bb: BBBed) -> None:
+    """The burst buffer sees only the script: ``sbatch --fsx-stage=...`` on the command line
+    is staged by the node's Prolog (in the allocation), as in the Prolog/Epilog mode."""
+    bb.client.put_object(Bucket=bb.bucket, Key="cli/y.txt", Body=b"from the command line")
+    work = f"{bb.scratch}/%u/%j"
+    job_id = bb.submit(
+        '#!/bin/sh\ncat "$(dirname "$0")" >/dev/null 2>&1; echo ok\n',
+        f"--fsx-stage=in,s3://{bb.bucket}/cli/y.txt,{work}/y.txt",
+    )
+    record = bb.cluster.wait(job_id, timeout=90)
+    assert record["JobState"] == "COMPLETED", bb.show_job(job_id)
+    assert record.get("BurstBufferState") is None
+    state = bb.wait_epilog(job_id)
+    assert state.mode == "hooks" and state.prolog.status is HookStatus.DONE
+    staged = bb.scratch / bb.user / str(job_id) / "y.txt"
+    assert staged.read_bytes() == b"from the command line"
+
+
+def _staging_pids(job_id: int, phase: str) -> list[int]:
+    """The ``fsx-stage bb PHASE JOBID`` processes of this job (python, not sudo or sh)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        words = [a.decode(errors="replace") for a in argv if a]
+        if words[-3:] == ["bb", phase, str(job_id)] and "python" in words[0]:
+            pids.append(int(entry))
+    return pids
+
+
+def test_staging_process_killed_during_data_in_holds_then_release_completes_once(
+    bb: BBBed,
+) -> None:
+    assert bb.proxy is not None
+    names = [f"k{i}.bin" for i in range(4)]
+    prefix = f"kill-{uuid.uuid4().hex[:6]}"
+    for name in names:
+        bb.client.put_object(Bucket=bb.bucket, Key=f"{prefix}/{name}", Body=name.encode() * 999)
+    bb.proxy.set_faults(latency_s=10.0, latency_rate=1.0, methods={"GET"})
+    job_id = bb.submit(
+        f"""#!/bin/sh
+#SBATCH --fsx-stage=in,s3://{bb.bucket}/{prefix}/,{bb.scratch}/%u/%j/in/
+ls "$FSX_STAGE_IN_1"
+"""
+    )
+    store = StateStore(bb.site.state_dir)
+
+    def running(_record: dict[str, str]) -> bool:
+        state = store.load(job_id)
+        return state is not None and state.prolog.status is HookStatus.RUNNING
+
+    bb.watch(job_id, running, timeout=90)
+    pids = _staging_pids(job_id, "data_in")
+    assert pids
+    for pid in pids:
+        os.kill(pid, 9)
+    bb.watch(job_id, _held, timeout=60)
+    assert "no verdict" in bb.squeue_reason(job_id)
+    bb.proxy.set_faults()
+    bb.cluster.scontrol("release", str(job_id))
+    final = bb.watch(job_id, lambda r: r["JobState"] in ("COMPLETED", "FAILED"), timeout=120)
+    assert final[-1][0]["JobState"] == "COMPLETED", bb.show_job(job_id)
+    staged = bb.scratch / bb.user / str(job_id) / "in"
+    assert sorted(p.name for p in staged.iterdir()) == names  # no temporary left behind
+    for name in names:
+        assert (staged / name).read_bytes() == name.encode() * 999
+    assert sorted(bb.output(job_id).split()) == names
+
+
+def test_scancel_hurry_skips_the_flush_and_records_the_results_pending(bb: BBBed) -> None:
+    job_id = bb.submit(
+        f"""#!/bin/sh
+#SBATCH --fsx-stage=out,{bb.scratch}/%u/%j/out/,s3://{bb.bucket}/hurry/%j/
+mkdir -p "$FSX_STAGE_OUT_1"
+echo partial > "$FSX_STAGE_OUT_1/p.txt"
+sleep 600
+"""
+    )
+    bb.watch(job_id, lambda r: r["JobState"] == "RUNNING")
+    kept = bb.scratch / bb.user / str(job_id) / "out" / "p.txt"
+    deadline = time.monotonic() + 30
+    while not kept.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    cancel = bb.cluster.user_command(bb.user, ["/usr/bin/scancel", "--hurry", str(job_id)])
+    assert cancel.returncode == 0, cancel.stderr
+    pending = PendingStore(StateStore(bb.site.state_dir))
+    deadline = time.monotonic() + 60
+    while pending.load(job_id) is None:
+        assert time.monotonic() < deadline, bb.show_job(job_id)
+        time.sleep(0.3)
+    record = pending.load(job_id)
+    assert record is not None and [e.status for e in record.entries] == [EntryStatus.PENDING]
+    assert "scancel --hurry" in (record.entries[0].error or "")
+    assert kept.read_text() == "partial\n"
+    listing = bb.client.list_objects_v2(Bucket=bb.bucket, Prefix=f"hurry/{job_id}/")
+    assert listing.get("KeyCount", 0) == 0
+    env = {**os.environ, "FSX_STAGE_CONFIG": str(bb.site.config)}
+    proc = subprocess.run(
+        [bb.fsx_stage, "flush", "--pending", "--job", str(job_id)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    body = bb.client.get_object(Bucket=bb.bucket, Key=f"hurry/{job_id}/p.txt")["Body"].read()
+    assert body == b"partial\n"
+
+
+def test_flush_wait_keeps_the_job_in_stage_out_until_s3_takes_the_results(bb: BBBed) -> None:
+    """With ``flush_wait`` an S3 outage at the end of a job keeps it in STAGE_OUT: its
+    ``afterburstbuffer`` dependent starts only once the results are in S3."""
+    flag = bb.scratch / bb.user / f"go-{uuid.uuid4().hex[:8]}"
+    job_id = bb.submit(
+        f"""#!/bin/sh
+#SBATCH --fsx-stage=out,{bb.scratch}/%u/%j/out/,s3://{bb.bucket}/wait/%j/
+mkdir -p "$FSX_STAGE_OUT_1"
+echo late > "$FSX_STAGE_OUT_1/w.txt"
+while [ ! -e {flag} ]; do sleep 0.2; done
+"""
+    )
+    dependent = bb.submit("#!/bin/sh\necho dependent\n", f"--dependency=afterburstbuffer:{job_id}")
+    bb.watch(job_id, lambda r: r["JobState"] == "RUNNING")
+    bb.bb_config(alive=False, flush_wait=120)
+    flag.touch()
+    pending = PendingStore(StateStore(bb.site.state_dir))
+    deadline = time.monotonic() + 60
+    while pending.load(job_id) is None:  # the first attempt failed and was recorded
+        assert time.monotonic() < deadline, bb.show_job(job_id)
+        time.sleep(0.3)
+    # The flush starts as the script ends: the node's Epilog may still show COMPLETING.
+    assert bb.record(job_id)["JobState"] in ("COMPLETING", "STAGE_OUT")
+    assert bb.record(dependent)["JobState"] == "PENDING"
+    bb.bb_config(flush_wait=120)  # S3 is back: the next attempt (within 5 s) flushes
+    final = bb.watch(job_id, lambda r: r["JobState"] == "COMPLETED", timeout=90)[-1][0]
+    assert final["JobState"] == "COMPLETED"
+    body = bb.client.get_object(Bucket=bb.bucket, Key=f"wait/{job_id}/w.txt")["Body"].read()
+    assert body == b"late\n"
+    assert pending.load(job_id) is None
+    assert "fsx-stage" not in bb.squeue_reason(job_id)
+    state = StateStore(bb.site.state_dir).load(job_id)
+    assert state is not None
+    [entry] = state.phase_entries(Phase.FLUSH)
+    assert entry.status is EntryStatus.DONE and entry.finished_at is not None
+    dep = bb.watch(dependent, lambda r: r["JobState"] == "COMPLETED", timeout=90)[-1][0]
+    assert _ts(dep["StartTime"]) >= int(entry.finished_at)  # scontrol: whole seconds
+    bb.bb_config()
+
+
+def _ts(text: str) -> float:
+    return time.mktime(time.strptime(text, "%Y-%m-%dT%H:%M:%S"))
