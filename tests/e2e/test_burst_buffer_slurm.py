@@ -61,13 +61,22 @@ class BBBed(Bed):
     def watch(
         self, job_id: int, until: Callable[[dict[str, str]], bool], timeout: float = 120
     ) -> list[tuple[dict[str, str], str]]:
-        """Sample (job record, node state) until ``until(record)``; return the samples."""
+        """Sample (job record, node state) until ``until(record)``; return the samples.
+
+        The node state is read between two reads of the job record and kept only when the job's state and
+        reason did not change in between (the last sample is always kept): a job that starts between the two
+        reads would otherwise pair "pending stage-in" with the node it was just allocated.
+        """
         samples = []
         deadline = time.monotonic() + timeout
+        record = self.record(job_id)
         while True:
-            record = self.record(job_id)
-            samples.append((record, self.node_state()))
-            if until(record):
+            node = self.node_state()
+            before, record = record, self.record(job_id)
+            done = until(record)
+            if done or _phase(before) == _phase(record):
+                samples.append((record, node))
+            if done:
                 return samples
             if time.monotonic() > deadline:
                 raise AssertionError(f"job {job_id}: {record}")
@@ -97,6 +106,10 @@ def bb(bb_cluster: SlurmCluster, s3_server: Any, s3_client: Any, job_user: str) 
 def _held(record: dict[str, str]) -> bool:
     """Held by Slurm after a failed burst buffer phase (the reason is fsx-stage's message)."""
     return record.get("Priority") == "0"
+
+
+def _phase(record: dict[str, str]) -> tuple[str, str]:
+    return record["JobState"], record.get("Reason", "")
 
 
 def _pending_stage_in(record: dict[str, str]) -> bool:
