@@ -29,34 +29,32 @@ def totals_line(summary: TransferSummary, download: bool) -> str:
     """``downloaded 2,000 objects, 125.0 MiB in 0.8 s (156 MiB/s); 3 unchanged; 2 failed``."""
     elapsed = max(summary.elapsed_s, 1e-3)
     rate = human_bytes(summary.bytes_done / elapsed)
-    count, verb = summary.objects_done, ""
+    count = summary.objects_done
     line = (
         f"{'downloaded' if download else 'uploaded'} {count:,} object{'s' * (count != 1)}, "
         f"{human_bytes(summary.bytes_done)} in {summary.elapsed_s:.1f} s ({rate}/s)"
     )
-    if summary.objects_skipped:
-        line += f"; {summary.objects_skipped:,} unchanged"
-    if summary.objects_deleted:
-        line += f"; {summary.objects_deleted:,} {verb}deleted"
-    if summary.failures:
-        line += f"; {len(summary.failures):,} failed"
-    return line
+    return line + _tail(summary, deleted="deleted")
 
 
 def dryrun_line(summary: TransferSummary, download: bool, planned: Sequence[int]) -> str:
     """``(dryrun) would download 3 objects, 1.0 KiB; 2 unchanged``."""
-    count, verb = len(planned), "to be "
+    count = len(planned)
     line = (
         f"(dryrun) would {'download' if download else 'upload'} {count:,} "
         f"object{'s' * (count != 1)}, {human_bytes(sum(planned))}"
     )
-    if summary.objects_skipped:
-        line += f"; {summary.objects_skipped:,} unchanged"
-    if summary.objects_deleted:
-        line += f"; {summary.objects_deleted:,} {verb}deleted"
-    if summary.failures:
-        line += f"; {len(summary.failures):,} failed"
-    return line
+    return line + _tail(summary, deleted="to be deleted")
+
+
+def _tail(summary: TransferSummary, deleted: str) -> str:
+    """``; 2 unchanged; 1 deleted; 3 failed``: the counts that are not zero."""
+    parts = [
+        (summary.objects_skipped, "unchanged"),
+        (summary.objects_deleted, deleted),
+        (len(summary.failures), "failed"),
+    ]
+    return "".join(f"; {count:,} {label}" for count, label in parts if count)
 
 
 def failure_lines(failures: Sequence[TransferFailure]) -> list[str]:
