@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tests.bench.runner import ToolResult, WorkloadResult
-from tests.bench.tools import Tool
+from tests.bench.tools import FSX_CRT, Tool
 
 FSX = "fsx-stage"
 S5CMD = "s5cmd"
@@ -126,6 +126,19 @@ def _targets(results: list[WorkloadResult], ctx: Context) -> list[str]:
             rows.append(
                 (
                     f"{wr.workload.id}: fsx-stage >= {need:.1f}x {peer}",
+                    _fmt(ratio, ".2f", "x"),
+                    verdict(None if ratio is None else ratio >= need),
+                )
+            )
+    for wr in results:  # the rule for adopting the CRT as the data plane
+        crt = wr.result(FSX_CRT)
+        if not wr.workload.targets or crt is None or not crt.available_run:
+            continue
+        for peer, need in ((FSX, 0.95), (S5CMD, 1.0)):
+            ratio = _ratio(crt, wr.result(peer))
+            rows.append(
+                (
+                    f"{wr.workload.id}: {FSX_CRT} >= {need:.2f}x {peer} (CRT adoption rule)",
                     _fmt(ratio, ".2f", "x"),
                     verdict(None if ratio is None else ratio >= need),
                 )

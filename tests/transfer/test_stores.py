@@ -217,3 +217,16 @@ def test_sse_c_objects_need_the_key(with_store: Callable[..., Any], tmp_path: Pa
     with pytest.raises(S3Error) as caught:
         with_store(plain)
     assert caught.value.status == 400
+
+
+def test_a_put_larger_than_a_part_is_still_one_request(with_store: Callable[..., Any]) -> None:
+    """Whether to upload in parts is the caller's decision: a PUT never becomes a
+    multipart upload behind its back (its ETag stays the body's MD5, its CRC32 ours)."""
+    data = os.urandom(9 * MiB)
+
+    async def body(store: ObjectStore) -> Any:
+        return await store.put("big", data, crc32_b64(data), {})
+
+    put = with_store(body)
+    assert put.etag.strip('"') == hashlib.md5(data).hexdigest()
+    assert put.crc32 in (None, crc32_b64(data))
