@@ -243,3 +243,34 @@ def render(results: list[WorkloadResult], ctx: Context) -> str:
     for wr in results:
         lines += _workload_table(wr)
     return "\n".join(lines)
+
+
+def render_scaling(results: list[WorkloadResult]) -> str:
+    """The scaling run: median seconds (and the runs) per store and concurrency."""
+    if not results:
+        return ""
+    lines = [
+        "",
+        "## Scaling: fsx-stage's stores over `--concurrency`",
+        "",
+        "`direct`: the own client (the default); `crt`: `FSX_STAGE_STORE=crt`.",
+        "",
+    ]
+    for wr in results:
+        w = wr.workload
+        lines += [
+            f"### {w.id}: {w.title}",
+            "",
+            "| store, concurrency | median s | MB/s | runs (s) |",
+        ]
+        lines.append("|---|---:|---:|---|")
+        for r in wr.results:
+            if not r.ok:
+                lines.append(f"| {r.tool} | failed: {r.error or 'no run'} | | |")
+                continue
+            runs = ", ".join(f"{run.seconds:.2f}" for run in r.runs)
+            lines.append(
+                f"| {r.tool} | {r.median_s:.2f} | {r.mb_per_s(w.total_bytes):,.0f} | {runs} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
