@@ -230,3 +230,22 @@ def test_a_put_larger_than_a_part_is_still_one_request(with_store: Callable[...,
     put = with_store(body)
     assert put.etag.strip('"') == hashlib.md5(data).hexdigest()
     assert put.crc32 in (None, crc32_b64(data))
+
+
+@pytest.mark.timeout(120)
+def test_worker_processes_of_a_crt_process_are_started_fresh(
+    run: Any, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CRT's native threads make forking unsafe (a forked child hangs in its first
+    request): a process that loaded it starts its workers as new processes."""
+    from tests.transfer.conftest import tree
+
+    monkeypatch.setenv("FSX_STAGE_STORE", "crt")
+    source = tmp_path / "src"
+    source.mkdir()
+    for index in range(40):
+        (source / f"f{index}").write_bytes(os.urandom(100))
+    up = run(source, f"s3://{bucket}/w/", recursive=True, workers=2, concurrency=2)
+    down = run(f"s3://{bucket}/w/", tmp_path / "dst", recursive=True, workers=2, concurrency=2)
+    assert (up.objects_done, down.objects_done) == (40, 40)
+    assert tree(tmp_path / "dst") == tree(source)
