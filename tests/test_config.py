@@ -191,3 +191,12 @@ def test_umask_defaults_private_and_roots_may_share() -> None:
 def test_bad_umasks_name_the_key(data: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_config({**MINIMAL, **data})
+
+
+@pytest.mark.parametrize(("text", "value"), [("6MB", 6 << 20), ("6MiB", 6 << 20), ("6m", 6 << 20)])
+def test_config_sizes_mean_what_they_mean_on_the_command_line(text: str, value: int) -> None:
+    """One size grammar: ``6MB`` is 6 MiB in the site configuration as in the CLI."""
+    from fsx_stage.cli.transfer import parse_size
+
+    config = parse_config({**MINIMAL, "transfer": {"multipart_threshold": text}})
+    assert config.transfer.multipart_threshold == parse_size(text) == value

@@ -25,21 +25,12 @@ from pydantic import (
     model_validator,
 )
 
+from fsx_stage.sizes import parse_size
+
 DEFAULT_CONFIG_PATH = Path("/etc/fsx-stage/config.toml")
 CONFIG_ENV = "FSX_STAGE_CONFIG"
 TEMPLATE_FIELDS = ("user", "account")
 _TEMPLATE_RE = re.compile(r"\{([^{}]*)\}")
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*$")
-_SIZE_UNITS = {
-    None: 1,
-    "B": 1,
-    "KiB": 1024,
-    "MiB": 1024**2,
-    "GiB": 1024**3,
-    "KB": 1000,
-    "MB": 1000**2,
-    "GB": 1000**3,
-}
 
 
 class ConfigError(ValueError):
@@ -62,12 +53,8 @@ def check_template(value: str) -> str:
 
 
 def _parse_size(value: object) -> object:
-    if isinstance(value, str):
-        match = _SIZE_RE.match(value)
-        if match is None:
-            raise ValueError(f"expected a size such as 8388608, '8MiB' or '1GiB', got {value!r}")
-        return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
-    return value
+    """Sizes in the CLI's grammar (:mod:`fsx_stage.sizes`: ``16KB`` = 16 KiB)."""
+    return parse_size(value) if isinstance(value, str) else value
 
 
 ByteSize = Annotated[int, BeforeValidator(_parse_size)]

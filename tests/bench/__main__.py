@@ -11,11 +11,12 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
-from tests.bench.report import Context, load_average, render
+from tests.bench.report import Context, load_average, render, render_scaling
 from tests.bench.runner import Bench, noop_hook_ms
-from tests.bench.tools import discover, write_aws_config
-from tests.bench.workloads import workloads
+from tests.bench.tools import FsxStage, Tool, discover, write_aws_config
+from tests.bench.workloads import Workload, workloads
 from tests.testbed.seaweed import SeaweedServer, weed_binary
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
         help="RAM-backed directory for the local data (default /dev/shm)",
     )
     p.add_argument("--hook-runs", type=int, default=50, help="runs of the no-op Prolog")
+    p.add_argument(
+        "--scaling",
+        default=os.environ.get("BENCH_SCALING", ""),
+        help="also run W1 and W2 with fsx-stage's direct and CRT stores at these "
+        "--concurrency values, e.g. 8,16,32,64 (env BENCH_SCALING)",
+    )
     return p
 
 
@@ -81,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             bench = Bench(server.client(), seeder, work, log=lambda m: print(m, flush=True))
             bench.prepare(chosen)
             results = [bench.run(w, tools, args.reps) for w in chosen]
+            scaling = _scaling(bench, found, chosen, args)
             hook_ms, hook_note = _hook(args.hook_runs if not args.quick else 5)
             ctx = Context(
                 quick=args.quick,
@@ -92,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                 hook_note=hook_note,
                 load_start=load_start,
             )
-            report = render(results, ctx)
+            report = render(results, ctx) + render_scaling(scaling)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(server_dir, ignore_errors=True)
@@ -100,6 +108,21 @@ def main(argv: list[str] | None = None) -> int:
     args.output.write_text(report)
     print(f"report written to {args.output}")
     return 0
+
+
+def _scaling(bench: Bench, found: list[Tool], chosen: list[Workload], args: Any) -> list[Any]:
+    """W1 and W2 again, each store at each concurrency (same rotation and checks)."""
+    if not args.scaling:
+        return []
+    fsx = next(t for t in found if t.name == "fsx-stage")
+    assert isinstance(fsx, FsxStage)
+    levels = [int(n) for n in args.scaling.split(",") if n.strip()]
+    variants: list[Tool] = [
+        fsx.variant(f"{store} c={n}", store, "--concurrency", str(n))
+        for n in levels
+        for store in ("direct", "crt")
+    ]
+    return [bench.run(w, variants, args.reps) for w in chosen if w.id in ("W1", "W2")]
 
 
 def _server_parent() -> Path:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tests.bench.runner import ToolResult, WorkloadResult
-from tests.bench.tools import Tool
+from tests.bench.tools import FSX_CRT, Tool
 
 FSX = "fsx-stage"
 S5CMD = "s5cmd"
@@ -130,6 +130,19 @@ def _targets(results: list[WorkloadResult], ctx: Context) -> list[str]:
                     verdict(None if ratio is None else ratio >= need),
                 )
             )
+    for wr in results:  # the issue's rule for adopting the CRT as the data plane
+        crt = wr.result(FSX_CRT)
+        if not wr.workload.targets or crt is None or not crt.available_run:
+            continue
+        for peer, need in ((FSX, 0.95), (S5CMD, 1.0)):
+            ratio = _ratio(crt, wr.result(peer))
+            rows.append(
+                (
+                    f"{wr.workload.id}: {FSX_CRT} >= {need:.2f}x {peer} (CRT adoption rule)",
+                    _fmt(ratio, ".2f", "x"),
+                    verdict(None if ratio is None else ratio >= need),
+                )
+            )
     pss = [wr.result(FSX) for wr in results]
     peaks = [r.peak_tree_pss_mib for r in pss if r is not None and r.ok]
     peak = max(peaks) if peaks else None
@@ -229,4 +242,35 @@ def render(results: list[WorkloadResult], ctx: Context) -> str:
     ]
     for wr in results:
         lines += _workload_table(wr)
+    return "\n".join(lines)
+
+
+def render_scaling(results: list[WorkloadResult]) -> str:
+    """The scaling run: median seconds (and the runs) per store and concurrency."""
+    if not results:
+        return ""
+    lines = [
+        "",
+        "## Scaling: fsx-stage's stores over `--concurrency`",
+        "",
+        "`direct`: the own client (the default); `crt`: `FSX_STAGE_STORE=crt`.",
+        "",
+    ]
+    for wr in results:
+        w = wr.workload
+        lines += [
+            f"### {w.id}: {w.title}",
+            "",
+            "| store, concurrency | median s | MB/s | runs (s) |",
+        ]
+        lines.append("|---|---:|---:|---|")
+        for r in wr.results:
+            if not r.ok:
+                lines.append(f"| {r.tool} | failed: {r.error or 'no run'} | | |")
+                continue
+            runs = ", ".join(f"{run.seconds:.2f}" for run in r.runs)
+            lines.append(
+                f"| {r.tool} | {r.median_s:.2f} | {r.mb_per_s(w.total_bytes):,.0f} | {runs} |"
+            )
+        lines.append("")
     return "\n".join(lines)

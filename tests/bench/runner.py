@@ -32,6 +32,11 @@ class ToolResult:
         return self.error is None and bool(self.runs)
 
     @property
+    def available_run(self) -> bool:
+        """Whether the tool ran at all (it may have failed)."""
+        return bool(self.runs)
+
+    @property
     def median_s(self) -> float:
         return statistics.median(r.seconds for r in self.runs)
 

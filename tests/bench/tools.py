@@ -52,6 +52,15 @@ def _first_line(cmd: list[str], env: dict[str, str] | None = None) -> str:
     return text.splitlines()[0] if text else "?"
 
 
+FSX_CRT = "fsx-stage crt"
+
+
+def _awscrt_version() -> str:
+    from importlib.metadata import version
+
+    return version("awscrt")
+
+
 def _git_revision() -> str:
     """The commit measured, ``-dirty`` when the working tree has local changes."""
     rev = _first_line(["git", "-C", str(REPO), "describe", "--always", "--dirty"])
@@ -76,16 +85,33 @@ def write_aws_config(path: Path) -> Path:
     return path
 
 
+@dataclass
 class FsxStage(Tool):
-    """fsx-stage, invoked exactly as its CLI contract says (endpoint from the environment)."""
+    """fsx-stage, invoked exactly as its CLI contract says (endpoint from the environment).
+
+    ``extra``: more options (``--concurrency N`` in the scaling run); the store is chosen
+    by ``FSX_STAGE_STORE`` in ``env`` (``crt``: the AWS CRT data plane)."""
+
+    extra: tuple[str, ...] = ()
 
     def download(self, bucket: str, prefix: str, dest: Path) -> list[str]:
         return [str(self.binary), "cp", f"s3://{bucket}/{prefix}", str(dest), "--recursive",
-                "--no-progress"]  # fmt: skip
+                "--no-progress", *self.extra]  # fmt: skip
 
     def upload(self, src: Path, bucket: str, prefix: str) -> list[str]:
         return [str(self.binary), "cp", str(src), f"s3://{bucket}/{prefix}", "--recursive",
-                "--no-progress"]  # fmt: skip
+                "--no-progress", *self.extra]  # fmt: skip
+
+    def variant(self, name: str, store: str, *extra: str) -> FsxStage:
+        """The same fsx-stage with another store and more options."""
+        return FsxStage(
+            name,
+            self.binary,
+            self.missing,
+            self.version,
+            {**self.env, "FSX_STAGE_STORE": store},
+            tuple(extra),
+        )
 
 
 class S5cmd(Tool):
@@ -121,7 +147,8 @@ class Rclone(Tool):
 
 
 def discover(server: SeaweedServer, aws_config: Path) -> list[Tool]:
-    """fsx-stage, s5cmd, aws CLI and rclone, each found or marked missing with the reason."""
+    """fsx-stage (its direct and its CRT store), s5cmd, aws CLI and rclone, each found or
+    marked missing with the reason."""
     base = _base_env(server, aws_config)
     tools: list[Tool] = []
 
@@ -135,6 +162,11 @@ def discover(server: SeaweedServer, aws_config: Path) -> list[Tool]:
             tool.missing = "`fsx-stage cp` does not exist yet (transfer core not merged)"
         tool.version = f"{_first_line([str(fsx), '--version'], base)} ({_git_revision()})"
     tools.append(tool)
+    assert isinstance(tool, FsxStage)
+    crt = tool.variant(FSX_CRT, "crt")
+    if tool.available:
+        crt.version = f"{tool.version}, FSX_STAGE_STORE=crt (awscrt {_awscrt_version()})"
+    tools.append(crt)
 
     s5 = VENV_BIN / "s5cmd"
     tool = S5cmd("s5cmd", s5, env=dict(base))

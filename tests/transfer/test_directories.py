@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from tests.transfer.conftest import Run, settings_for, tree
@@ -28,6 +28,7 @@ from fsx_stage.transfer.download import apply_directory_metadata
 from fsx_stage.transfer.errors import RetryPolicy
 from fsx_stage.transfer.models import TransferEvent
 from fsx_stage.transfer.posixmeta import PosixMeta, current_umask
+from fsx_stage.transfer.s3.store import ObjectStore
 
 OLD = 1_500_000_000_123_456_789  # 2017-07-14, in nanoseconds
 OLDER = 1_400_000_000_987_654_321
@@ -226,8 +227,7 @@ def test_a_directory_swapped_for_a_symlink_before_the_metadata_is_applied(
     O_NOFOLLOW: a symlink put there meanwhile fails that marker, nothing else."""
     events: list[TransferEvent] = []
     ctx = Context(
-        client=None,
-        bucket="b",
+        store=cast(ObjectStore, None),  # no request is made
         options=TransferOptions(),
         retry=RetryPolicy(1),
         report=events.append,

@@ -298,13 +298,17 @@ def test_an_unreadable_directory_is_reported_not_skipped(
 
 def test_a_wrong_composite_checksum_is_caught() -> None:
     from fsx_stage.transfer.errors import ChecksumMismatch
+    from fsx_stage.transfer.s3.store import PutResult, UploadedPart
     from fsx_stage.transfer.upload import _check_composite, _crc32_b64
 
-    parts = [{"ChecksumCRC32": _crc32_b64(b"part one")}, {"ChecksumCRC32": _crc32_b64(b"two")}]
+    parts = [
+        UploadedPart(1, '"e1"', _crc32_b64(b"part one")),
+        UploadedPart(2, '"e2"', _crc32_b64(b"two")),
+    ]
     import base64
 
-    good = _crc32_b64(b"".join(base64.b64decode(p["ChecksumCRC32"]) for p in parts)) + "-2"
-    _check_composite({"ChecksumCRC32": good}, parts)
-    _check_composite({}, parts)  # not reported: nothing to compare
+    good = _crc32_b64(b"".join(base64.b64decode(p.crc32) for p in parts)) + "-2"
+    _check_composite(PutResult('"e"', good), parts)
+    _check_composite(PutResult('"e"'), parts)  # not reported: nothing to compare
     with pytest.raises(ChecksumMismatch):
-        _check_composite({"ChecksumCRC32": "AAAAAA==-2"}, parts)
+        _check_composite(PutResult('"e"', "AAAAAA==-2"), parts)

@@ -7,7 +7,6 @@ import base64
 import binascii
 import json
 import logging
-import re
 import signal
 import sys
 import threading
@@ -17,6 +16,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TextIO
 
+from fsx_stage import sizes
 from fsx_stage.s3url import S3UrlError, is_s3_url
 
 if TYPE_CHECKING:  # the engine (aiobotocore, aiohttp) is imported only when a copy runs
@@ -24,8 +24,6 @@ if TYPE_CHECKING:  # the engine (aiobotocore, aiohttp) is imported only when a c
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(I?B?)\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 _SSE_HELP = """\
 encryption (both directions):
@@ -41,11 +39,11 @@ exit status: 0 all done, 1 some object failed (listed on stderr), 2 bad usage
 
 
 def parse_size(text: str) -> int:
-    """``8MiB``, ``64M``, ``1g`` or plain bytes; units are binary."""
-    match = _SIZE_RE.match(text)
-    if not match or (match.group(3) and not match.group(2) and match.group(3).lower() != "b"):
-        raise argparse.ArgumentTypeError(f"expected a size like 8MiB, 64M or 1048576, got {text!r}")
-    return int(match.group(1)) * _UNITS[match.group(2).upper()]
+    """A size in the one grammar of :mod:`fsx_stage.sizes`, for argparse."""
+    try:
+        return sizes.parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive(text: str) -> int:

@@ -1,4 +1,5 @@
-"""Object checksums: what S3 reports, running digests, and CRC combination for ranges."""
+"""Object checksums: what S3 reports, running digests, and CRC combination for ranges
+(awscrt's combine functions)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,9 @@ import re
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Protocol
 
 _MD5_RE = re.compile(r"[0-9a-fA-F]{32}")
-_CRC_POLY = {"CRC32": 0xEDB88320, "CRC32C": 0x82F63B78}
 
 
 class Digest(Protocol):
@@ -60,24 +59,37 @@ class Expected:
     parts: int = 0
 
 
-_FIELDS = ("CRC64NVME", "CRC32", "CRC32C", "SHA256", "SHA1")
+_ALGORITHMS = ("CRC64NVME", "CRC32", "CRC32C", "SHA256", "SHA1")
 
 
-def expected_from_response(response: Mapping[str, Any]) -> Expected | None:
-    """The verifiable checksum in a GetObject/HeadObject response, if any."""
-    for algorithm in _FIELDS:
-        value = response.get("Checksum" + algorithm)
+def checksums_from_fields(response: Mapping[str, Any]) -> dict[str, str]:
+    """Algorithm -> value from a response with botocore's ``Checksum<ALGORITHM>`` fields."""
+    return {
+        algorithm: str(response["Checksum" + algorithm])
+        for algorithm in _ALGORITHMS
+        if response.get("Checksum" + algorithm)
+    }
+
+
+def expected_checksum(reported: Mapping[str, str], checksum_type: str | None) -> Expected | None:
+    """The verifiable checksum among those S3 reported (algorithm -> value), if any."""
+    for algorithm in _ALGORITHMS:
+        value = reported.get(algorithm)
         if not value:
             continue
-        value = str(value)
         parts = 0
         head, sep, tail = value.rpartition("-")
         if sep and tail.isdigit():
             value, parts = head, int(tail)
-        elif response.get("ChecksumType") == "COMPOSITE":
+        elif checksum_type == "COMPOSITE":
             return None  # a composite value without its part count cannot be checked
         return Expected(algorithm, value, parts)
     return None
+
+
+def expected_from_response(response: Mapping[str, Any]) -> Expected | None:
+    """The verifiable checksum in a GetObject/HeadObject response (botocore's fields)."""
+    return expected_checksum(checksums_from_fields(response), response.get("ChecksumType"))
 
 
 def is_md5_etag(etag: str | None) -> bool:
@@ -86,43 +98,16 @@ def is_md5_etag(etag: str | None) -> bool:
     return _MD5_RE.fullmatch(etag.strip('"')) is not None
 
 
-def _gf2_times(matrix: tuple[int, ...], vector: int) -> int:
-    total = 0
-    index = 0
-    while vector:
-        if vector & 1:
-            total ^= matrix[index]
-        vector >>= 1
-        index += 1
-    return total
-
-
-def _gf2_square(matrix: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(_gf2_times(matrix, row) for row in matrix)
-
-
-@lru_cache(maxsize=64)
-def _shift_operator(poly: int, length: int) -> tuple[int, ...]:
-    """The GF(2) matrix that advances a CRC over ``length`` zero bytes."""
-    one_bit = (poly, *(1 << n for n in range(31)))
-    op = _gf2_square(_gf2_square(one_bit))  # 4 zero bits
-    result: tuple[int, ...] | None = None
-    op = _gf2_square(op)  # one zero byte
-    while length:
-        if length & 1:
-            result = op if result is None else tuple(_gf2_times(op, row) for row in result)
-        length >>= 1
-        if length:
-            op = _gf2_square(op)
-    assert result is not None
-    return result
-
-
 def crc_combine(algorithm: str, crc1: int, crc2: int, length2: int) -> int:
-    """CRC of A+B from CRC(A), CRC(B) and len(B) (zlib's crc32_combine)."""
-    if length2 == 0:
-        return crc1
-    return _gf2_times(_shift_operator(_CRC_POLY[algorithm], length2), crc1) ^ crc2
+    """CRC of A+B from CRC(A), CRC(B) and len(B) (awscrt's combine functions)."""
+    from awscrt import checksums as crt
+
+    combine = {
+        "CRC32": crt.combine_crc32,
+        "CRC32C": crt.combine_crc32c,
+        "CRC64NVME": crt.combine_crc64nvme,
+    }[algorithm]
+    return int(combine(crc1, crc2, length2))
 
 
 def crc_of(algorithm: str, data: bytes) -> int:

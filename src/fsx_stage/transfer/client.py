@@ -1,16 +1,14 @@
-"""Creating the aiobotocore S3 client and the per-request encryption parameters."""
+"""Creating the aiobotocore S3 client (the control plane, and the botocore store)."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import datetime
-import hashlib
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from fsx_stage.transfer.models import Encryption, S3Settings
+from fsx_stage.transfer.models import S3Settings
 
 
 def create_client(settings: S3Settings, pool_size: int) -> AbstractAsyncContextManager[Any]:
@@ -149,28 +147,3 @@ def fast_timestamp(value: str) -> datetime.datetime:
 
     parsed: datetime.datetime = parse_timestamp(value)
     return parsed
-
-
-def sse_write_params(enc: Encryption) -> dict[str, str]:
-    """Parameters for PutObject / CreateMultipartUpload."""
-    if enc.mode == "sse-s3":
-        return {"ServerSideEncryption": "AES256"}
-    if enc.mode == "sse-kms":
-        params = {"ServerSideEncryption": "aws:kms"}
-        if enc.kms_key_id:
-            params["SSEKMSKeyId"] = enc.kms_key_id
-        return params
-    return sse_c_params(enc)
-
-
-def sse_c_params(enc: Encryption) -> dict[str, str]:
-    """Parameters for every request that reads or writes SSE-C data (incl. UploadPart)."""
-    if enc.mode != "sse-c" or enc.customer_key is None:
-        return {}
-    raw = base64.b64decode(enc.customer_key.get_secret_value())
-    return {
-        "SSECustomerAlgorithm": "AES256",
-        # With the MD5 given, botocore sends the (already base64) key as it is.
-        "SSECustomerKey": enc.customer_key.get_secret_value(),
-        "SSECustomerKeyMD5": base64.b64encode(hashlib.md5(raw).digest()).decode(),  # noqa: S324
-    }

@@ -1,4 +1,4 @@
-"""What one process needs to move objects: the client, limits, options and a reporter."""
+"""What one process needs to move objects: the store, limits, options and a reporter."""
 
 from __future__ import annotations
 
@@ -6,18 +6,15 @@ import asyncio
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-from fsx_stage.transfer.client import sse_c_params, sse_write_params
 from fsx_stage.transfer.errors import RetryPolicy
-from fsx_stage.transfer.fastpath import FastS3, sse_headers
 from fsx_stage.transfer.models import GiB, MiB, TransferEvent, TransferOptions
 from fsx_stage.transfer.posixmeta import PosixMeta
+from fsx_stage.transfer.s3.store import ObjectStore
 
 MAX_PARTS = 10_000
 MIN_PART = 8 * MiB
 MAX_PART = 5 * GiB
-CHUNK = 256 * 1024  # read/write unit of a streamed body (bounds memory per request)
 
 
 @dataclass(slots=True)
@@ -56,31 +53,21 @@ class ByteBudget:
 
 @dataclass
 class Context:
-    client: Any
-    bucket: str
+    store: ObjectStore
     options: TransferOptions
     retry: RetryPolicy
     report: Callable[[TransferEvent], None]
     umask: int
     local_root: str
-    fast: FastS3 | None = None
     #: (marker key, directory path parts, metadata) of the directory markers downloaded,
     #: applied once every file is written (see ``download.apply_directory_metadata``).
     directory_meta: list[tuple[str, list[str], PosixMeta]] = field(default_factory=list)
     requests: asyncio.Semaphore = field(init=False)
     budget: ByteBudget = field(init=False)
-    sse_read: dict[str, str] = field(init=False)
-    sse_write: dict[str, str] = field(init=False)
-    fast_sse_read: dict[str, str] = field(init=False)
-    fast_sse_write: dict[str, str] = field(init=False)
 
     def __post_init__(self) -> None:
         self.requests = asyncio.Semaphore(self.options.concurrency)
         self.budget = ByteBudget(max(64 * MiB, 2 * self.part_size_for(0)))
-        self.sse_read = sse_c_params(self.options.encryption)
-        self.sse_write = sse_write_params(self.options.encryption)
-        self.fast_sse_read = sse_headers(self.sse_read)
-        self.fast_sse_write = sse_headers(self.sse_write)
 
     def part_size_for(self, size: int) -> int:
         """Upload part / download range size: fixed if asked, else adapted to ``size``."""

@@ -52,14 +52,12 @@ async def delete_extra(ctx: Context, route: Route, root_fd: int, seen: set[str])
                 category, reason = classify(exc)
                 report(TransferEvent("failed", rel, 0, -1, reason, category))
         return
-    listing = list_objects(ctx.client, route.bucket, route.prefix, ctx.retry, keep, ctx.fast)
+    listing = list_objects(ctx.store, route.prefix, ctx.retry, keep)
     keys = [job.key async for job in listing if job.rel not in seen]
     for key in keys:
         try:
             if not ctx.options.dryrun:
-                await ctx.retry.run(
-                    functools.partial(ctx.client.delete_object, Bucket=route.bucket, Key=key)
-                )
+                await ctx.retry.run(functools.partial(ctx.store.delete, key))
             report(TransferEvent("deleted", key))
         except Exception as exc:
             category, reason = classify(exc)

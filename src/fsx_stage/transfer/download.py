@@ -7,41 +7,28 @@ import contextlib
 import hashlib
 import os
 import stat
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from fsx_stage.transfer import checksums, lustre, posixmeta, safefs
 from fsx_stage.transfer.checksums import Expected
-from fsx_stage.transfer.context import CHUNK, Context, Job
+from fsx_stage.transfer.context import Context, Job
 from fsx_stage.transfer.errors import ChecksumMismatch, TransferError, classify
 from fsx_stage.transfer.models import TransferEvent
+from fsx_stage.transfer.s3.bodies import check_length, stream_to_fd
+from fsx_stage.transfer.s3.store import ObjectInfo
 
 Outcome = tuple[Literal["done", "skipped"], int]
-_PROGRESS_STEP = 8 * 1024 * 1024
 BLOCK = 1024 * 1024  # read back to verify: one block per pread
 _WHOLE_OBJECT_ATTEMPTS = 3
 # More ranges of one object in flight than this only add memory and contention.
 _RANGES_PER_OBJECT = 16
 
 
-def _mtime_ns(response: dict[str, Any]) -> int | None:
-    modified = response.get("LastModified")
-    return int(modified.timestamp() * 1_000_000_000) if modified is not None else None
-
-
-def _etag(response: dict[str, Any]) -> str:
-    return str(response.get("ETag") or "").strip('"')
-
-
-def _encrypted_etag(ctx: Context, response: dict[str, Any]) -> bool:
+def _encrypted_etag(ctx: Context, info: ObjectInfo) -> bool:
     """ETags of SSE-KMS and SSE-C objects are not the MD5 of the content."""
-    return (
-        ctx.options.encryption.mode in ("sse-kms", "sse-c")
-        or response.get("ServerSideEncryption") == "aws:kms"
-        or bool(response.get("SSECustomerAlgorithm"))
-    )
+    return ctx.options.encryption.mode in ("sse-kms", "sse-c") or info.encrypted_etag
 
 
 def _up_to_date(dir_fd: int, name: str, job: Job, exact: bool = False) -> bool:
@@ -78,9 +65,9 @@ async def download(ctx: Context, root_fd: int, job: Job) -> Outcome:
             return "skipped", 0
         if 0 <= job.size <= ctx.options.multipart_threshold:
             return "done", await _whole_with_retries(ctx, parent, name, job)
-        head = await ctx.retry.run(lambda: _head(ctx, job.key))
-        size = int(head["ContentLength"])
-        job.etag, job.mtime_ns = _etag(head), _mtime_ns(head)
+        head = await ctx.retry.run(lambda: ctx.store.head(job.key))
+        size = head.size
+        job.etag, job.mtime_ns = head.etag, head.mtime_ns
         if ctx.options.sync and job.size < 0:
             job.size = size
             if _up_to_date(parent, name, job, exact):
@@ -108,8 +95,8 @@ async def _directory(ctx: Context, root_fd: int, job: Job) -> Outcome:
             os.close(safefs.open_dir(root_fd, parts, create=False))
             return "skipped", 0
     os.close(safefs.open_dir(root_fd, parts))
-    head = await ctx.retry.run(lambda: _head(ctx, job.key))
-    meta = posixmeta.from_metadata(head.get("Metadata") or {})
+    head = await ctx.retry.run(lambda: ctx.store.head(job.key))
+    meta = posixmeta.from_metadata(head.metadata)
     if meta != posixmeta.PosixMeta():
         ctx.directory_meta.append((job.key, parts, meta))
     return "done", 0
@@ -159,43 +146,17 @@ class _WholeCheck:
             raise ChecksumMismatch(f"{self.algorithm} mismatch on {key!r}")
 
 
-def _whole_check(
-    ctx: Context, response: dict[str, Any], expected: Expected | None
-) -> _WholeCheck | None:
-    """What checks the whole object (``response``: its GET or HEAD; ``expected``: the
+def _whole_check(ctx: Context, info: ObjectInfo, expected: Expected | None) -> _WholeCheck | None:
+    """What checks the whole object (``info``: its GET or HEAD; ``expected``: the
     checksum S3 keeps): a full-object checksum, else the MD5 that the ETag of a
     single-part unencrypted object is; None when neither exists (size only)."""
     if expected is not None and not expected.parts:
         return _WholeCheck(
             expected.algorithm, expected.value, checksums.new_digest(expected.algorithm)
         )
-    etag = _etag(response)
-    if checksums.is_md5_etag(etag) and not _encrypted_etag(ctx, response):
-        return _WholeCheck("MD5", etag, hashlib.md5(usedforsecurity=False))
+    if checksums.is_md5_etag(info.etag) and not _encrypted_etag(ctx, info):
+        return _WholeCheck("MD5", info.etag, hashlib.md5(usedforsecurity=False))
     return None
-
-
-def _verified_by_botocore(body: Any) -> bool:
-    """Whether botocore checks the full-object checksum as ``body`` is read. Only its own
-    bodies can be such (aiobotocore is not even imported when the fast path serves all)."""
-    module = sys.modules.get("aiobotocore.httpchecksum")
-    return module is not None and isinstance(body, module.AioStreamingChecksumBody)
-
-
-async def _head(ctx: Context, key: str, part_number: int | None = None) -> dict[str, Any]:
-    """HeadObject with the object's checksum (of part ``part_number`` if given)."""
-    if ctx.fast is not None:
-        headers = dict(ctx.fast_sse_read)
-        if part_number is None:
-            headers["x-amz-checksum-mode"] = "ENABLED"
-        return await ctx.fast.head_object(key, headers, part_number)
-    if part_number is not None:
-        return await ctx.client.head_object(  # type: ignore[no-any-return]
-            Bucket=ctx.bucket, Key=key, PartNumber=part_number, **ctx.sse_read
-        )
-    return await ctx.client.head_object(  # type: ignore[no-any-return]
-        Bucket=ctx.bucket, Key=key, ChecksumMode="ENABLED", **ctx.sse_read
-    )
 
 
 async def _whole_with_retries(ctx: Context, parent: int, name: str, job: Job) -> int:
@@ -231,24 +192,17 @@ def _finish(
 async def _whole(ctx: Context, parent: int, name: str, job: Job) -> int:
     """One GET, streamed to a temporary file and checked before it is renamed."""
     async with ctx.requests:
-        if ctx.fast is not None:
-            response = await ctx.fast.get_object(job.key, ctx.fast_sse_read)
-        else:
-            response = await ctx.client.get_object(
-                Bucket=ctx.bucket, Key=job.key, ChecksumMode="ENABLED", **ctx.sse_read
-            )
-        body = response["Body"]
+        got = await ctx.store.get(job.key)
+        info, body = got.info, got.body
         with contextlib.closing(body):
-            meta = posixmeta.from_metadata(response.get("Metadata") or {})
-            length = int(response["ContentLength"])
+            meta = posixmeta.from_metadata(info.metadata)
+            length = info.size
             if meta.is_symlink:
                 target = await body.read()
-                _check_length(job.key, len(target), length)
+                check_length(job.key, len(target), length)
                 _make_symlink(parent, name, target, meta)
                 return len(target)
-            # botocore's own bodies verify the full-object checksum as they are read
-            expected = checksums.expected_from_response(response)
-            check = None if _verified_by_botocore(body) else _whole_check(ctx, response, expected)
+            check = None if got.verified else _whole_check(ctx, info, info.expected)
             digest = check.digest if check is not None else None
             tmp, fd = safefs.create_temp(parent, name)
             try:
@@ -256,77 +210,17 @@ async def _whole(ctx: Context, parent: int, name: str, job: Job) -> int:
                 def progress(amount: int) -> None:
                     ctx.report(TransferEvent("bytes", job.key, amount, length))
 
-                offset = await _stream(body, fd, 0, length, digest, progress, job.key)
-                _check_length(job.key, offset, length)
+                offset = await stream_to_fd(body, fd, 0, length, digest, progress, job.key)
+                check_length(job.key, offset, length)
                 if check is not None:
                     check.verify(job.key)
-                _finish(ctx, parent, fd, tmp, name, meta, _etag(response), _mtime_ns(response))
+                _finish(ctx, parent, fd, tmp, name, meta, info.etag, info.mtime_ns)
                 tmp = ""
             finally:
                 os.close(fd)
                 if tmp:
                     safefs.discard_temp(parent, tmp)
             return offset
-
-
-async def _stream(
-    body: Any,
-    fd: int,
-    first: int,
-    limit: int,
-    digest: checksums.Digest | None,
-    progress: Callable[[int], None],
-    key: str,
-) -> int:
-    """Write ``body`` to ``fd`` from offset ``first`` on (at most ``limit`` bytes), feeding
-    ``digest`` in order; return the number of bytes written. Small bodies are written at
-    once; pieces of :data:`CHUNK` bytes are written and hashed on a thread while the next
-    one arrives (both release the GIL, so a large body does not hold the event loop).
-    The progress of a body of several pieces is reported every few MiB."""
-    loop = asyncio.get_running_loop()
-    writing: asyncio.Future[None] | None = None
-    offset = reported = first
-    try:
-        while chunk := await body.read(CHUNK):
-            if offset + len(chunk) > first + limit:
-                raise TransferError(f"more data than announced for {key!r}", "network")
-            if writing is not None:
-                await writing
-                writing = None
-            if len(chunk) >= CHUNK:
-                writing = loop.run_in_executor(None, _store, fd, chunk, offset, digest)
-            else:
-                _store(fd, chunk, offset, digest)
-            offset += len(chunk)
-            if offset - reported >= _PROGRESS_STEP:
-                progress(offset - reported)
-                reported = offset
-        if writing is not None:
-            await writing
-    except BaseException:
-        if writing is not None:  # the thread must be done with fd before it is closed
-            with contextlib.suppress(BaseException):
-                await asyncio.shield(writing)
-        raise
-    if reported != first and offset > reported:
-        progress(offset - reported)
-    return offset - first
-
-
-def _store(fd: int, data: bytes, offset: int, digest: checksums.Digest | None) -> None:
-    """Write ``data`` at ``offset`` (all of it) and feed it to ``digest``."""
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view = view[written:]
-        offset += written
-    if digest is not None:
-        digest.update(data)
-
-
-def _check_length(key: str, got: int, want: int) -> None:
-    if got != want:
-        raise TransferError(f"truncated body for {key!r}: {got} of {want} bytes", "network")
 
 
 def _make_symlink(parent: int, name: str, target: bytes, meta: posixmeta.PosixMeta) -> None:
@@ -343,16 +237,16 @@ def _make_symlink(parent: int, name: str, target: bytes, meta: posixmeta.PosixMe
         raise
 
 
-async def _ranged(ctx: Context, parent: int, name: str, job: Job, head: dict[str, Any]) -> int:
+async def _ranged(ctx: Context, parent: int, name: str, job: Job, head: ObjectInfo) -> int:
     """Parallel ranged GETs, each streamed to its offset. CRCs and part checksums of the
     ranges are combined; a checksum that needs the bytes in order (the MD5 that the ETag
     of a single-part object is, a full-object SHA) follows the download on a thread,
     range after range as each is written."""
     size = job.size
-    meta = posixmeta.from_metadata(head.get("Metadata") or {})
+    meta = posixmeta.from_metadata(head.metadata)
     if meta.is_symlink:
         raise TransferError(f"symlink object {job.key!r} is implausibly large", "invalid")
-    expected = checksums.expected_from_response(head)
+    expected = head.expected
     span = ctx.range_size_for(size)
     if expected is not None and expected.parts:
         span = await _original_part_size(ctx, job, expected)
@@ -360,7 +254,7 @@ async def _ranged(ctx: Context, parent: int, name: str, job: Job, head: dict[str
             expected = None
             span = ctx.range_size_for(size)
     starts = list(range(0, size, span))
-    crc_like = expected is not None and expected.algorithm in ("CRC32", "CRC32C")
+    crc_like = expected is not None and expected.algorithm in ("CRC32", "CRC32C", "CRC64NVME")
     per_range = expected is not None and (expected.parts > 0 or crc_like)
     digests: list[bytes] = [b""] * len(starts)
     whole = None if per_range else _whole_check(ctx, head, expected)
@@ -414,8 +308,8 @@ async def _ranged(ctx: Context, parent: int, name: str, job: Job, head: dict[str
 
 async def _original_part_size(ctx: Context, job: Job, expected: Expected) -> int:
     """The part size of a multipart object (from part 1), 0 if parts are not uniform."""
-    part1 = await ctx.retry.run(lambda: _head(ctx, job.key, part_number=1))
-    span = int(part1.get("ContentLength") or 0)
+    part1 = await ctx.retry.run(lambda: ctx.store.head(job.key, part_number=1))
+    span = part1.size
     if span <= 0 or -(-job.size // span) != expected.parts:
         return 0
     return span
@@ -424,32 +318,15 @@ async def _original_part_size(ctx: Context, job: Job, expected: Expected) -> int
 async def _get_range(
     ctx: Context, fd: int, job: Job, first: int, last: int, algorithm: str | None
 ) -> bytes:
-    """GET bytes ``first..last`` into ``fd`` at ``first`` (on a range thread of the fast
-    path, else through botocore); the range's own digest when ``algorithm`` is given."""
+    """GET bytes ``first..last`` into ``fd`` at ``first``; the range's own digest when
+    ``algorithm`` is given."""
     digest = checksums.new_digest(algorithm) if algorithm else None
 
     def progress(amount: int) -> None:
         ctx.report(TransferEvent("bytes", job.key, amount, job.size))
 
     async with ctx.requests:
-        if ctx.fast is not None:
-            headers = {"if-match": f'"{job.etag}"'} if job.etag else {}
-            await ctx.fast.get_range(
-                job.key, first, last, {**headers, **ctx.fast_sse_read}, fd, digest, progress
-            )
-        else:
-            condition = {"IfMatch": f'"{job.etag}"'} if job.etag else {}
-            response = await ctx.client.get_object(
-                Bucket=ctx.bucket,
-                Key=job.key,
-                Range=f"bytes={first}-{last}",
-                **condition,
-                **ctx.sse_read,
-            )
-            body = response["Body"]
-            with contextlib.closing(body):
-                got = await _stream(body, fd, first, last + 1 - first, digest, progress, job.key)
-            _check_length(job.key, got, last + 1 - first)
+        await ctx.store.get_range(job.key, first, last, fd, job.etag, digest, progress)
     return digest.digest() if digest is not None else b""
 
 
@@ -479,18 +356,18 @@ def _combine_ranges(
     job: Job, expected: Expected, digests: list[bytes], starts: list[int], size: int
 ) -> None:
     """Check the ranges' digests against a composite (part) checksum or a full-object
-    CRC32/CRC32C, which S3 lets us combine from them."""
+    CRC32/CRC32C/CRC64NVME, which S3 lets us combine from them."""
     if expected.parts:
         combined = checksums.new_digest(expected.algorithm)
         combined.update(b"".join(digests))
         got = checksums.b64(combined.digest())
-    else:  # a full-object CRC32 or CRC32C
+    else:  # a full-object CRC
         crc = int.from_bytes(digests[0], "big")
         for index in range(1, len(starts)):
             length = min(size, starts[index] + (starts[1] - starts[0])) - starts[index]
             crc = checksums.crc_combine(
                 expected.algorithm, crc, int.from_bytes(digests[index], "big"), length
             )
-        got = checksums.b64(crc.to_bytes(4, "big"))
+        got = checksums.b64(crc.to_bytes(len(digests[0]), "big"))
     if got != expected.value:
         raise ChecksumMismatch(f"{expected.algorithm} mismatch on {job.key!r}")

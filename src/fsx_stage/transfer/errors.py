@@ -100,11 +100,31 @@ class ObjectChanged(TransferError):
         super().__init__(reason, "other")
 
 
+class S3Error(Exception):
+    """An error reply of S3: its code (the HTTP status where S3 sent none, as for a
+    HEAD), status and message. Every store raises these, whatever its wire."""
+
+    def __init__(self, code: str, status: int, message: str = "", operation: str = "") -> None:
+        super().__init__(f"{code} (HTTP {status}) in {operation}: {message}")
+        self.code = code or str(status)
+        self.status = status
+        self.message = message
+        self.operation = operation
+
+    @classmethod
+    def from_client_error(cls, exc: ClientError) -> S3Error:
+        error = exc.response.get("Error", {})
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        return cls(
+            str(error.get("Code") or status or ""),
+            status,
+            str(error.get("Message") or ""),
+            exc.operation_name,
+        )
+
+
 def client_error_code(exc: ClientError) -> str:
-    error = exc.response.get("Error", {})
-    code = str(error.get("Code") or "")
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return code or str(status or "")
+    return S3Error.from_client_error(exc).code
 
 
 def classify(exc: BaseException) -> tuple[FailureCategory, str]:
@@ -115,26 +135,9 @@ def classify(exc: BaseException) -> tuple[FailureCategory, str]:
     if isinstance(exc, TransferError):
         return exc.category, exc.reason
     if isinstance(exc, ClientError):
-        code = client_error_code(exc)
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0
-        message = str(exc.response.get("Error", {}).get("Message") or "")
-        said = f"HTTP {status}" if code == str(status) else f"{code}, HTTP {status}"
-        text = f"{code} (HTTP {status})" + (f": {message}" if message else "")
-        if code in _NOT_FOUND:
-            return "not_found", f"not found ({said})" + (f": {message}" if message else "")
-        if code in _DENIED:
-            return "access_denied", text
-        if code in _THROTTLED or status in (429, 503):
-            return "throttled", text
-        if code in _CHECKSUM:
-            return "checksum", text
-        if code in ("PreconditionFailed", "412"):
-            return "other", "object changed during the transfer (" + text + ")"
-        if code in _TRANSIENT or status >= 500:
-            return "network", text
-        if 400 <= status < 500:
-            return "invalid", text
-        return "other", text
+        exc = S3Error.from_client_error(exc)
+    if isinstance(exc, S3Error):
+        return _classify_reply(exc.code, exc.status, exc.message)
     if isinstance(exc, ElementTree.ParseError) or _is_parser_error(exc):
         return "network", f"garbled response: {exc}"  # corrupted or cut short on the way
     if isinstance(exc, FlexibleChecksumError):
@@ -167,6 +170,26 @@ def classify(exc: BaseException) -> tuple[FailureCategory, str]:
 _URL = re.compile(r"""["']?https?://[^\s"']*["']?""")
 
 
+def _classify_reply(code: str, status: int, message: str) -> tuple[FailureCategory, str]:
+    said = f"HTTP {status}" if code == str(status) else f"{code}, HTTP {status}"
+    text = f"{code} (HTTP {status})" + (f": {message}" if message else "")
+    if code in _NOT_FOUND:
+        return "not_found", f"not found ({said})" + (f": {message}" if message else "")
+    if code in _DENIED:
+        return "access_denied", text
+    if code in _THROTTLED or status in (429, 503):
+        return "throttled", text
+    if code in _CHECKSUM:
+        return "checksum", text
+    if code in ("PreconditionFailed", "412"):
+        return "other", "object changed during the transfer (" + text + ")"
+    if code in _TRANSIENT or status >= 500:
+        return "network", text
+    if 400 <= status < 500:
+        return "invalid", text
+    return "other", text
+
+
 def _without_urls(text: str) -> str:
     """Users know their bucket and key, not the endpoint's URL (shown in ``AdminComment``)."""
     return _URL.sub("S3", text)
@@ -196,7 +219,9 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 def is_retryable(category: FailureCategory, exc: BaseException) -> bool:
     if isinstance(exc, ObjectChanged):
         return True
-    if isinstance(exc, ClientError) and client_error_code(exc) in ("PreconditionFailed", "412"):
+    if isinstance(exc, ClientError):
+        exc = S3Error.from_client_error(exc)
+    if isinstance(exc, S3Error) and exc.code in ("PreconditionFailed", "412"):
         return True
     return category in ("network", "throttled", "checksum")
 

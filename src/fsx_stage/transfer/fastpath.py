@@ -7,11 +7,11 @@ request. This module sends the same requests directly over
 ranged GETs of large objects on threads over blocking connections. The URL layout
 and the signing scope come from :mod:`~fsx_stage.transfer.plainconfig` or from
 botocore itself (a presigned URL, computed locally), the SigV4 signature is computed
-here with a cached signing key, and the response headers are turned into the fields our
-code reads. Errors become botocore ``ClientError``s, so classification and retries are
-unchanged. It is used only when the URL for a probe key has the plain ``prefix + quoted
-key`` shape and the server answers a signed probe GET of a missing key as expected;
-otherwise botocore does it all.
+here with a cached signing key, and the replies become the store's typed results
+(:mod:`~fsx_stage.transfer.s3.store`); error replies become
+:class:`~fsx_stage.transfer.errors.S3Error`. It is used only when the URL for a probe
+key has the plain ``prefix + quoted key`` shape and the server answers a signed probe
+GET of a missing key as expected; otherwise botocore does it all.
 """
 
 from __future__ import annotations
@@ -27,14 +27,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote_plus, urlsplit
 from xml.etree import ElementTree
 
-from botocore.exceptions import ClientError
-
 from fsx_stage.transfer.checksums import Digest
 from fsx_stage.transfer.client import LazyClient, fast_timestamp
-from fsx_stage.transfer.errors import TransferError
+from fsx_stage.transfer.errors import S3Error, TransferError
 from fsx_stage.transfer.http1 import Endpoint, Pool, Response
 from fsx_stage.transfer.models import S3Settings
 from fsx_stage.transfer.plainconfig import plain_s3
+from fsx_stage.transfer.s3.store import Got, ListedObject, ObjectInfo, Page, PutResult
 
 RANGE_THREADS = 16  # ranged GETs of large objects in flight per process
 if TYPE_CHECKING:  # http.client and threads load with the first ranged GET
@@ -45,15 +44,12 @@ _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _CODE_RE = re.compile(rb"<Code>([^<]*)</Code>")
 _MESSAGE_RE = re.compile(rb"<Message>([^<]*)</Message>")
 _CHECKSUM_HEADERS = {
-    "x-amz-checksum-crc32": "ChecksumCRC32",
-    "x-amz-checksum-crc32c": "ChecksumCRC32C",
-    "x-amz-checksum-sha256": "ChecksumSHA256",
-    "x-amz-checksum-sha1": "ChecksumSHA1",
-    "x-amz-checksum-crc64nvme": "ChecksumCRC64NVME",
+    f"x-amz-checksum-{algorithm.lower()}": algorithm
+    for algorithm in ("CRC32", "CRC32C", "SHA256", "SHA1", "CRC64NVME")
 }
 
 
-def _quote_key(key: str) -> str:
+def quote_key(key: str) -> str:
     return quote(key.encode("utf-8"), safe="/~")
 
 
@@ -100,25 +96,10 @@ class FastS3:
             name.lower().endswith("_proxy") and value for name, value in os.environ.items()
         ):
             return None  # proxies are botocore's business
-        plain = plain_s3(settings, bucket) if settings is not None else None
-        if plain is not None:
-            credentials: Any = plain.credentials
-            prefix, region = plain.prefix, plain.region
-        else:
-            if isinstance(client, LazyClient):
-                client = await client.ready()
-            credentials = getattr(getattr(client, "_request_signer", None), "_credentials", None)
-            if credentials is None:
-                return None
-            url = await client.generate_presigned_url(
-                "get_object", Params={"Bucket": bucket, "Key": _PROBE_KEY}, ExpiresIn=60
-            )
-            parts = urlsplit(url)
-            quoted = _quote_key(_PROBE_KEY)
-            if not parts.path.endswith("/" + quoted):
-                return None
-            prefix = f"{parts.scheme}://{parts.netloc}{parts.path[: -len(quoted)]}"
-            region = getattr(client.meta, "region_name", None) or "us-east-1"
+        located = await locate(client, bucket, settings)
+        if located is None:
+            return None
+        prefix, region, credentials = located
         ssl_context = None
         if urlsplit(prefix).scheme == "https":  # loading CAs costs ~15 ms: only for TLS
             ssl_context = ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE"))
@@ -142,9 +123,8 @@ class FastS3:
         us or reject the signature."""
         try:
             (await self._send("GET", _PROBE_KEY, {}, None, "GetObject")).close()
-        except ClientError as exc:
-            code = exc.response["Error"]["Code"]
-            return code in ("NoSuchKey", "AccessDenied")
+        except S3Error as exc:
+            return exc.code in ("NoSuchKey", "AccessDenied")
         except (TransferError, OSError, TimeoutError):
             return False
         return True
@@ -226,8 +206,8 @@ class FastS3:
         operation: str,
         query: Mapping[str, str] | None = None,
     ) -> Response:
-        path = self._base_path + _quote_key(key)
-        canonical_query = _canonical_query(query)
+        path = self._base_path + quote_key(key)
+        in_order = canonical_query(query)
         if body is None:
             payload_hash = _EMPTY_SHA256
         elif "x-amz-checksum-crc32" in headers:
@@ -235,20 +215,20 @@ class FastS3:
             payload_hash = "UNSIGNED-PAYLOAD"
         else:
             payload_hash = hashlib.sha256(body).hexdigest()
-        signed = await self._signed_headers(method, path, canonical_query, headers, payload_hash)
-        target = path + ("?" + canonical_query if canonical_query else "")
+        signed = await self._signed_headers(method, path, in_order, headers, payload_hash)
+        target = path + ("?" + in_order if in_order else "")
         response = await self._pool().request(method, target, signed, body)
         if response.status >= 300:
             raw = await response.read()
             raise error_reply(response.status, response.reason, raw, operation)
         return response
 
-    async def get_object(self, key: str, headers: Mapping[str, str]) -> dict[str, Any]:
-        """GetObject with ChecksumMode enabled; the result has botocore's field names."""
+    async def get_object(self, key: str, headers: Mapping[str, str]) -> Got:
+        """GetObject with ChecksumMode enabled."""
         response = await self._send(
             "GET", key, {"x-amz-checksum-mode": "ENABLED", **headers}, None, "GetObject"
         )
-        return _fields(response.status, response.headers, body=response)
+        return Got(info_from_headers(response.headers), response)
 
     async def get_range(
         self,
@@ -262,7 +242,7 @@ class FastS3:
     ) -> None:
         """GET bytes ``first..last`` of ``key`` into ``fd`` at ``first`` (on a thread)."""
         ranges = self._threads()
-        path = self._base_path + _quote_key(key)
+        path = self._base_path + quote_key(key)
         signed = await self._signed_headers(
             "GET", path, "", {"range": f"bytes={first}-{last}", **headers}, _EMPTY_SHA256
         )
@@ -271,14 +251,12 @@ class FastS3:
 
     async def head_object(
         self, key: str, headers: Mapping[str, str], part_number: int | None = None
-    ) -> dict[str, Any]:
+    ) -> ObjectInfo:
         query = {"partNumber": str(part_number)} if part_number is not None else None
         response = await self._send("HEAD", key, dict(headers), None, "HeadObject", query)
-        result = _fields(response.status, response.headers, body=None)
-        result["ContentLength"] = int(response.headers.get("content-length", "-1"))
-        return result
+        return info_from_headers(response.headers)
 
-    async def list_objects_v2(self, prefix: str, token: str | None) -> dict[str, Any]:
+    async def list_objects_v2(self, prefix: str, token: str | None) -> Page:
         """One ListObjectsV2 page (keys url-encoded on the wire, as botocore asks)."""
         query = {"list-type": "2", "prefix": prefix, "max-keys": "1000", "encoding-type": "url"}
         if token:
@@ -286,107 +264,111 @@ class FastS3:
         response = await self._send("GET", "", {}, None, "ListObjectsV2", query)
         return _parse_listing(await response.read())
 
-    async def put_object(self, key: str, body: bytes, headers: Mapping[str, str]) -> dict[str, Any]:
+    async def put_object(self, key: str, body: bytes, headers: Mapping[str, str]) -> PutResult:
         response = await self._send(
             "PUT", key, {"content-length": str(len(body)), **headers}, body, "PutObject"
         )
         try:
-            return _fields(response.status, response.headers, body=None)
+            return PutResult(
+                response.headers.get("etag", ""), response.headers.get("x-amz-checksum-crc32")
+            )
         finally:
             response.close()
 
 
-def _canonical_query(query: Mapping[str, str] | None) -> str:
+async def locate(
+    client: Any, bucket: str, settings: S3Settings | None
+) -> tuple[str, str, Any] | None:
+    """(URL prefix of the bucket's keys, signing region, credentials with ``async
+    get_frozen_credentials()``), or None where botocore's URL layout is not plain."""
+    plain = plain_s3(settings, bucket) if settings is not None else None
+    if plain is not None:
+        return plain.prefix, plain.region, plain.credentials
+    if isinstance(client, LazyClient):
+        client = await client.ready()
+    credentials = getattr(getattr(client, "_request_signer", None), "_credentials", None)
+    if credentials is None:
+        return None
+    url = await client.generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": _PROBE_KEY}, ExpiresIn=60
+    )
+    parts = urlsplit(url)
+    quoted = quote_key(_PROBE_KEY)
+    if not parts.path.endswith("/" + quoted):
+        return None
+    prefix = f"{parts.scheme}://{parts.netloc}{parts.path[: -len(quoted)]}"
+    return prefix, getattr(client.meta, "region_name", None) or "us-east-1", credentials
+
+
+def canonical_query(query: Mapping[str, str] | None) -> str:
     return "&".join(
         f"{quote(name, safe='-_.~')}={quote(value, safe='-_.~')}"
         for name, value in sorted((query or {}).items())
     )
 
 
-def _fields(status: int, headers: Any, body: Response | None) -> dict[str, Any]:
-    """Botocore's fields from reply ``headers`` (lower-case names, or http.client's
-    case-insensitive message)."""
-    result: dict[str, Any] = {
-        "ResponseMetadata": {"HTTPStatusCode": status},
-        "ETag": headers.get("etag", ""),
-        "Metadata": {
-            name[11:].lower(): value
-            for name, value in headers.items()
-            if name[:11].lower() == "x-amz-meta-"
-        },
-    }
-    if body is not None:
-        result["Body"] = body
-        result["ContentLength"] = int(headers.get("content-length", "-1"))
+def info_from_headers(headers: Mapping[str, str]) -> ObjectInfo:
+    """An :class:`ObjectInfo` from the reply headers of a HEAD or GET (lower-case names)."""
     modified = headers.get("last-modified")
-    if modified:
-        result["LastModified"] = fast_timestamp(modified)
-    for header, field in _CHECKSUM_HEADERS.items():
-        value = headers.get(header)
-        if value:
-            result[field] = value
-    for header, field in (
-        ("x-amz-checksum-type", "ChecksumType"),
-        ("x-amz-server-side-encryption", "ServerSideEncryption"),
-        ("x-amz-server-side-encryption-customer-algorithm", "SSECustomerAlgorithm"),
-    ):
-        if headers.get(header):
-            result[field] = headers[header]
-    return result
+    return ObjectInfo(
+        size=int(headers.get("content-length", "-1")),
+        etag=headers.get("etag", "").strip('"'),
+        last_modified=fast_timestamp(modified) if modified else None,
+        metadata={
+            name[11:]: value for name, value in headers.items() if name[:11] == "x-amz-meta-"
+        },
+        checksums={
+            algorithm: headers[header]
+            for header, algorithm in _CHECKSUM_HEADERS.items()
+            if headers.get(header)
+        },
+        checksum_type=headers.get("x-amz-checksum-type") or None,
+        encrypted_etag=headers.get("x-amz-server-side-encryption") == "aws:kms"
+        or bool(headers.get("x-amz-server-side-encryption-customer-algorithm")),
+    )
 
 
 def _local(tag: str) -> str:
     return tag.rpartition("}")[2]
 
 
-def _parse_listing(raw: bytes) -> dict[str, Any]:
-    """The fields of a ListObjectsV2 page that we use, with botocore's names."""
+def _parse_listing(raw: bytes) -> Page:
+    """The fields of a ListObjectsV2 page that we use."""
     root = ElementTree.fromstring(raw)  # noqa: S314 - the S3 server's own reply
     if _local(root.tag) != "ListBucketResult":
         raise ValueError("not a ListBucketResult")
-    contents: list[dict[str, Any]] = []
-    page: dict[str, Any] = {"Contents": contents, "IsTruncated": False}
+    objects: list[ListedObject] = []
+    truncated = False
+    token: str | None = None
     for element in root:
         name = _local(element.tag)
         if name == "Contents":
-            item: dict[str, Any] = {}
+            item: dict[str, str] = {}
             for field in element:
                 item[_local(field.tag)] = field.text or ""
-            contents.append(
-                {
-                    "Key": unquote_plus(item["Key"]),
-                    "Size": int(item.get("Size") or -1),
-                    "ETag": item.get("ETag", ""),
-                    "LastModified": fast_timestamp(item["LastModified"])
-                    if item.get("LastModified")
-                    else None,
-                }
+            modified = item.get("LastModified")
+            objects.append(
+                ListedObject(
+                    unquote_plus(item["Key"]),
+                    int(item.get("Size") or -1),
+                    item.get("ETag", "").strip('"'),
+                    fast_timestamp(modified) if modified else None,
+                )
             )
         elif name == "IsTruncated":
-            page["IsTruncated"] = (element.text or "").strip() == "true"
+            truncated = (element.text or "").strip() == "true"
         elif name == "NextContinuationToken":
-            page["NextContinuationToken"] = element.text or ""
-    return page
+            token = element.text or None
+    return Page(objects, token if truncated else None)
 
 
-def error_reply(status: int, reason: str, raw: bytes, operation: str) -> ClientError:
-    """The ``ClientError`` botocore would raise for an S3 error reply."""
+def error_reply(status: int, reason: str, raw: bytes, operation: str) -> S3Error:
+    """The error of an S3 error reply (its XML code and message; none for a HEAD)."""
     code = _CODE_RE.search(raw)
     message = _MESSAGE_RE.search(raw)
-    error = {
-        "Code": code.group(1).decode(errors="replace") if code else str(status),
-        "Message": message.group(1).decode(errors="replace") if message else reason,
-    }
-    return ClientError({"Error": error, "ResponseMetadata": {"HTTPStatusCode": status}}, operation)
-
-
-def sse_headers(params: Mapping[str, str]) -> dict[str, str]:
-    """HTTP headers for our botocore-style SSE parameters."""
-    names = {
-        "ServerSideEncryption": "x-amz-server-side-encryption",
-        "SSEKMSKeyId": "x-amz-server-side-encryption-aws-kms-key-id",
-        "SSECustomerAlgorithm": "x-amz-server-side-encryption-customer-algorithm",
-        "SSECustomerKey": "x-amz-server-side-encryption-customer-key",
-        "SSECustomerKeyMD5": "x-amz-server-side-encryption-customer-key-md5",
-    }
-    return {names[name]: value for name, value in params.items()}
+    return S3Error(
+        code.group(1).decode(errors="replace") if code else str(status),
+        status,
+        message.group(1).decode(errors="replace") if message else reason,
+        operation,
+    )

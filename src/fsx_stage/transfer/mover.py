@@ -10,10 +10,8 @@ from typing import cast
 
 from fsx_stage.filters import selects
 from fsx_stage.transfer import deletion, download, dryrun, posixmeta, safefs, upload
-from fsx_stage.transfer.client import create_client
 from fsx_stage.transfer.context import Context, Job
 from fsx_stage.transfer.errors import RetryPolicy, classify
-from fsx_stage.transfer.fastpath import FastS3
 from fsx_stage.transfer.models import (
     EventKind,
     FailureCategory,
@@ -24,6 +22,7 @@ from fsx_stage.transfer.models import (
     TransferSummary,
 )
 from fsx_stage.transfer.routes import Direction, Route
+from fsx_stage.transfer.s3.choose import open_store
 from fsx_stage.transfer.sources import list_objects, walk_tree
 
 
@@ -124,7 +123,7 @@ async def jobs(
         return selects(relative, filters)
 
     if route.direction == "download":
-        listing = list_objects(ctx.client, route.bucket, route.prefix, ctx.retry, keep, ctx.fast)
+        listing = list_objects(ctx.store, route.prefix, ctx.retry, keep)
         async for job in listing:
             yield job
     else:
@@ -148,30 +147,17 @@ def pool_size(options: TransferOptions) -> int:
 async def process_context(
     route: Route, options: TransferOptions, s3: S3Settings, report: Callable[[TransferEvent], None]
 ) -> AsyncIterator[Context]:
-    async with create_client(s3, pool_size(options)) as client:
-        fast = await FastS3.attach(
-            client,
-            route.bucket,
-            pool_size(options),
-            s3.connect_timeout_s,
-            s3.read_timeout_s,
-            settings=s3,
-            listing=not route.named,
+    async with open_store(
+        s3, route.bucket, options.encryption, pool_size(options), listing=not route.named
+    ) as store:
+        yield Context(
+            store=store,
+            options=options,
+            retry=RetryPolicy(s3.max_attempts),
+            report=report,
+            umask=posixmeta.current_umask(),
+            local_root=route.local_root,
         )
-        try:
-            yield Context(
-                client=client,
-                bucket=route.bucket,
-                options=options,
-                retry=RetryPolicy(s3.max_attempts),
-                report=report,
-                umask=posixmeta.current_umask(),
-                local_root=route.local_root,
-                fast=fast,
-            )
-        finally:
-            if fast is not None:
-                await fast.close()
 
 
 def open_root(route: Route, dry: bool = False) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 PERMISSIONS = "file-permissions"
@@ -57,7 +58,7 @@ def _int(text: str | None, base: int = 10, suffix: str = "") -> int | None:
     return value if value >= 0 else None
 
 
-def from_metadata(metadata: dict[str, str]) -> PosixMeta:
+def from_metadata(metadata: Mapping[str, str]) -> PosixMeta:
     """Parse what is there; malformed values are ignored rather than trusted."""
     mode = _int(metadata.get(PERMISSIONS), 8)
     if mode is not None and mode > 0o177777:

@@ -21,8 +21,6 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
-from botocore.exceptions import ClientError
-
 from fsx_stage.transfer.checksums import Digest
 from fsx_stage.transfer.errors import TransferError
 from fsx_stage.transfer.http1 import Endpoint
@@ -63,7 +61,7 @@ class ThreadedRanges:
         self,
         endpoint: Endpoint,
         threads: int,
-        error: Callable[[int, str, bytes, str], ClientError],
+        error: Callable[[int, str, bytes, str], Exception],
     ) -> None:
         self._endpoint = endpoint
         self._error = error

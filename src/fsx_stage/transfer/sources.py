@@ -5,11 +5,10 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
 
 from fsx_stage.transfer.context import Job
 from fsx_stage.transfer.errors import RetryPolicy, UnsafePath
-from fsx_stage.transfer.fastpath import FastS3
+from fsx_stage.transfer.s3.store import ObjectStore, mtime_ns_of
 from fsx_stage.transfer.safefs import is_temp_name, open_dir
 
 #: Whether a key or path relative to the source passes the include/exclude filters.
@@ -17,42 +16,27 @@ Selector = Callable[[str], bool]
 
 
 async def list_objects(
-    client: Any,
-    bucket: str,
-    prefix: str,
-    retry: RetryPolicy,
-    keep: Selector,
-    fast: FastS3 | None = None,
+    store: ObjectStore, prefix: str, retry: RetryPolicy, keep: Selector
 ) -> AsyncIterator[Job]:
     """Every object under ``prefix``, one page at a time (memory does not grow with count)."""
     token: str | None = None
     while True:
-        if fast is not None and fast.can_list:
-            page = await retry.run(functools.partial(fast.list_objects_v2, prefix, token))
-        else:
-            params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": 1000}
-            if token:
-                params["ContinuationToken"] = token
-            page = await retry.run(functools.partial(client.list_objects_v2, **params))
-        for item in page.get("Contents") or ():
-            key = item["Key"]
-            relative = key[len(prefix) :]
+        page = await retry.run(functools.partial(store.list_page, prefix, token))
+        for item in page.objects:
+            relative = item.key[len(prefix) :]
             if not relative or not keep(
                 relative.rstrip("/") if relative.endswith("/") else relative
             ):
                 continue
-            modified = item.get("LastModified")
             yield Job(
-                key=key,
+                key=item.key,
                 rel=relative,
-                size=int(item.get("Size", -1)),
-                etag=str(item.get("ETag") or "").strip('"') or None,
-                mtime_ns=int(modified.timestamp() * 1_000_000_000) if modified else None,
+                size=item.size,
+                etag=item.etag or None,
+                mtime_ns=mtime_ns_of(item.last_modified),
             )
-        if not page.get("IsTruncated"):
-            return
-        token = page.get("NextContinuationToken")
-        if not token:
+        token = page.next_token
+        if token is None:
             return
 
 

@@ -10,12 +10,13 @@ import hashlib
 import os
 import stat
 import zlib
-from typing import Any, Literal
+from typing import Literal
 
 from fsx_stage.transfer import checksums, posixmeta, safefs
 from fsx_stage.transfer.context import Context, Job
-from fsx_stage.transfer.errors import ChecksumMismatch, ObjectChanged, TransferError
+from fsx_stage.transfer.errors import ChecksumMismatch, ObjectChanged, S3Error, TransferError
 from fsx_stage.transfer.models import TransferEvent
+from fsx_stage.transfer.s3.store import PutResult, UploadedPart
 
 Outcome = tuple[Literal["done", "skipped"], int]
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -25,24 +26,24 @@ def _crc32_b64(data: bytes | memoryview) -> str:
     return checksums.b64(zlib.crc32(data).to_bytes(4, "big"))
 
 
-def _confirmed(response: dict[str, Any], sent_crc: str, body: bytes | memoryview) -> None:
+def _confirmed(result: PutResult, sent_crc: str, body: bytes | memoryview) -> None:
     """S3 must echo the checksum we sent (or, for servers that do not, the body's MD5)."""
-    echoed = response.get("ChecksumCRC32")
+    echoed = result.crc32
     if echoed is not None:
         if echoed != sent_crc:
             raise ChecksumMismatch(f"S3 stored CRC32 {echoed}, we sent {sent_crc}")
         return
-    etag = str(response.get("ETag") or "").strip('"')
+    etag = result.etag.strip('"')
     if etag != hashlib.md5(body, usedforsecurity=False).hexdigest():
         raise ChecksumMismatch("S3 confirmed neither our CRC32 nor the body's MD5")
 
 
-def _check_composite(response: dict[str, Any], parts: list[dict[str, Any]]) -> None:
+def _check_composite(result: PutResult, parts: list[UploadedPart]) -> None:
     """Where S3 reports the object's checksum-of-part-checksums, it must be ours."""
-    reported = str(response.get("ChecksumCRC32") or "")
+    reported = result.crc32 or ""
     if not reported:
         return
-    raw = b"".join(base64.b64decode(part["ChecksumCRC32"]) for part in parts)
+    raw = b"".join(base64.b64decode(part.crc32) for part in parts)
     expected = _crc32_b64(raw)
     if reported.split("-")[0] != expected:
         raise ChecksumMismatch(f"S3 stored composite CRC32 {reported}, expected {expected}")
@@ -88,23 +89,14 @@ async def upload(ctx: Context, root_fd: int, job: Job) -> Outcome:
 
 async def _exists_identical(ctx: Context, job: Job, st: os.stat_result) -> bool:
     """Sync: the object has this file's size and mtime (from its file-mtime metadata)."""
-    fast = ctx.fast
     try:
-        if fast is not None:
-            head = await ctx.retry.run(lambda: fast.head_object(job.key, ctx.fast_sse_read))
-        else:
-            head = await ctx.retry.run(
-                lambda: ctx.client.head_object(Bucket=ctx.bucket, Key=job.key, **ctx.sse_read)
-            )
-    except Exception as exc:
-        response = getattr(exc, "response", None)
-        if isinstance(response, dict):
-            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if status == 404:
-                return False
+        head = await ctx.retry.run(lambda: ctx.store.head(job.key))
+    except S3Error as exc:
+        if exc.status == 404:
+            return False
         raise
-    meta = posixmeta.from_metadata(head.get("Metadata") or {})
-    return int(head.get("ContentLength", -1)) == st.st_size and meta.mtime_ns == st.st_mtime_ns
+    meta = posixmeta.from_metadata(head.metadata)
+    return head.size == st.st_size and meta.mtime_ns == st.st_mtime_ns
 
 
 async def _upload_symlink(ctx: Context, parent: int, name: str, job: Job) -> Outcome:
@@ -139,38 +131,17 @@ async def _put(ctx: Context, job: Job, body: bytes, st: os.stat_result) -> None:
     crc = _crc32_b64(body)
     metadata = posixmeta.to_metadata(st)
     async with ctx.requests:
-        if ctx.fast is not None:
-            headers = {f"x-amz-meta-{name}": value for name, value in metadata.items()}
-            headers["x-amz-checksum-crc32"] = crc
-            response = await ctx.fast.put_object(job.key, body, {**headers, **ctx.fast_sse_write})
-        else:
-            response = await ctx.client.put_object(
-                Bucket=ctx.bucket,
-                Key=job.key,
-                Body=body,
-                ContentLength=len(body),
-                ChecksumCRC32=crc,
-                Metadata=metadata,
-                **ctx.sse_write,
-            )
-    _confirmed(response, crc, body)
+        result = await ctx.store.put(job.key, body, crc, metadata)
+    _confirmed(result, crc, body)
 
 
 async def _multipart(ctx: Context, fd: int, job: Job, st: os.stat_result) -> int:
     size = st.st_size
     span = ctx.part_size_for(size)
-    created = await ctx.retry.run(
-        lambda: ctx.client.create_multipart_upload(
-            Bucket=ctx.bucket,
-            Key=job.key,
-            ChecksumAlgorithm="CRC32",
-            Metadata=posixmeta.to_metadata(st),
-            **ctx.sse_write,
-        )
-    )
-    upload_id = created["UploadId"]
+    metadata = posixmeta.to_metadata(st)
+    upload_id = await ctx.retry.run(lambda: ctx.store.create_multipart(job.key, metadata))
     starts = list(range(0, size, span))
-    parts: list[dict[str, Any]] = [{} for _ in starts]
+    parts: list[UploadedPart] = [UploadedPart(0, "", "") for _ in starts]
 
     async def send(index: int) -> None:
         first = starts[index]
@@ -182,25 +153,16 @@ async def _multipart(ctx: Context, fd: int, job: Job, st: os.stat_result) -> int
                 raise ObjectChanged(f"{job.rel!r} shrank while it was being uploaded")
             crc = _crc32_b64(data)
 
-            async def attempt() -> dict[str, Any]:
+            async def attempt() -> PutResult:
                 async with ctx.requests:
-                    response: dict[str, Any] = await ctx.client.upload_part(
-                        Bucket=ctx.bucket,
-                        Key=job.key,
-                        UploadId=upload_id,
-                        PartNumber=index + 1,
-                        Body=data,
-                        ContentLength=length,
-                        ChecksumCRC32=crc,
-                        **ctx.sse_read,
-                    )
-                _confirmed(response, crc, data)
-                return response
+                    result = await ctx.store.upload_part(job.key, upload_id, index + 1, data, crc)
+                _confirmed(result, crc, data)
+                return result
 
-            response = await ctx.retry.run(attempt)
+            result = await ctx.retry.run(attempt)
         finally:
             await ctx.budget.release(length)
-        parts[index] = {"PartNumber": index + 1, "ETag": response["ETag"], "ChecksumCRC32": crc}
+        parts[index] = UploadedPart(index + 1, result.etag, crc)
         ctx.report(TransferEvent("bytes", job.key, length, size))
 
     try:
@@ -209,21 +171,11 @@ async def _multipart(ctx: Context, fd: int, job: Job, st: os.stat_result) -> int
                 group.create_task(send(index))
         _same_file(st, os.fstat(fd), repr(job.rel))
         completed = await ctx.retry.run(
-            lambda: ctx.client.complete_multipart_upload(
-                Bucket=ctx.bucket,
-                Key=job.key,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": parts},
-                **ctx.sse_read,
-            )
+            lambda: ctx.store.complete_multipart(job.key, upload_id, parts)
         )
         _check_composite(completed, parts)
     except BaseException:
         with contextlib.suppress(Exception):
-            await asyncio.shield(
-                ctx.client.abort_multipart_upload(
-                    Bucket=ctx.bucket, Key=job.key, UploadId=upload_id
-                )
-            )
+            await asyncio.shield(ctx.store.abort_multipart(job.key, upload_id))
         raise
     return size

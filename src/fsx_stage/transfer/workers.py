@@ -127,6 +127,12 @@ async def _worker_async(
         conn.send([("exit", "", 0, 0, "", "")])
 
 
+def _fork_is_safe() -> bool:
+    """No other thread runs: neither a Python one nor the AWS CRT's native event loop
+    threads (started with its S3 client, which ``awscrt.s3`` is imported for)."""
+    return threading.active_count() == 1 and "awscrt.s3" not in sys.modules
+
+
 class _Process:
     """A worker process: forked when this process has a single thread (cheap, nothing
     to re-import), else a fresh ``python -m fsx_stage.transfer.worker`` that gets its
@@ -137,7 +143,7 @@ class _Process:
         self.conn = parent_end
         self._forked: multiprocessing.process.BaseProcess | None = None
         self._spawned: subprocess.Popen[bytes] | None = None
-        if threading.active_count() == 1:
+        if _fork_is_safe():
             self._forked = multiprocessing.get_context("fork").Process(
                 target=_forked_main, args=(parent_end, child_end, route, options, s3), daemon=True
             )

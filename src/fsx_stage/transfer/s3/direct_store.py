@@ -1,0 +1,83 @@
+"""The direct store: small requests and ranged GETs on our own lean client
+(:class:`~fsx_stage.transfer.fastpath.FastS3`), the rest through botocore."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+from fsx_stage.transfer.checksums import Digest
+from fsx_stage.transfer.fastpath import FastS3
+from fsx_stage.transfer.models import Encryption
+from fsx_stage.transfer.s3 import sse
+from fsx_stage.transfer.s3.botocore_store import BotocoreStore
+from fsx_stage.transfer.s3.store import Got, ObjectInfo, Page, PutResult, UploadedPart
+
+
+class DirectStore:
+    """:class:`~fsx_stage.transfer.s3.store.ObjectStore`: HEAD, GET, ranged GET, PUT and
+    (where the server lists as we expect) listing on the direct client; multipart
+    uploads and deletion on ``control``."""
+
+    def __init__(self, fast: FastS3, control: BotocoreStore, encryption: Encryption) -> None:
+        self._fast = fast
+        self._control = control
+        self._read = sse.as_headers(sse.read_params(encryption))
+        self._write = sse.as_headers(sse.write_params(encryption))
+
+    async def head(self, key: str, part_number: int | None = None) -> ObjectInfo:
+        headers = dict(self._read)
+        if part_number is None:
+            headers["x-amz-checksum-mode"] = "ENABLED"
+        return await self._fast.head_object(key, headers, part_number)
+
+    async def get(self, key: str) -> Got:
+        return await self._fast.get_object(key, self._read)
+
+    async def get_range(
+        self,
+        key: str,
+        first: int,
+        last: int,
+        fd: int,
+        if_match: str | None,
+        digest: Digest | None,
+        progress: Callable[[int], None],
+    ) -> None:
+        headers = {"if-match": f'"{if_match}"'} if if_match else {}
+        await self._fast.get_range(
+            key, first, last, {**headers, **self._read}, fd, digest, progress
+        )
+
+    async def put(
+        self, key: str, body: bytes, crc32: str, metadata: Mapping[str, str]
+    ) -> PutResult:
+        headers = {f"x-amz-meta-{name}": value for name, value in metadata.items()}
+        headers["x-amz-checksum-crc32"] = crc32
+        return await self._fast.put_object(key, body, {**headers, **self._write})
+
+    async def list_page(self, prefix: str, token: str | None) -> Page:
+        if self._fast.can_list:
+            return await self._fast.list_objects_v2(prefix, token)
+        return await self._control.list_page(prefix, token)
+
+    async def delete(self, key: str) -> None:
+        await self._control.delete(key)
+
+    async def create_multipart(self, key: str, metadata: Mapping[str, str]) -> str:
+        return await self._control.create_multipart(key, metadata)
+
+    async def upload_part(
+        self, key: str, upload_id: str, number: int, data: bytes, crc32: str
+    ) -> PutResult:
+        return await self._control.upload_part(key, upload_id, number, data, crc32)
+
+    async def complete_multipart(
+        self, key: str, upload_id: str, parts: Sequence[UploadedPart]
+    ) -> PutResult:
+        return await self._control.complete_multipart(key, upload_id, parts)
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        await self._control.abort_multipart(key, upload_id)
+
+    async def close(self) -> None:
+        await self._fast.close()
