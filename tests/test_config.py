@@ -191,3 +191,13 @@ def test_umask_defaults_private_and_roots_may_share() -> None:
 def test_bad_umasks_name_the_key(data: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_config({**MINIMAL, **data})
+
+
+def test_checkpoint_min_every_takes_a_duration_or_seconds() -> None:
+    assert parse_config(MINIMAL).checkpoints.min_every == 300
+    assert (
+        parse_config({**MINIMAL, "checkpoints": {"min_every": "30s"}}).checkpoints.min_every == 30
+    )
+    assert parse_config({**MINIMAL, "checkpoints": {"min_every": 45}}).checkpoints.min_every == 45
+    (problem,) = errors_of({**MINIMAL, "checkpoints": {"min_every": "5 minutes"}})
+    assert problem.startswith("site.toml: checkpoints.min_every: expected a duration such as 90s")

@@ -25,6 +25,8 @@ from pydantic import (
     model_validator,
 )
 
+from fsx_stage.durations import parse_duration
+
 DEFAULT_CONFIG_PATH = Path("/etc/fsx-stage/config.toml")
 CONFIG_ENV = "FSX_STAGE_CONFIG"
 TEMPLATE_FIELDS = ("user", "account")
@@ -71,6 +73,14 @@ def _parse_size(value: object) -> object:
 
 
 ByteSize = Annotated[int, BeforeValidator(_parse_size)]
+
+
+def _parse_seconds(value: object) -> object:
+    return parse_duration(value) if isinstance(value, str) else value
+
+
+#: Seconds, written as a number or a duration (``"5m"``, ``"90s"``, ``"1h30m"``).
+Seconds = Annotated[int, BeforeValidator(_parse_seconds)]
 
 
 class Access(StrEnum):
@@ -264,6 +274,15 @@ class BurstBufferConfig(BaseModel):
         return value
 
 
+class CheckpointsConfig(BaseModel):
+    """``[checkpoints]``: periodic flushes while jobs run (``every=``, docs/checkpoints.md)."""
+
+    model_config = _strict()
+
+    # The smallest every= a directive may ask for; smaller is refused at submission.
+    min_every: Seconds = Field(default=300, ge=1)
+
+
 class SiteConfig(BaseModel):
     """The whole site configuration."""
 
@@ -281,6 +300,7 @@ class SiteConfig(BaseModel):
     timeouts: Timeouts = Timeouts()
     log: LogConfig = LogConfig()
     burst_buffer: BurstBufferConfig = BurstBufferConfig()
+    checkpoints: CheckpointsConfig = CheckpointsConfig()
 
     @field_validator("scratch_roots")
     @classmethod
