@@ -155,3 +155,54 @@ sleep 60
         assert data == (work / f"ak-{job_id}" / f"part-{i}").read_bytes()
     subprocess.run(["/usr/bin/scancel", str(job_id)], env=bed.cluster.command_env(), check=False)
     bed.wait_epilog(job_id)
+
+
+def test_every_publishes_generations_while_the_job_runs(bed: Bed, agent: AgentServer) -> None:
+    """``every=3s`` (the test site allows 2 s): the agent publishes generations while the
+    job writes, each one a complete manifest naming the file's content of that moment;
+    ``status`` lists them; the Epilog's final flush is the last generation."""
+    bed.live_config(extra='\n[checkpoints]\nmin_every = "2s"\n')
+    work = bed.scratch / bed.user
+    try:
+        job_id = bed.submit(
+            f"""#!/bin/sh
+#SBATCH --fsx-stage=checkpoint,{bed.scratch}/%u/ev-%j/,s3://{bed.bucket}/ev/%j/,every=3s
+d={work}/ev-$SLURM_JOB_ID
+mkdir -p $d
+i=0
+while [ $i -lt 40 ]; do
+  i=$((i+1)); echo "step $i" > $d/state.tmp; mv $d/state.tmp $d/state; sleep 0.5
+done
+"""
+        )
+        prefix = f"ev/{job_id}/"
+        deadline = time.monotonic() + 90
+        while len(_manifests(bed, prefix)) < 2:
+            assert time.monotonic() < deadline, (bed.show_job(job_id), agent.log.read_text())
+            time.sleep(0.5)
+        assert bed.cluster.job(job_id)["JobState"] == "RUNNING"  # published while it runs
+        for key in _manifests(bed, prefix):
+            manifest = json.loads(bed.client.get_object(Bucket=bed.bucket, Key=key)["Body"].read())
+            n = manifest["generation"]
+            body = bed.client.get_object(Bucket=bed.bucket, Key=f"{prefix}.fsx-stage/gen/{n}/state")
+            assert body["Body"].read().startswith(b"step ")
+        state = bed.wait_epilog(job_id, timeout=150)
+        assert state.epilog.status.value == "done"
+        by = [g.by for g in state.generations if g.state != "failed"]
+        assert "agent every=" in by and by[-1] == "epilog", by
+        final = _manifests(bed, prefix)[-1]
+        manifest = json.loads(bed.client.get_object(Bucket=bed.bucket, Key=final)["Body"].read())
+        body = bed.client.get_object(
+            Bucket=bed.bucket, Key=f"{prefix}.fsx-stage/gen/{manifest['generation']}/state"
+        )
+        assert body["Body"].read() == b"step 40\n"
+        assert len(_manifests(bed, prefix)) <= 2  # keep=2 by default
+        status = bed.as_user(bed.fsx_stage, "status", str(job_id))
+        assert "checkpoint generations:" in status.stdout and "agent every=" in status.stdout
+        registration = bed.site.state_dir / "agent" / "periodic" / f"{job_id}.json"
+        deadline = time.monotonic() + 10
+        while registration.exists():  # the agent drops it once the Epilog began
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    finally:
+        bed.live_config()
