@@ -6,8 +6,11 @@ processes are refused (SO_PEERCRED + the job's slurmstepd ancestry)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -17,6 +20,8 @@ from pathlib import Path
 import pytest
 from tests.e2e.test_hooks_slurm import Bed, bed
 from tests.testbed.agent import AgentServer
+
+from fsx_stage.agent.peer import under_job_stepd
 
 pytestmark = pytest.mark.slurm
 
@@ -206,3 +211,84 @@ done
             time.sleep(0.2)
     finally:
         bed.live_config()
+
+
+def _kill_job_and_slurmd(bed: Bed, job_id: int) -> None:
+    """SIGKILL the node's slurmd and every process of the job (its slurmstepds and what
+    runs under them): what a node crash leaves, without an Epilog."""
+    wanted = f"[{job_id}.".encode()
+    stepds = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                cmdline = (entry / "cmdline").read_bytes()
+                if cmdline.startswith(b"slurmstepd") and wanted in cmdline:
+                    stepds.append(int(entry.name))
+    slurmd = bed.cluster.pids()["slurmd"]
+    assert slurmd is not None and stepds
+    # The job's processes are found by their slurmstepd ancestry (the agent's own check).
+    job = [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit()]
+    job = [pid for pid in job if under_job_stepd(pid, job_id)]
+    os.kill(slurmd, signal.SIGKILL)
+    for pid in [*stepds, *job]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_slurmd_and_job_killed_the_requeued_job_restores_the_newest_generation(
+    bed: Bed, agent: AgentServer
+) -> None:
+    bed.live_config(extra='\n[checkpoints]\nmin_every = "2s"\n')
+    work = bed.scratch / bed.user
+    try:
+        job_id = bed.submit(
+            f"""#!/bin/sh
+#SBATCH --requeue
+#SBATCH --fsx-stage=checkpoint,{bed.scratch}/%u/ek-%j/,s3://{bed.bucket}/ek/%j/,every=2s
+d={work}/ek-$SLURM_JOB_ID
+if [ "${{SLURM_RESTART_COUNT:-0}}" -gt 0 ]; then
+  cat $d/a $d/b > {work}/ek-$SLURM_JOB_ID.restored; exit 0
+fi
+mkdir -p $d
+i=0
+while true; do
+  i=$((i+1))
+  head -c 300000 /dev/urandom > $d/a.tmp; mv $d/a.tmp $d/a
+  echo "step $i" > $d/b.tmp; mv $d/b.tmp $d/b
+  sleep 0.3
+done
+"""
+        )
+        prefix = f"ek/{job_id}/"
+        deadline = time.monotonic() + 90
+        while len(_manifests(bed, prefix)) < 2:
+            assert time.monotonic() < deadline, (bed.show_job(job_id), agent.log.read_text())
+            time.sleep(0.5)
+        _kill_job_and_slurmd(bed, job_id)
+        shutil.rmtree(work / f"ek-{job_id}")  # the rerun may land on a node without it
+        bed.cluster.restart_daemon("slurmd")
+        deadline = time.monotonic() + 240
+        while int(bed.cluster.job(job_id).get("Restarts", "0")) < 1:
+            assert time.monotonic() < deadline, bed.show_job(job_id)
+            if (
+                bed.cluster.job(job_id)["JobState"] == "RUNNING"
+                and time.monotonic() > deadline - 180
+            ):
+                bed.cluster.scontrol("requeue", str(job_id))  # Slurm did not notice by itself
+            time.sleep(2)
+        record = bed.cluster.wait(job_id, timeout=240)
+        assert record["JobState"] == "COMPLETED", bed.show_job(job_id)
+        state = bed.wait_epilog(job_id, restart=int(record["Restarts"]))
+        restored = [g for g in state.generations if g.state == "restored"]
+        assert restored, state.generations
+        n = restored[-1].generation
+        files = {}
+        for name in ("a", "b"):
+            key = f"{prefix}.fsx-stage/gen/{n}/{name}"
+            files[name] = bed.client.get_object(Bucket=bed.bucket, Key=key)["Body"].read()
+        got = (work / f"ek-{job_id}.restored").read_bytes()
+        assert got == files["a"] + files["b"]  # byte-identical, both from generation n
+        assert len(files["a"]) == 300000 and files["b"].startswith(b"step ")
+    finally:
+        bed.live_config()
+        bed.cluster.ensure_node_usable()
