@@ -200,3 +200,13 @@ def test_config_sizes_mean_what_they_mean_on_the_command_line(text: str, value: 
 
     config = parse_config({**MINIMAL, "transfer": {"multipart_threshold": text}})
     assert config.transfer.multipart_threshold == parse_size(text) == value
+
+
+def test_checkpoint_min_every_takes_a_duration_or_seconds() -> None:
+    assert parse_config(MINIMAL).checkpoints.min_every == 300
+    assert (
+        parse_config({**MINIMAL, "checkpoints": {"min_every": "30s"}}).checkpoints.min_every == 30
+    )
+    assert parse_config({**MINIMAL, "checkpoints": {"min_every": 45}}).checkpoints.min_every == 45
+    (problem,) = errors_of({**MINIMAL, "checkpoints": {"min_every": "5 minutes"}})
+    assert problem.startswith("site.toml: checkpoints.min_every: expected a duration such as 90s")

@@ -251,7 +251,7 @@ def test_option_without_value() -> None:
     e = error_of("in,s3://bkt/k,/x,optional")
     assert (e.position, e.reason) == (
         18,
-        "expected OPTION=VALUE (when, include, exclude, optional, keep), got 'optional'",
+        "expected OPTION=VALUE (when, include, exclude, optional, keep, every), got 'optional'",
     )
 
 
@@ -414,3 +414,32 @@ def test_no_value_can_forge_another(values: list[str]) -> None:
     for item, value in zip(items, values, strict=False):
         assert set(item) <= set(SAFE_OR_PERCENT)
         assert decode_spank_values(item) == ([value] if value else [])
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("90s", 90), ("30m", 1800), ("2h", 7200), ("1h30m", 5400), ("1d", 86400), ("5m30s", 330)],
+)
+def test_every_sets_the_seconds_between_checkpoint_flushes(value: str, seconds: int) -> None:
+    d = parse_directive(f"checkpoint,/c/,s3://bkt/c/,every={value}")
+    assert (d.every, d.keep) == (seconds, None)
+    assert parse_directive("checkpoint,/c/,s3://bkt/c/").every is None  # end of job only
+
+
+@pytest.mark.parametrize(
+    ("text", "position", "reason"),
+    [
+        ("out,/o/,s3://bkt/o/,every=30m", 21, "option 'every' applies to 'checkpoint' only"),
+        ("checkpoint,/c/,s3://bkt/c/,every=30", 36, "expected every=DURATION"),  # no unit
+        ("checkpoint,/c/,s3://bkt/c/,every=30x", 36, "expected every=DURATION"),
+        ("checkpoint,/c/,s3://bkt/c/,every=", 34, "expected every=DURATION"),
+        ("checkpoint,/c/,s3://bkt/c/,every=0s", 34, "expected every=DURATION"),
+        ("checkpoint,/c/,s3://bkt/c/,every=30m1h", 38, "expected every=DURATION"),  # order
+        ("checkpoint,/c/,s3://bkt/c/,every=1m,every=2m", 37, "option 'every' given twice"),
+    ],
+)
+def test_bad_every(text: str, position: int, reason: str) -> None:
+    e = error_of(text)
+    assert e.position == position and e.reason.startswith(reason), (e.position, e.reason)
+    if reason.startswith("expected every="):
+        assert "90s, 30m, 2h or 1h30m" in e.reason and e.reason.endswith(f"got '{text[33:]}'")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fsx_stage.config import SiteConfig, parse_config
+from fsx_stage.config import CheckpointsConfig, SiteConfig, parse_config
 from fsx_stage.directives import parse_directive
 from fsx_stage.job import JobIdentity
 from fsx_stage.plan import PlanEntry, build_plan
@@ -221,3 +221,29 @@ def test_is_under() -> None:
     assert is_under("/fsx/a", "/fsx/a/")
     assert not is_under("/fsx/ab", "/fsx/a/")
     assert not is_under("/fsx/a/../b", "/fsx/a/")
+
+
+# --- periodic checkpoints -------------------------------------------------------------
+
+
+def test_every_below_the_site_minimum_is_refused() -> None:
+    check("checkpoint,/fsx/alice/c/,s3://scratch/users/alice/c/,every=5m")  # default minimum
+    assert refusal("checkpoint,/fsx/alice/c/,s3://scratch/users/alice/c/,every=90s") == (
+        "--fsx-stage=checkpoint,/fsx/alice/c/,s3://scratch/users/alice/c/,every=90s: "
+        "every=1m30s is more often than this site allows: at least every=5m "
+        "([checkpoints] min_every)"
+    )
+    lenient = CONFIG.model_copy(update={"checkpoints": CheckpointsConfig(min_every="10s")})
+    check("checkpoint,/fsx/alice/c/,s3://scratch/users/alice/c/,every=10s", config=lenient)
+
+
+def test_a_checkpoint_keeps_two_generations_unless_told() -> None:
+    who = job()
+    (entry,) = build_plan([parse_directive("checkpoint,/fsx/a/c/,s3://bkt/c/")], who, None).entries
+    assert entry.keep == 2
+    (entry,) = build_plan(
+        [parse_directive("checkpoint,/fsx/a/c/,s3://bkt/c/,keep=5")], who, None
+    ).entries
+    assert entry.keep == 5
+    (entry,) = build_plan([parse_directive("out,/fsx/a/o/,s3://bkt/o/")], who, None).entries
+    assert entry.keep is None

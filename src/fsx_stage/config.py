@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from fsx_stage.durations import parse_duration
 from fsx_stage.sizes import parse_size
 
 DEFAULT_CONFIG_PATH = Path("/etc/fsx-stage/config.toml")
@@ -58,6 +59,14 @@ def _parse_size(value: object) -> object:
 
 
 ByteSize = Annotated[int, BeforeValidator(_parse_size)]
+
+
+def _parse_seconds(value: object) -> object:
+    return parse_duration(value) if isinstance(value, str) else value
+
+
+#: Seconds, written as a number or a duration (``"5m"``, ``"90s"``, ``"1h30m"``).
+Seconds = Annotated[int, BeforeValidator(_parse_seconds)]
 
 
 class Access(StrEnum):
@@ -251,6 +260,15 @@ class BurstBufferConfig(BaseModel):
         return value
 
 
+class CheckpointsConfig(BaseModel):
+    """``[checkpoints]``: periodic flushes while jobs run (``every=``, docs/checkpoints.md)."""
+
+    model_config = _strict()
+
+    # The smallest every= a directive may ask for; smaller is refused at submission.
+    min_every: Seconds = Field(default=300, ge=1)
+
+
 class SiteConfig(BaseModel):
     """The whole site configuration."""
 
@@ -268,6 +286,7 @@ class SiteConfig(BaseModel):
     timeouts: Timeouts = Timeouts()
     log: LogConfig = LogConfig()
     burst_buffer: BurstBufferConfig = BurstBufferConfig()
+    checkpoints: CheckpointsConfig = CheckpointsConfig()
 
     @field_validator("scratch_roots")
     @classmethod

@@ -19,6 +19,8 @@ from urllib.parse import unquote_to_bytes
 
 from pydantic import BaseModel, ConfigDict
 
+from fsx_stage.durations import EXPECTED as DURATION_EXPECTED
+from fsx_stage.durations import DurationError, parse_duration
 from fsx_stage.filters import Filter, FilterAction
 from fsx_stage.patterns import find_pattern_error
 from fsx_stage.s3url import S3Url, S3UrlError
@@ -67,7 +69,8 @@ class Directive(BaseModel):
     when: When = When.ALWAYS
     filters: tuple[Filter, ...] = ()
     optional: bool = False
-    keep: int | None = None  # checkpoint generations kept (docs/checkpoints.md)
+    keep: int | None = None  # checkpoint generations kept (docs/checkpoints.md); None: default
+    every: int | None = None  # checkpoint: seconds between flushes while the job runs
     text: str
 
     @property
@@ -100,7 +103,8 @@ class _Field:
 
 
 _KIND_WORDS = "in|out|checkpoint"
-_OPTIONS = ("when", "include", "exclude", "optional", "keep")
+_OPTIONS = ("when", "include", "exclude", "optional", "keep", "every")
+_ONCE = ("when", "optional", "keep", "every")
 MAX_KEEP = 100
 _BOOLEANS = {"yes": True, "true": True, "no": False, "false": False}
 
@@ -252,6 +256,7 @@ def _parse_options(text: str, kind: Kind, src: _Field, fields: list[_Field]) -> 
     when = When.ALWAYS
     optional = False
     keep: int | None = None
+    every: int | None = None
     filters: list[Filter] = []
     for field in fields:
         name, eq, value = field.value.partition("=")
@@ -269,7 +274,7 @@ def _parse_options(text: str, kind: Kind, src: _Field, fields: list[_Field]) -> 
                 f"unknown option '{printable(name)}': expected one of {', '.join(_OPTIONS)}",
             )
         value_position = field.at(len(name) + 1)
-        if name in ("when", "optional", "keep") and name in seen:
+        if name in _ONCE and name in seen:
             _fail(text, field.start, f"option '{name}' given twice")
         seen.add(name)
         if name == "when":
@@ -299,6 +304,17 @@ def _parse_options(text: str, kind: Kind, src: _Field, fields: list[_Field]) -> 
                     f"got '{printable(value)}'",
                 )
             keep = int(value)
+        elif name == "every":
+            if kind is not Kind.CHECKPOINT:
+                _fail(text, field.start, "option 'every' applies to 'checkpoint' only")
+            try:
+                every = parse_duration(value)
+            except DurationError as exc:
+                _fail(
+                    text,
+                    field.at(len(name) + 1 + exc.offset),
+                    f"expected every=DURATION ({DURATION_EXPECTED}), got '{printable(value)}'",
+                )
         elif name == "optional":
             if value.lower() not in _BOOLEANS:
                 _fail(
@@ -317,7 +333,13 @@ def _parse_options(text: str, kind: Kind, src: _Field, fields: list[_Field]) -> 
                     f"option '{name}' needs a prefix or directory SRC ending in '/'",
                 )
             filters.append(Filter(action=FilterAction(name), pattern=value))
-    return {"when": when, "optional": optional, "keep": keep, "filters": tuple(filters)}
+    return {
+        "when": when,
+        "optional": optional,
+        "keep": keep,
+        "every": every,
+        "filters": tuple(filters),
+    }
 
 
 # --- SPANK transport -------------------------------------------------------------

@@ -21,6 +21,9 @@ from fsx_stage.patterns import expand
 from fsx_stage.policy import Policy, PolicyError, normalise_path
 from fsx_stage.s3url import S3Url, S3UrlError, is_s3_url
 
+#: Checkpoint generations kept when a directive gives no ``keep=``.
+DEFAULT_KEEP = 2
+
 
 class PlanProblem(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -55,7 +58,11 @@ class PlanEntry(BaseModel):
     when: When = When.ALWAYS
     filters: tuple[Filter, ...] = ()
     optional: bool = False
-    keep: int | None = None  # checkpoint generations (docs/checkpoints.md); None: plain sync
+    # Checkpoints: generations kept (docs/checkpoints.md; every checkpoint of a new plan has
+    # one, None only in plans saved by earlier versions) and seconds between the flushes
+    # the node's agent makes while the job runs (None: only on request and at the end).
+    keep: int | None = None
+    every: int | None = None
 
     @property
     def is_prefix(self) -> bool:
@@ -168,7 +175,8 @@ def _entry(index: int, directive: Directive, values: dict[str, str]) -> PlanEntr
         when=directive.when,
         filters=directive.filters,
         optional=directive.optional,
-        keep=directive.keep,
+        keep=(directive.keep or DEFAULT_KEEP) if directive.kind is Kind.CHECKPOINT else None,
+        every=directive.every,
     )
 
 

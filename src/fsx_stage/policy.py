@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from fsx_stage.config import Access, AllowRule, SiteConfig
 from fsx_stage.directives import OPTION_NAME, Kind, printable
+from fsx_stage.durations import format_duration
 from fsx_stage.job import JobIdentity
 from fsx_stage.s3url import S3Url
 
@@ -118,6 +119,16 @@ class Policy:
         else:
             self._check_path(entry, entry.source, job)
             self._check_s3(entry, entry.destination, (Access.READ, Access.WRITE), job)
+            self._check_every(entry)
+
+    def _check_every(self, entry: PlanEntry) -> None:
+        least = self._config.checkpoints.min_every
+        if entry.every is not None and entry.every < least:
+            raise PolicyError(
+                f"{_label(entry)}: every={format_duration(entry.every)} is more often than "
+                f"this site allows: at least every={format_duration(least)} "
+                "([checkpoints] min_every)"
+            )
 
     def _applies(self, rule: AllowRule, job: JobIdentity) -> bool:
         if "*" in rule.users or job.user in rule.users:

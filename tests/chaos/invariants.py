@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.checkpoints.layout import newest_generation
+
 TEMP_SUFFIX = ".fsxpart"  # the transfer core's temporary names: ".NAME[.digest].fsxpart"
 SERVING_STATES = {"idle", "mixed", "allocated", "completing"}
 
@@ -170,7 +172,8 @@ class Checker:
         """Each file the job wrote (relative path -> bytes) is identical in S3 under
         ``prefix``, or still identical on scratch with ``pending_record`` naming its
         directory. Returns ``"flushed"``, ``"pending"`` or ``"mixed"``."""
-        objects = {
+        generation = newest_generation(self.client, bucket, prefix)  # checkpoints
+        objects = {rel: sha256(body) for rel, body in generation.items()} or {
             k.removeprefix(prefix): h for k, h in s3_objects(self.client, bucket, prefix).items()
         }
         pending = _pending_sources(pending_record)

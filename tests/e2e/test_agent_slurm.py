@@ -6,8 +6,11 @@ processes are refused (SO_PEERCRED + the job's slurmstepd ancestry)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -17,6 +20,8 @@ from pathlib import Path
 import pytest
 from tests.e2e.test_hooks_slurm import Bed, bed
 from tests.testbed.agent import AgentServer
+
+from fsx_stage.agent.peer import under_job_stepd
 
 pytestmark = pytest.mark.slurm
 
@@ -155,3 +160,135 @@ sleep 60
         assert data == (work / f"ak-{job_id}" / f"part-{i}").read_bytes()
     subprocess.run(["/usr/bin/scancel", str(job_id)], env=bed.cluster.command_env(), check=False)
     bed.wait_epilog(job_id)
+
+
+def test_every_publishes_generations_while_the_job_runs(bed: Bed, agent: AgentServer) -> None:
+    """``every=3s`` (the test site allows 2 s): the agent publishes generations while the
+    job writes, each one a complete manifest naming the file's content of that moment;
+    ``status`` lists them; the Epilog's final flush is the last generation."""
+    bed.live_config(extra='\n[checkpoints]\nmin_every = "2s"\n')
+    work = bed.scratch / bed.user
+    try:
+        job_id = bed.submit(
+            f"""#!/bin/sh
+#SBATCH --fsx-stage=checkpoint,{bed.scratch}/%u/ev-%j/,s3://{bed.bucket}/ev/%j/,every=3s
+d={work}/ev-$SLURM_JOB_ID
+mkdir -p $d
+i=0
+while [ $i -lt 40 ]; do
+  i=$((i+1)); echo "step $i" > $d/state.tmp; mv $d/state.tmp $d/state; sleep 0.5
+done
+"""
+        )
+        prefix = f"ev/{job_id}/"
+        deadline = time.monotonic() + 90
+        while len(_manifests(bed, prefix)) < 2:
+            assert time.monotonic() < deadline, (bed.show_job(job_id), agent.log.read_text())
+            time.sleep(0.5)
+        assert bed.cluster.job(job_id)["JobState"] == "RUNNING"  # published while it runs
+        for key in _manifests(bed, prefix):
+            manifest = json.loads(bed.client.get_object(Bucket=bed.bucket, Key=key)["Body"].read())
+            n = manifest["generation"]
+            body = bed.client.get_object(Bucket=bed.bucket, Key=f"{prefix}.fsx-stage/gen/{n}/state")
+            assert body["Body"].read().startswith(b"step ")
+        state = bed.wait_epilog(job_id, timeout=150)
+        assert state.epilog.status.value == "done"
+        by = [g.by for g in state.generations if g.state != "failed"]
+        assert "agent every=" in by and by[-1] == "epilog", by
+        final = _manifests(bed, prefix)[-1]
+        manifest = json.loads(bed.client.get_object(Bucket=bed.bucket, Key=final)["Body"].read())
+        body = bed.client.get_object(
+            Bucket=bed.bucket, Key=f"{prefix}.fsx-stage/gen/{manifest['generation']}/state"
+        )
+        assert body["Body"].read() == b"step 40\n"
+        assert len(_manifests(bed, prefix)) <= 2  # keep=2 by default
+        status = bed.as_user(bed.fsx_stage, "status", str(job_id))
+        assert "checkpoint generations:" in status.stdout and "agent every=" in status.stdout
+        registration = bed.site.state_dir / "agent" / "periodic" / f"{job_id}.json"
+        deadline = time.monotonic() + 10
+        while registration.exists():  # the agent drops it once the Epilog began
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    finally:
+        bed.live_config()
+
+
+def _kill_job_and_slurmd(bed: Bed, job_id: int) -> None:
+    """SIGKILL the node's slurmd and every process of the job (its slurmstepds and what
+    runs under them): what a node crash leaves, without an Epilog."""
+    wanted = f"[{job_id}.".encode()
+    stepds = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                cmdline = (entry / "cmdline").read_bytes()
+                if cmdline.startswith(b"slurmstepd") and wanted in cmdline:
+                    stepds.append(int(entry.name))
+    slurmd = bed.cluster.pids()["slurmd"]
+    assert slurmd is not None and stepds
+    # The job's processes are found by their slurmstepd ancestry (the agent's own check).
+    job = [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit()]
+    job = [pid for pid in job if under_job_stepd(pid, job_id)]
+    os.kill(slurmd, signal.SIGKILL)
+    for pid in [*stepds, *job]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_slurmd_and_job_killed_the_requeued_job_restores_the_newest_generation(
+    bed: Bed, agent: AgentServer
+) -> None:
+    bed.live_config(extra='\n[checkpoints]\nmin_every = "2s"\n')
+    work = bed.scratch / bed.user
+    try:
+        job_id = bed.submit(
+            f"""#!/bin/sh
+#SBATCH --requeue
+#SBATCH --fsx-stage=checkpoint,{bed.scratch}/%u/ek-%j/,s3://{bed.bucket}/ek/%j/,every=2s
+d={work}/ek-$SLURM_JOB_ID
+if [ "${{SLURM_RESTART_COUNT:-0}}" -gt 0 ]; then
+  cat $d/a $d/b > {work}/ek-$SLURM_JOB_ID.restored; exit 0
+fi
+mkdir -p $d
+i=0
+while true; do
+  i=$((i+1))
+  head -c 300000 /dev/urandom > $d/a.tmp; mv $d/a.tmp $d/a
+  echo "step $i" > $d/b.tmp; mv $d/b.tmp $d/b
+  sleep 0.3
+done
+"""
+        )
+        prefix = f"ek/{job_id}/"
+        deadline = time.monotonic() + 90
+        while len(_manifests(bed, prefix)) < 2:
+            assert time.monotonic() < deadline, (bed.show_job(job_id), agent.log.read_text())
+            time.sleep(0.5)
+        _kill_job_and_slurmd(bed, job_id)
+        shutil.rmtree(work / f"ek-{job_id}")  # the rerun may land on a node without it
+        bed.cluster.restart_daemon("slurmd")
+        deadline = time.monotonic() + 240
+        while int(bed.cluster.job(job_id).get("Restarts", "0")) < 1:
+            assert time.monotonic() < deadline, bed.show_job(job_id)
+            if (
+                bed.cluster.job(job_id)["JobState"] == "RUNNING"
+                and time.monotonic() > deadline - 180
+            ):
+                bed.cluster.scontrol("requeue", str(job_id))  # Slurm did not notice by itself
+            time.sleep(2)
+        record = bed.cluster.wait(job_id, timeout=240)
+        assert record["JobState"] == "COMPLETED", bed.show_job(job_id)
+        state = bed.wait_epilog(job_id, restart=int(record["Restarts"]))
+        restored = [g for g in state.generations if g.state == "restored"]
+        assert restored, state.generations
+        n = restored[-1].generation
+        files = {}
+        for name in ("a", "b"):
+            key = f"{prefix}.fsx-stage/gen/{n}/{name}"
+            files[name] = bed.client.get_object(Bucket=bed.bucket, Key=key)["Body"].read()
+        got = (work / f"ek-{job_id}.restored").read_bytes()
+        assert got == files["a"] + files["b"]  # byte-identical, both from generation n
+        assert len(files["a"]) == 300000 and files["b"].startswith(b"step ")
+    finally:
+        bed.live_config()
+        bed.cluster.ensure_node_usable()

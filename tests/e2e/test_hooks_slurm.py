@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.checkpoints.layout import newest_generation
 from tests.hooks.sitecfg import Site, make_site
 from tests.testbed.cluster import SlurmCluster
 from tests.testbed.demo import SITE_CONFIG_LOCK
@@ -211,7 +212,9 @@ sleep 600
     assert record["JobState"] == "TIMEOUT"
     state = bed.wait_epilog(job_id)
     assert state.job_succeeded is False
-    assert _objects(bed, f"ckpt/{job_id}/") == {f"ckpt/{job_id}/state": b"step 1 of a long run\n"}
+    assert newest_generation(bed.client, bed.bucket, f"ckpt/{job_id}/") == {
+        "state": b"step 1 of a long run\n"
+    }
 
 
 def test_requeued_job_restores_its_checkpoint(bed: Bed) -> None:
@@ -236,7 +239,7 @@ sleep 600
     bed.cluster.scontrol("requeue", str(job_id))
     first = bed.wait_epilog(job_id, restart=0)
     assert first.job_succeeded is False
-    assert _objects(bed, f"ckpt/{job_id}/") == {f"ckpt/{job_id}/step": b"first run\n"}
+    assert newest_generation(bed.client, bed.bucket, f"ckpt/{job_id}/") == {"step": b"first run\n"}
     assert _objects(bed, f"res/{job_id}/") == {}  # results flush when the job ends
     # The rerun may land on another node: scratch there has no checkpoint.
     shutil.rmtree(step.parent)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.checkpoints.layout import checkpoint_object, newest_generation
 from tests.hooks.sitecfg import Site, make_site
 from tests.testbed.cluster import private_interpreter_dir
 from tests.testbed.ports import free_port
@@ -260,7 +261,7 @@ def test_flush_during_an_outage_is_kept_and_completed_later(
     assert flush.run({"FSX_STAGE_CONFIG": str(site.config)}) == 1  # still down
     site.write_config(s3_server.endpoint_url, [bucket], scratch_after_flush="remove")
     assert flush.run({"FSX_STAGE_CONFIG": str(site.config)}) == 0
-    assert s3_client.get_object(Bucket=bucket, Key="ckpt/step-1")["Body"].read() == b"state" * 100
+    assert checkpoint_object(s3_client, bucket, "ckpt/", "step-1") == b"state" * 100
     assert pending.load(job_id) is None
     assert state_of(site, env).phase_entries(Phase.FLUSH)[0].status is EntryStatus.DONE
     assert not ckpt.exists()  # removed only once verified in S3
@@ -335,7 +336,7 @@ def test_an_exhausted_flush_budget_keeps_the_rest_pending(
     assert PendingStore(StateStore(site.state_dir)).load(int(env["SLURM_JOB_ID"])) is not None
 
 
-def test_checkpoints_flush_incrementally_across_a_requeue(
+def test_each_checkpoint_flush_across_a_requeue_is_a_whole_generation(
     site: Site, s3_client: Any, bucket: str, job_user: str, slurm: SlurmRecorder
 ) -> None:
     home = site.user_dir(job_user)
@@ -351,8 +352,9 @@ def test_checkpoints_flush_incrementally_across_a_requeue(
     (ckpt / "b").write_bytes(b"C" * 100)
     assert epilog.run(requeued) == 0
     second = state_of(site, env).phase_entries(Phase.FLUSH)[0]
-    assert (second.status, second.objects, second.skipped_objects) == (EntryStatus.DONE, 1, 1)
-    assert s3_client.get_object(Bucket=bucket, Key="ck/b")["Body"].read() == b"C" * 100
+    # Generations (the default): every flush uploads the whole directory again.
+    assert (second.status, second.objects, second.skipped_objects) == (EntryStatus.DONE, 2, 0)
+    assert newest_generation(s3_client, bucket, "ck/") == {"a": b"A" * 100, "b": b"C" * 100}
 
 
 def test_a_pending_checkpoint_is_not_overwritten_by_an_older_restore(
@@ -381,7 +383,7 @@ def test_a_pending_checkpoint_is_not_overwritten_by_an_older_restore(
     assert restore.status is EntryStatus.SKIPPED and "waiting to be flushed" in restore.error
     fault_proxy.set_faults()
     assert flush.run({"FSX_STAGE_CONFIG": str(site.config)}) == 0
-    assert s3_client.get_object(Bucket=bucket, Key="ck/a")["Body"].read() == b"v2, further along"
+    assert checkpoint_object(s3_client, bucket, "ck/", "a") == b"v2, further along"
 
 
 def test_checkpoint_generations_flush_and_restore_across_requeues(

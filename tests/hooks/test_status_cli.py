@@ -173,3 +173,29 @@ def test_status_speaks_in_user_words(store: StateStore, capsys: pytest.CaptureFi
     out = capsys.readouterr().out
     assert "prolog: stopped the job on n1" in out and "epilog: not run yet" in out
     assert "failed_job" not in out and "not_run" not in out
+
+
+def test_status_lists_each_checkpoint_generation(
+    store: StateStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = store.load(42)
+    assert state is not None
+    first = {"generation": 1, "created_at": 1.7e9, "files": 3, "bytes": 2048, "removed": []}
+    state.note_generation(2, first, by="agent every=")
+    state.note_generation(2, {**first, "generation": 2, "removed": []}, by="agent request")
+    state.note_failed_flush(2, "InternalError (HTTP 500)", by="agent every=")
+    state.note_generation(2, {**first, "generation": 3, "removed": [1]}, by="epilog")
+    store.save(state)
+    main(["status", "42"])
+    out = capsys.readouterr().out
+    table = out.split("checkpoint generations:\n")[1].splitlines()
+    assert table[0].split() == ["#", "GEN", "TIME", "FILES", "BYTES", "STATE", "BY"]
+    rows = [line.split() for line in table[1:] if not line.startswith("    ")]
+    assert [(r[1], r[3], r[6], r[-1]) for r in rows] == [
+        ("1", "3", "removed", "every="),
+        ("2", "3", "complete", "request"),
+        ("-", "0", "failed", "every="),
+        ("3", "3", "complete", "epilog"),
+    ]
+    assert "2.0 KiB" in table[1]
+    assert "    error: InternalError (HTTP 500)" in table

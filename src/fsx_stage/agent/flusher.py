@@ -41,18 +41,29 @@ def running_state(rt: Runtime, job_id: int) -> JobState:
     return state
 
 
-def generation_entries(state: JobState) -> list[PlanEntry]:
+def checkpoint_entries(state: JobState, indexes: list[int] | None = None) -> list[PlanEntry]:
+    """The job's checkpoint entries (those of ``indexes`` only, when given)."""
     plan = StagePlan.model_validate(state.plan)
-    return [e for e in plan.entries if e.kind is Kind.CHECKPOINT and e.keep is not None]
+    return [
+        e
+        for e in plan.entries
+        if e.kind is Kind.CHECKPOINT and (indexes is None or e.index in indexes)
+    ]
 
 
-def flush_job(rt: Runtime, job_id: int, deadline: float) -> None:
-    """Publish a generation of every ``keep=`` checkpoint of ``job_id``; raises Refused
-    or RuntimeError (with the reason) when not every one was published."""
+def flush_job(
+    rt: Runtime,
+    job_id: int,
+    deadline: float,
+    indexes: list[int] | None = None,
+    by: str = "agent",
+) -> None:
+    """Publish a generation of every checkpoint of ``job_id`` (of ``indexes`` only, when
+    given); raises Refused or RuntimeError (with the reason) when not every one was."""
     while True:
         try:
             with rt.store.lock(job_id, wait=False):
-                _flush_locked(rt, job_id, deadline)
+                _flush_locked(rt, job_id, deadline, indexes, by)
                 return
         except LockBusy:
             if time.monotonic() > deadline:
@@ -60,11 +71,13 @@ def flush_job(rt: Runtime, job_id: int, deadline: float) -> None:
             time.sleep(LOCK_POLL_S)
 
 
-def _flush_locked(rt: Runtime, job_id: int, deadline: float) -> None:
+def _flush_locked(
+    rt: Runtime, job_id: int, deadline: float, indexes: list[int] | None, by: str
+) -> None:
     state = running_state(rt, job_id)  # read again under the lock
-    entries = generation_entries(state)
+    entries = checkpoint_entries(state, indexes)
     if not entries:
-        raise Refused(f"job {job_id} has no checkpoint directive with keep=")
+        raise Refused(f"job {job_id} has no checkpoint directive")
     creds = UserCredentials.lookup(state.user, state.uid, state.gid)
     try:
         s3 = s3_settings(rt.config, resolve_credentials(rt.config))
@@ -76,6 +89,9 @@ def _flush_locked(rt: Runtime, job_id: int, deadline: float) -> None:
         entry = entry_state(plan_entry, Phase.FLUSH)
         options = transfer_options(rt.config, enc, filters=entry.filters)
         result = run_entry(creds, entry, options, s3, deadline - time.monotonic())
+        if result.generation is not None:
+            state.note_generation(entry.index, result.generation, by=by)
+            rt.store.save(state)
         rt.log.info(
             "agent.flush",
             job=job_id,
@@ -87,5 +103,7 @@ def _flush_locked(rt: Runtime, job_id: int, deadline: float) -> None:
         )
         if result.status is not EntryStatus.DONE:
             errors.append(f"directive {entry.index}: {result.error}")
+            state.note_failed_flush(entry.index, result.error or result.status.value, by=by)
+            rt.store.save(state)
     if errors:
         raise RuntimeError("; ".join(errors))

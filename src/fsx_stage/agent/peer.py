@@ -4,6 +4,7 @@ slurmstepd). Environment variables such as SLURM_JOB_ID are forgeable and never 
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import struct
@@ -69,3 +70,18 @@ def under_job_stepd(pid: int, job_id: int, proc: Path = PROC) -> bool:
 
 def belongs_to_job(pid: int, job_id: int, proc: Path = PROC) -> bool:
     return in_job_cgroup(pid, job_id, proc) or under_job_stepd(pid, job_id, proc)
+
+
+def job_alive(job_id: int, proc: Path = PROC) -> bool:
+    """A root-owned ``slurmstepd: [N.*]`` of ``job_id`` runs on this node (its job cgroup
+    alone is not enough: an empty one can outlive the job)."""
+    wanted = f"[{int(job_id)}.".encode()
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        cmdline = _read(entry / "cmdline")
+        if cmdline.startswith(b"slurmstepd") and wanted in cmdline:
+            with contextlib.suppress(OSError):
+                if entry.stat().st_uid == 0:
+                    return True
+    return False

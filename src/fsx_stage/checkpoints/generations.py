@@ -101,6 +101,22 @@ class GenerationResult:
     files: int = 0
     bytes: int = 0
     removed_generations: list[int] = field(default_factory=list)
+    created_at: float | None = None  # when the generation was published
+    restored: bool = False
+
+    def record(self) -> dict[str, Any] | None:
+        """What the hooks keep in the job's state (``fsx-stage status``); None when no
+        generation was published or restored."""
+        if self.generation is None:
+            return None
+        return {
+            "generation": self.generation,
+            "created_at": self.created_at,
+            "files": self.files,
+            "bytes": self.bytes,
+            "removed": self.removed_generations,
+            "restored": self.restored,
+        }
 
 
 def split_s3(url: str) -> tuple[str, str]:
@@ -316,7 +332,9 @@ class Generations:
         if not self.store.put_new(_manifest_key(n), manifest.to_json().encode()):
             raise GenerationError(f"generation {n} was published by another writer")
         removed = self.prune(keep, n)
-        return GenerationResult(n, summary, len(files), manifest.total_bytes, removed)
+        return GenerationResult(
+            n, summary, len(files), manifest.total_bytes, removed, manifest.created_at
+        )
 
     def _upload_stable(
         self,
@@ -377,7 +395,12 @@ class Generations:
             source, destination, recursive=True, options=options, s3=self.s3, cancel=cancel
         )
         return GenerationResult(
-            manifest.generation, summary, len(manifest.files), manifest.total_bytes
+            manifest.generation,
+            summary,
+            len(manifest.files),
+            manifest.total_bytes,
+            created_at=manifest.created_at,
+            restored=True,
         )
 
 
@@ -388,14 +411,14 @@ def checkpoint_generation(
     options: TransferOptions,
     s3: S3Settings,
     cancel: threading.Event | None,
-) -> TransferSummary:
-    """The hooks' step for a checkpoint kept as generations: restore when ``src`` is in
-    S3, else publish. A generation that could not be published, or S3 refusing the
-    listing or the manifest, is a failure in the summary (the flush stays pending)."""
+) -> GenerationResult:
+    """The hooks' step for a checkpoint: restore when ``src`` is in S3, else publish. A
+    generation that could not be published, or S3 refusing the listing or the manifest,
+    is a failure in the summary (the flush stays pending)."""
     try:
         if src.startswith("s3://"):
-            return Generations(src, s3).restore(dst, options, cancel).summary
-        return Generations(dst, s3).publish(src, options, keep, cancel).summary
+            return Generations(src, s3).restore(dst, options, cancel)
+        return Generations(dst, s3).publish(src, options, keep, cancel)
     except GenerationError as exc:
         failure = TransferFailure(key=src, reason=str(exc), category="other")
     except OSError:
@@ -404,7 +427,7 @@ def checkpoint_generation(
         failure = TransferFailure(
             key=dst, reason=f"{type(exc).__name__}: {exc}", category="network"
         )
-    return TransferSummary(failures=[failure])
+    return GenerationResult(None, TransferSummary(failures=[failure]))
 
 
 def _gone(before: dict[str, Identity], after: dict[str, Identity]) -> set[str]:

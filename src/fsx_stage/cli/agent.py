@@ -22,7 +22,7 @@ def register(subparsers: Any) -> None:
     )
     agent.set_defaults(handler=_agent)
     checkpoint = subparsers.add_parser(
-        "checkpoint", help="inside a job: flush its keep= checkpoints to S3 now"
+        "checkpoint", help="inside a job: flush its checkpoints to S3 now"
     )
     checkpoint.add_argument(
         "--wait", action="store_true", help="return only once S3 confirmed the generation"

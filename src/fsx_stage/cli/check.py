@@ -23,6 +23,7 @@ from typing import Any
 from fsx_stage.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from fsx_stage.config import ConfigError, SiteConfig, config_path, load_optional_config
 from fsx_stage.directives import Directive, DirectiveError, Kind, parse_directive
+from fsx_stage.durations import format_duration
 from fsx_stage.job import JobIdentity
 from fsx_stage.plan import PlanEntry, PlanError, StagePlan, build_plan
 from fsx_stage.sbatch_script import ScriptOptions, first_array_index, read_options
@@ -156,8 +157,6 @@ def _entry_rows(plan: StagePlan, lines: list[int]) -> list[list[str]]:
         extras += [f"{f.action}={f.pattern}" for f in entry.filters]
         if entry.optional and entry.kind is not Kind.CHECKPOINT:
             extras.append("optional")
-        if entry.keep is not None:
-            extras.append(f"keep={entry.keep}")
         rows.append(
             [
                 step,
@@ -176,7 +175,8 @@ def _entry_rows(plan: StagePlan, lines: list[int]) -> list[list[str]]:
         if entry.kind is Kind.OUT:
             add("after", entry, f"when={entry.when}")
         elif entry.kind is Kind.CHECKPOINT:
-            add("after", entry, "when=always")
+            every = f" every={format_duration(entry.every)}" if entry.every else ""
+            add("after", entry, f"when=always keep={entry.keep}{every}")
     return rows
 
 

@@ -235,4 +235,25 @@ def render_status(state: JobState, now: float | None = None) -> str:
         if entry.error:
             label = "skipped" if entry.status is EntryStatus.SKIPPED else "error"
             lines.append(f"    {label}: {entry.error}")
+    lines += _generation_lines(state)
     return "\n".join(lines)
+
+
+def _generation_lines(state: JobState) -> list[str]:
+    """One line per checkpoint generation the job published or restored, oldest first."""
+    if not state.generations:
+        return []
+    lines = [
+        "",
+        "checkpoint generations:",
+        f"{'#':>2}  {'GEN':>4}  {'TIME':<19}  {'FILES':>6}  {'BYTES':>10}  {'STATE':<9}  BY",
+    ]
+    for g in state.generations:
+        number = str(g.generation) if g.generation is not None else "-"
+        lines.append(
+            f"{g.index:>2}  {number:>4}  {_when(g.created_at):<19}  {g.files:>6}  "
+            f"{_size(g.bytes):>10}  {g.state:<9}  {g.by}"
+        )
+        if g.error:
+            lines.append(f"    error: {g.error}")
+    return lines

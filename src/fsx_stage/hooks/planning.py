@@ -51,6 +51,7 @@ def entry_state(
         filters=entry.filters,
         optional=entry.optional,
         keep=entry.keep,
+        every=entry.every,
         status=status,
     )
 

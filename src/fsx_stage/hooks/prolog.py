@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping
 from typing import Literal
 
+from fsx_stage.agent import periodic
 from fsx_stage.hooks import flush, jobinfo
 from fsx_stage.hooks.jobinfo import HookContext, JobInfoError
 from fsx_stage.hooks.logging import EventLog, redact
@@ -104,12 +105,16 @@ class Hook:
         state = self.rt.store.load(ctx.job_id)
         if state is not None and state.mode != self.mode:
             self.log.info(f"{self.name}.skip", reason=f"the job is staged by the {state.mode} mode")
+            self._staged_elsewhere(ctx, state)
             return EXIT_OK
         with self.rt.store.lock(ctx.job_id):
             return self._run_locked(ctx)
 
     def _run_locked(self, ctx: HookContext) -> int:
         raise NotImplementedError
+
+    def _staged_elsewhere(self, ctx: HookContext, state: JobState) -> None:
+        """What this node's hook still does for a job another mode stages (nothing)."""
 
     def _prepare_transfers(
         self, ctx: HookContext, scratch_paths: list[str], *, need_space: bool
@@ -155,6 +160,8 @@ class Hook:
         )
         entry.bytes, entry.objects = result.bytes, result.objects
         entry.skipped_objects = result.skipped
+        if result.generation is not None:
+            state.note_generation(entry.index, result.generation, by=self.name)
         return result
 
     def _finish(
@@ -200,8 +207,10 @@ class Prolog(Hook):
         else:
             # A comment set by an earlier run (held) is cleared once this run gets its data.
             comment = state.admin_comment if state is not None else None
+            generations = state.generations if state is not None else []
             state = fresh_state(ctx, [])
             state.admin_comment = comment
+            state.generations = generations  # `status` lists those of earlier runs too
         state.mode = self.mode
         state.prolog = HookRun(
             status=HookStatus.RUNNING, host=ctx.node_name, started_at=time.time()
@@ -222,10 +231,26 @@ class Prolog(Hook):
         state.prolog.status = HookStatus.DONE
         state.prolog.finished_at = time.time()
         store.save(state)
+        if self.mode == "hooks":  # the burst buffer's staging host is not where it runs
+            self._register_periodic(state)
         if state.admin_comment:
             self._clear_comment(ctx, state)
         self.log.info("prolog.done", seconds=round(time.monotonic() - self.started, 3))
         return EXIT_OK
+
+    def _register_periodic(self, state: JobState) -> None:
+        """Hand the job's ``every=`` checkpoints to this node's agent (docs/checkpoints.md)."""
+        if periodic.register(self.rt.store, state):
+            self.log.info("prolog.periodic_registered", host=periodic.this_host())
+
+    def _staged_elsewhere(self, ctx: HookContext, state: JobState) -> None:
+        """A job the burst buffer staged in runs here: its ``every=`` flushes are this
+        node's agent's (under the job's lock, as the staging host writes the state)."""
+        with self.rt.store.lock(ctx.job_id):
+            current = self.rt.store.load(ctx.job_id)
+            running = current is not None and current.prolog.status is HookStatus.DONE
+            if running and current is not None and current.epilog.status is HookStatus.NOT_RUN:
+                self._register_periodic(current)
 
     def _stage_in(self, ctx: HookContext, state: JobState) -> None:
         config = self.rt.config

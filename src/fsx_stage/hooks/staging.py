@@ -31,6 +31,7 @@ from fsx_stage.hooks.privileges import (
     send_progress,
 )
 from fsx_stage.hooks.state import EntryState, EntryStatus
+from fsx_stage.plan import DEFAULT_KEEP
 from fsx_stage.transfer import (
     S3Settings,
     TransferEvent,
@@ -67,6 +68,7 @@ class EntryResult:
     bytes: int = 0
     objects: int = 0
     skipped: int = 0
+    generation: dict[str, Any] | None = None  # the checkpoint generation published/restored
 
 
 class InstallationError(Exception):
@@ -132,7 +134,7 @@ def _transfer_in_child(
     keep: int | None = None,
 ) -> dict[str, Any]:
     """Runs as the user. Stops itself (cancel) when ``budget_s`` runs out. ``keep``: a
-    checkpoint kept as generations (publish, or restore from S3)."""
+    checkpoint, kept as generations (publish, or restore from S3)."""
     check_installation()
     isolate_aws_settings()
     if not src.startswith("s3://") and not os.path.lexists(src):
@@ -152,6 +154,7 @@ def _transfer_in_child(
     if budget_s is not None:
         signal.signal(signal.SIGALRM, lambda _sig, _frame: cancel.set())
         signal.setitimer(signal.ITIMER_REAL, max(budget_s, 0.1))
+    generation: dict[str, Any] | None = None
     try:
         if keep is None:
             summary = transfer(
@@ -164,7 +167,8 @@ def _transfer_in_child(
                 on_event=LiveCounts(),
             )
         else:
-            summary = checkpoint_generation(src, dst, keep, options, s3, cancel)
+            result = checkpoint_generation(src, dst, keep, options, s3, cancel)
+            summary, generation = result.summary, result.record()
     except TransferUsageError as exc:
         return {"usage_error": str(exc)}
     finally:
@@ -172,6 +176,8 @@ def _transfer_in_child(
     count = len(summary.failures)
     compact = dataclasses.replace(summary, failures=representative_failures(summary))
     reply: dict[str, Any] = {"summary": compact.to_json(), "failure_count": count}
+    if generation is not None:
+        reply["generation"] = generation
     missing = summary.failures and all(f.category == "not_found" for f in summary.failures)
     if missing and src.startswith("s3://") and not recursive and not src.endswith("/"):
         reply["hint"] = prefix_hint(src, s3)
@@ -312,7 +318,7 @@ def run_entry(
             options,
             s3,
             soft,
-            entry.keep if entry.kind == "checkpoint" else None,
+            (entry.keep or DEFAULT_KEEP) if entry.kind == "checkpoint" else None,
             timeout=budget_s,
             umask=umask,
             on_progress=on_progress,
@@ -349,6 +355,8 @@ def run_entry(
     result = interpret(entry, summary, int(reply.get("failure_count", len(summary.failures))))
     if reply.get("hint") and result.error and result.status is EntryStatus.FAILED:
         result = dataclasses.replace(result, error=f"{result.error} -- {reply['hint']}")
+    if reply.get("generation"):
+        result = dataclasses.replace(result, generation=reply["generation"])
     return result
 
 

@@ -58,7 +58,8 @@ class EntryState(BaseModel):
     recursive: bool = False
     filters: tuple[Filter, ...] = ()
     optional: bool = False
-    keep: int | None = None  # checkpoint generations kept; None: a plain sync
+    keep: int | None = None  # checkpoint generations kept (None: saved by an earlier version)
+    every: int | None = None  # checkpoint: seconds between the agent's flushes while it runs
     status: EntryStatus = EntryStatus.WAITING
     bytes: int = 0
     objects: int = 0
@@ -88,6 +89,22 @@ class EntryState(BaseModel):
             self.duration_s = round(self.finished_at - self.started_at, 3)
         self.error = redact(error) if error else error  # state files are shown to users
         self.error_category = category
+
+
+MAX_GENERATION_RECORDS = 100  # a job's state keeps the newest records only
+
+
+class GenerationRecord(BaseModel):
+    """A checkpoint generation this job published (or restored), for ``fsx-stage status``."""
+
+    index: int  # the checkpoint directive
+    generation: int | None  # None: a flush that published nothing
+    created_at: float | None = None  # when its manifest was written (or the flush failed)
+    files: int = 0
+    bytes: int = 0
+    state: Literal["complete", "removed", "restored", "failed"] = "complete"
+    by: str = ""  # prolog (restore), epilog, agent request, agent every=
+    error: str | None = None
 
 
 class HookRun(BaseModel):
@@ -120,7 +137,37 @@ class JobState(BaseModel):
     prolog: HookRun = Field(default_factory=HookRun)
     epilog: HookRun = Field(default_factory=HookRun)
     entries: list[EntryState] = Field(default_factory=list)
+    generations: list[GenerationRecord] = Field(default_factory=list)
     updated_at: float = Field(default_factory=time.time)
+
+    def note_generation(self, index: int, record: dict[str, Any], by: str) -> None:
+        """Record what a checkpoint step reported (`GenerationResult.record`): the new
+        generation, and the older ones its pruning removed."""
+        removed = set(record.get("removed", ()))
+        for known in self.generations:
+            if known.index == index and known.generation in removed:
+                known.state = "removed"
+        self._add_generation(
+            GenerationRecord(
+                index=index,
+                generation=int(record["generation"]),
+                created_at=record.get("created_at"),
+                files=int(record.get("files", 0)),
+                bytes=int(record.get("bytes", 0)),
+                state="restored" if record.get("restored") else "complete",
+                by=by,
+            )
+        )
+
+    def note_failed_flush(self, index: int, error: str, by: str) -> None:
+        failed = GenerationRecord(
+            index=index, generation=None, created_at=time.time(), state="failed", by=by
+        )
+        failed.error = redact(error)
+        self._add_generation(failed)
+
+    def _add_generation(self, record: GenerationRecord) -> None:
+        self.generations = [*self.generations, record][-MAX_GENERATION_RECORDS:]
 
     def phase_entries(self, phase: Phase) -> list[EntryState]:
         return [e for e in self.entries if e.phase == phase]
