@@ -175,8 +175,9 @@ def probe_stage_in(entry: PlanEntry, s3: S3Settings, options: TransferOptions) -
             if hint:
                 message = f"{message} -- {hint}"
         probe.problems.append(message)
-    elif result.status is EntryStatus.PENDING:
+    elif result.status is EntryStatus.PENDING:  # S3 did not answer: nothing was counted
         probe.unknown.append(result.error or "S3 could not be reached")
+        probe.objects = probe.bytes = None
     elif result.status is EntryStatus.SKIPPED:
         probe.notes.append(f"{result.error}: staging skips it")
     elif probe.objects == 0:

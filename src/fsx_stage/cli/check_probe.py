@@ -11,6 +11,7 @@ the hooks' redactor.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from fsx_stage.transfer import S3Settings, Secret, StaticCredentials, TransferOp
 
 #: ``check --probe`` found data missing, no room on scratch, or a missing bucket.
 EXIT_FINDINGS = 3
+#: Attempts per S3 request at most: a probe is a quick look, not a transfer to see through.
+PROBE_ATTEMPTS = 3
 
 _MISSING_WORDS = {"object": "object", "prefix": "no objects", "bucket": "bucket"}
 
@@ -65,7 +68,8 @@ def probe(plan: StagePlan, config: SiteConfig | None) -> ProbeOutcome:
         setup = probe_setup(config)
     except ProbeUnavailable as exc:
         return ProbeOutcome(None, None, _safe(str(exc)))
-    return ProbeOutcome(setup, probe_plan(plan, setup.s3, setup.options))
+    s3 = dataclasses.replace(setup.s3, max_attempts=min(setup.s3.max_attempts, PROBE_ATTEMPTS))
+    return ProbeOutcome(setup, probe_plan(plan, s3, setup.options))
 
 
 def probe_setup(config: SiteConfig | None) -> ProbeSetup:
