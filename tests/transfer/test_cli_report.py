@@ -186,3 +186,16 @@ def test_option_errors_name_the_option_in_user_words(
     result = cli("cp", "s3://bucket/k", str(tmp_path / "k"), option, value)
     assert result.returncode == 2
     assert words in result.stderr and "TransferOptions" not in result.stderr
+
+
+def test_dryrun_of_a_named_object_counts_its_size_and_a_missing_one_fails(
+    bucket: str, s3_env: dict[str, str], tmp_path: Path, s3_client: Any
+) -> None:
+    s3_client.put_object(Bucket=bucket, Key="one/k", Body=b"x" * 1234)
+    there = cli("cp", f"s3://{bucket}/one/k", f"{tmp_path}/", "--dryrun", env=s3_env)
+    assert there.returncode == 0, there.stderr
+    assert "(dryrun) would download 1 object, 1.2 KiB" in there.stderr
+    gone = cli("cp", f"s3://{bucket}/one/absent", f"{tmp_path}/", "--dryrun", env=s3_env)
+    assert gone.returncode == 1
+    assert "not found" in gone.stderr and "would download 0 objects" in gone.stderr
+    assert _listing(tmp_path) == []

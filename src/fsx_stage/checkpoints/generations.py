@@ -23,6 +23,7 @@ import os
 import stat
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from typing import Any
 from fsx_stage.filters import Filter, FilterAction, selects
 from fsx_stage.transfer import (
     S3Settings,
+    TransferEvent,
     TransferFailure,
     TransferOptions,
     TransferSummary,
@@ -378,7 +380,11 @@ class Generations:
     # -- restore ------------------------------------------------------------------------
 
     def restore(
-        self, destination: str, options: TransferOptions, cancel: threading.Event | None = None
+        self,
+        destination: str,
+        options: TransferOptions,
+        cancel: threading.Event | None = None,
+        on_event: Callable[[TransferEvent], None] | None = None,
     ) -> GenerationResult:
         """Restore the newest complete generation into ``destination`` (only its files;
         others already there are left alone). Without any manifest: the plain objects
@@ -387,12 +393,24 @@ class Generations:
         if manifest is None:
             legacy = dataclasses.replace(options, filters=(*options.filters, LEGACY_EXCLUDE))
             summary = transfer(
-                self.url, destination, recursive=True, options=legacy, s3=self.s3, cancel=cancel
+                self.url,
+                destination,
+                recursive=True,
+                options=legacy,
+                s3=self.s3,
+                cancel=cancel,
+                on_event=on_event,
             )
             return GenerationResult(None, summary)
         source = self.url + _gen_dir(manifest.generation)
         summary = transfer(
-            source, destination, recursive=True, options=options, s3=self.s3, cancel=cancel
+            source,
+            destination,
+            recursive=True,
+            options=options,
+            s3=self.s3,
+            cancel=cancel,
+            on_event=on_event,
         )
         return GenerationResult(
             manifest.generation,
@@ -411,13 +429,15 @@ def checkpoint_generation(
     options: TransferOptions,
     s3: S3Settings,
     cancel: threading.Event | None,
+    on_event: Callable[[TransferEvent], None] | None = None,
 ) -> GenerationResult:
     """The hooks' step for a checkpoint: restore when ``src`` is in S3, else publish. A
     generation that could not be published, or S3 refusing the listing or the manifest,
-    is a failure in the summary (the flush stays pending)."""
+    is a failure in the summary (the flush stays pending). ``on_event`` sees a restore's
+    transfer events."""
     try:
         if src.startswith("s3://"):
-            return Generations(src, s3).restore(dst, options, cancel)
+            return Generations(src, s3).restore(dst, options, cancel, on_event)
         return Generations(dst, s3).publish(src, options, keep, cancel)
     except GenerationError as exc:
         failure = TransferFailure(key=src, reason=str(exc), category="other")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fsx_stage.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from fsx_stage.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, check_probe
 from fsx_stage.config import ConfigError, SiteConfig, config_path, load_optional_config
 from fsx_stage.directives import Directive, DirectiveError, Kind, parse_directive
 from fsx_stage.durations import format_duration
@@ -42,6 +42,12 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("script", type=Path, metavar="SCRIPT")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument(
+        "--probe",
+        action="store_true",
+        help="also look at S3 and the scratch (reads only): objects, bytes, what is missing, "
+        "whether the scratch has room, whether each flush's bucket exists",
+    )
     parser.add_argument("--user", help="check for this user (default: you)")
     parser.add_argument(
         "--job-id",
@@ -102,9 +108,15 @@ def run(args: argparse.Namespace) -> int:
     except PlanError as exc:
         problems.extend(_Problem(parsed[p.index - 1][0], p.message) for p in exc.problems)
     problems.sort(key=lambda p: p.line)
+    lines_of = [line for line, _ in parsed]
+    probed = None
+    if args.probe and plan is not None and not problems:
+        probed = check_probe.probe(plan, config)
 
     if args.json:
         report = _json_report(script, job, config, options, plan, problems)
+        if probed is not None:
+            report["probe"] = check_probe.json_report(probed, lines_of)
         print(json.dumps(report, indent=2))
     if problems:
         for problem in problems:
@@ -112,7 +124,10 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     assert plan is not None
     if not args.json:
-        _print_plan(script, job, config, [line for line, _ in parsed], plan, args.job_id)
+        _print_plan(script, job, config, lines_of, plan, args.job_id)
+    if probed is not None:
+        check_probe.print_outcome(probed, script, lines_of, human=not args.json)
+        return probed.exit_status
     return EXIT_OK
 
 

@@ -2,7 +2,9 @@
 
 Sync's comparison is the real one (:func:`download._up_to_date`, upload's HEAD), so a
 dry run lists exactly what a run would copy. ``root_fd`` is -1 when the destination
-directory does not exist yet (then every download is planned).
+directory does not exist yet (then every download is planned). An object named on its
+own (no listing gave its size) is looked up (HEAD) as a real download does: a missing one
+fails the dry run as it would fail the run, and its size is what is planned.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ Outcome = tuple[Literal["planned", "skipped"], int]
 
 
 async def plan_download(ctx: Context, root_fd: int, job: Job) -> Outcome:
+    if job.size < 0 and not job.rel.endswith("/"):
+        head = await ctx.retry.run(lambda: ctx.store.head(job.key))
+        job.size = head.size
+        job.etag, job.mtime_ns = head.etag, head.mtime_ns
     if ctx.options.sync and root_fd >= 0 and not job.rel.endswith("/") and job.size >= 0:
         try:
             parent = safefs.open_parent(root_fd, safefs.split_relative(job.rel), create=False)
