@@ -63,9 +63,10 @@ class BBBed(Bed):
     ) -> list[tuple[dict[str, str], str]]:
         """Sample (job record, node state) until ``until(record)``; return the samples.
 
-        The node state is read between two reads of the job record and kept only when the job's state and
-        reason did not change in between (the last sample is always kept): a job that starts between the two
-        reads would otherwise pair "pending stage-in" with the node it was just allocated.
+        The node state is read between two reads of the job record and kept only when the
+        job's state and reason did not change in between (the last sample is always kept): a
+        job that starts between the two reads would otherwise pair "pending stage-in" with the
+        node it was just allocated.
         """
         samples = []
         deadline = time.monotonic() + timeout
