@@ -261,18 +261,23 @@ class SlurmCluster:
     """A single-node Slurm cluster rooted at ``directory``."""
 
     def __init__(
-        self, directory: Path | None = None, mode: str = "prolog", *, submit_check: bool = True
+        self,
+        directory: Path | None = None,
+        mode: str = "prolog",
+        *,
+        client_conf: Path | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
         self.mode = mode
         self.layout = ClusterLayout((directory or default_dir(mode)).resolve())
         self.node_name = socket.gethostname().split(".")[0]
-        self.submit_check = submit_check
+        # The slurm.conf client commands read (another plugstack.conf); default slurm.conf.
+        self.client_conf = client_conf
 
     def without_submit_check(self) -> SlurmCluster:
         """This cluster, its client commands loading the plugin without the checker."""
-        return SlurmCluster(self.layout.root, self.mode, submit_check=False)
+        return SlurmCluster(self.layout.root, self.mode, client_conf=self.layout.slurm_nocheck_conf)
 
     @property
     def burst_buffer(self) -> bool:
@@ -283,8 +288,7 @@ class SlurmCluster:
     @property
     def env(self) -> dict[str, str]:
         """Variables a Slurm client command needs to talk to this cluster."""
-        conf = self.layout.slurm_conf if self.submit_check else self.layout.slurm_nocheck_conf
-        return {"SLURM_CONF": str(conf)}
+        return {"SLURM_CONF": str(self.client_conf or self.layout.slurm_conf)}
 
     def command_env(self) -> dict[str, str]:
         """The current environment plus :attr:`env`, for subprocesses."""
