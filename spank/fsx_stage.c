@@ -278,7 +278,10 @@ static long elapsed_ms(const struct timespec *start)
 	return (now.tv_sec - start->tv_sec) * 1000L + (now.tv_nsec - start->tv_nsec) / 1000000L;
 }
 
-/* In the child: stdin and stdout to /dev/null, stderr to `err_fd`, then exec. */
+/*
+ * In the child: stdin and stdout to /dev/null, stderr to `err_fd`, then exec.
+ * Only async-signal-safe calls here (srun may have threads).
+ */
 static void exec_checker(char *const argv[], char *const envp[], int err_fd)
 {
 	sigset_t none;
@@ -294,7 +297,8 @@ static void exec_checker(char *const argv[], char *const envp[], int err_fd)
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	execve(argv[0], argv, envp);
-	dprintf(2, "cannot run %s: %s\n", argv[0], strerror(errno));
+	if (write(2, "exec failed\n", 12) < 0)
+		_exit(127);
 	_exit(127);
 }
 
@@ -376,6 +380,12 @@ static int run_checker(const struct checker_args *args)
 
 	if (!argv || !output)
 		goto oom;
+	if (access(args->program, X_OK) < 0) {
+		slurm_spank_log("warning: --%s: cannot run %s: %s: the job is accepted, its "
+				"directives are checked when it starts",
+				OPTION_NAME, args->program, strerror(errno));
+		goto out;
+	}
 	argv[argc++] = (char *)args->program;
 	argv[argc++] = "check";
 	/* OPTION=VALUE words: a value starting with '-' stays a value. */

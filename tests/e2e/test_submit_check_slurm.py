@@ -179,7 +179,7 @@ def broken_checker(bed: Bed, request: pytest.FixtureRequest) -> Iterator[SlurmCl
 @pytest.mark.parametrize(
     ("broken_checker", "told"),
     [
-        ("missing", "check failed (exit 127)"),
+        ("missing", "No such file or directory"),
         ("hangs", "check did not answer within 10 s"),
         ("crashes", "check was killed by signal 11"),
     ],
