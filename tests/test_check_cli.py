@@ -131,7 +131,8 @@ def test_valid_script_prints_the_plan(tmp_path: Path, capsys: pytest.CaptureFixt
         "srun ./train\n",
     )
     status, out, err = run(path, capsys=capsys)
-    assert (status, err) == (0, "")
+    assert status == 0
+    assert err.startswith(f"{path}:3: warning: --fsx-stage=in,") and err.count("\n") == 1
     lines = out.splitlines()
     assert lines[0] == f"{path}: 2 directives valid (no site config: not checked)"
     assert lines[1] == f"job {SAMPLE_JOB_ID} (sample), user {ME}, account -, name train"
@@ -282,3 +283,164 @@ def test_non_utf8_bytes_in_a_directive(tmp_path: Path, capsys: pytest.CaptureFix
         f"{path}:1: --fsx-stage=in,s3://bkt/caf\\udce9,/fsx/x: position 16: "
         "invalid character U+DCE9 (not valid UTF-8)\n"
     )
+
+
+# --- filters that select everything -------------------------------------------------
+
+
+def test_an_include_before_any_exclude_is_a_warning_not_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = script(tmp_path, "#SBATCH --fsx-stage=in,s3://bkt/d/,/fsx/d/,include=*.h5\n")
+    status, out, err = run(path, capsys=capsys)
+    assert status == 0
+    assert "1 directive valid" in out
+    assert err == (
+        f"{path}:1: warning: --fsx-stage=in,s3://bkt/d/,/fsx/d/,include=*.h5: position 24: "
+        "include=*.h5 has no effect: everything is selected until an exclude= removes "
+        "something (include only matters after an exclude); to copy only *.h5, write "
+        "exclude=*,include=*.h5\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "options",
+    ["exclude=*,include=*.h5", "exclude=tmp/*", "exclude=*,include=a,include=b", ""],
+)
+def test_filters_that_select_something_give_no_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], options: str
+) -> None:
+    value = "in,s3://bkt/d/,/fsx/d/" + (f",{options}" if options else "")
+    status, _, err = run(script(tmp_path, f"#SBATCH --fsx-stage={value}\n"), capsys=capsys)
+    assert (status, err) == (0, "")
+
+
+def test_every_include_before_the_first_exclude_is_named(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    value = "in,s3://bkt/d/,/fsx/d/,include=a\\,b,include=c,exclude=*,include=d"
+    status, _, err = run("--directive", value, capsys=capsys)
+    assert status == 0
+    warnings = err.splitlines()
+    assert [w.split(": ")[2] for w in warnings] == ["position 24", "position 37"]
+    assert "write exclude=*,include=a\\,b" in warnings[0]
+    assert "include=c has no effect" in warnings[1]
+
+
+# --- check --directive: what sbatch, salloc and srun run (the SPANK plugin) ----------
+
+
+def test_directive_values_valid_print_the_plan(
+    site: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = run(
+        "--directive",
+        "in,s3://bkt/u/%u/in/,/fsx/%u/in/",
+        "--directive",
+        "out,/fsx/%u/%x/,s3://bkt/u/%u/%x/,when=success",
+        "--job-name",
+        "train",
+        capsys=capsys,
+    )
+    assert (status, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0] == f"--fsx-stage: 2 directives valid (policy of {site})"
+    assert lines[4].split()[4:6] == [f"/fsx/{ME}/train/", f"s3://bkt/u/{ME}/train/"]
+
+
+def test_directive_values_report_every_problem_in_order_with_the_check_messages(
+    site: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    values = [
+        "in,data/,/fsx/%u/d/",
+        f"in,s3://bkt/u/{ME}/a,/fsx/{ME}/a",
+        "out,/fsx/%u/r/,s3://bkt/u/%u/r/,when=sucess",
+        "out,/fsx/other/r/,s3://bkt/u/%u/r/",
+        "in,s3://other/k,/fsx/%u/k",
+        "in,s3://bkt/a\\,/fsx/%u/k",
+    ]
+    status, out, err = run(*(a for v in values for a in ("--directive", v)), capsys=capsys)
+    assert (status, out) == (2, "")
+    assert err.splitlines() == [
+        "--fsx-stage=in,data/,/fsx/%u/d/: position 4: expected SRC: an s3://bucket/key or "
+        "s3://bucket/prefix/ URL",
+        "--fsx-stage=out,/fsx/%u/r/,s3://bkt/u/%u/r/,when=sucess: position 38: "
+        "expected when=always|success|failure, got 'sucess'",
+        f"--fsx-stage=out,/fsx/other/r/,s3://bkt/u/%u/r/: /fsx/other/r/ is outside your "
+        f"scratch roots; allowed: /fsx/{ME}/",
+        f"--fsx-stage=in,s3://other/k,/fsx/%u/k: reading s3://other/k is not allowed for user "
+        f"{ME}; you may read: s3://bkt/u/{ME}/",
+        "--fsx-stage=in,s3://bkt/a\\,/fsx/%u/k: position 25: expected ',DST' after SRC: DST "
+        "is an absolute path (ending in '/' for a directory)",
+    ]
+
+
+def test_directive_values_without_a_site_config_check_the_grammar_only(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    status, out, _ = run("--directive", "in,s3://any/k,/anywhere/k", capsys=capsys)
+    assert status == 0
+    assert out.startswith("--fsx-stage: 1 directive valid (no site config: not checked)")
+
+
+ACCOUNT_SITE = """
+scratch_roots = ["/fsx/{user}/"]
+[[s3.allow]]
+bucket = "chem"
+accounts = ["chem"]
+access = ["read"]
+"""
+
+
+def test_a_refusal_an_account_could_lift_is_a_warning_when_the_account_is_unknown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """sbatch's default account is only known to the controller: the prolog decides."""
+    path = tmp_path / "site.toml"
+    path.write_text(ACCOUNT_SITE)
+    monkeypatch.setenv("FSX_STAGE_CONFIG", str(path))
+    value = "in,s3://chem/k,/fsx/%u/k"
+    status, _, err = run("--directive", value, capsys=capsys)
+    assert status == 0
+    assert err.startswith(f"warning: --fsx-stage={value}: reading s3://chem/k is not allowed")
+    assert "unless your job's account allows it" in err
+    status, _, err = run("--directive", value, "--account", "bio", capsys=capsys)
+    assert status == 2
+    assert err.startswith(f"--fsx-stage={value}: reading s3://chem/k is not allowed for user")
+    status, _, err = run("--directive", "in,s3://bio/k,/fsx/%u/k", capsys=capsys)
+    assert status == 2  # no account may read s3://bio
+    assert "not allowed" in err and "warning" not in err
+
+
+def test_an_account_template_leaves_every_policy_refusal_to_the_prolog(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "site.toml"
+    path.write_text('scratch_roots = ["/fsx/{account}/"]\n')
+    monkeypatch.setenv("FSX_STAGE_CONFIG", str(path))
+    status, _, err = run("--directive", "out,/fsx/chem/r,s3://bkt/r", capsys=capsys)
+    assert status == 0
+    assert err.startswith("warning: --fsx-stage=out,/fsx/chem/r,s3://bkt/r: /fsx/chem/r is outside")
+    status, _, err = run("--directive", "out,r,s3://bkt/r", capsys=capsys)
+    assert status == 2  # the grammar does not depend on the account
+    assert "got a relative path" in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["job.sh", "--directive", "in,s3://b/k,/x"], ["--directive", "in,s3://b/k,/x", "--json"]],
+)
+def test_script_or_directives_not_both(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = run(*argv, capsys=capsys)
+    assert (status, out) == (2, "")
+    assert err.startswith("fsx-stage check: ")
+
+
+def test_directive_values_with_a_broken_site_config_exit_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not 2: the SPANK plugin refuses a job only for exit 2 (its directives), and warns."""
+    monkeypatch.setenv("FSX_STAGE_CONFIG", str(tmp_path / "missing.toml"))
+    status, _, err = run("--directive", "in,s3://b/k,/x", capsys=capsys)
+    assert status == 1
+    assert "site configuration" in err

@@ -8,6 +8,12 @@ standard library, independently of the product's decoder.
 
 Whether the product hooks then stage anything is not checked here (see
 tests/e2e/): the job may end FAILED or held once the real hooks run.
+
+The values are odd on purpose (control bytes, ``;``, made-up buckets) and most are not
+valid directives: these tests submit through the test bed's client that loads the plugin
+without the submit-time checker (``slurm-nocheck.conf``), so each job is accepted because
+the plugin's own shape check passes, and its values reach the hooks exactly as given. The
+checker (``fsx-stage check --directive``) is tested in tests/e2e/test_submit_check_slurm.py.
 """
 
 from __future__ import annotations
@@ -61,6 +67,12 @@ def find_job_by_name(cluster: SlurmCluster, name: str) -> int:
         if record.get("JobName") == name:
             return int(record["JobId"])
     raise AssertionError(f"no job named {name}")
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster(slurm_cluster: SlurmCluster) -> SlurmCluster:
+    """The session's cluster, its clients loading the plugin without the checker."""
+    return slurm_cluster.without_submit_check()
 
 
 @pytest.fixture

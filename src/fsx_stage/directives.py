@@ -342,6 +342,28 @@ def _parse_options(text: str, kind: Kind, src: _Field, fields: list[_Field]) -> 
     }
 
 
+def filter_warnings(directive: Directive) -> list[str]:
+    """Warnings for a valid directive: each ``include=`` before any ``exclude=``.
+
+    Everything is selected until an ``exclude=`` removes something, so such an
+    ``include`` selects nothing more: ``include=*.h5`` alone copies everything.
+    """
+    label = f"{OPTION_NAME}={printable(directive.text)}"
+    warnings: list[str] = []
+    for field in _split_fields(directive.text)[3:]:
+        name, _, glob = field.value.partition("=")
+        if name == FilterAction.EXCLUDE:
+            break
+        if name == FilterAction.INCLUDE:
+            shown = printable(glob.replace("\\", "\\\\").replace(",", "\\,"))
+            warnings.append(
+                f"{label}: position {field.start}: include={shown} has no effect: everything "
+                "is selected until an exclude= removes something (include only matters after "
+                f"an exclude); to copy only {shown}, write exclude=*,include={shown}"
+            )
+    return warnings
+
+
 # --- SPANK transport -------------------------------------------------------------
 
 

@@ -275,6 +275,36 @@ def test_sbatch_command_line_directive_falls_back_to_the_prolog(bb: BBBed) -> No
     assert staged.read_bytes() == b"from the command line"
 
 
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("in,s3://not-{b}/in/,{s}/%u/%j/in/", "reading s3://not-{b}/in/ is not allowed"),
+        ("out,{s}/%u/%j/out/,s3://{b}/out/,when=sucess", "got 'sucess'"),
+    ],
+)
+def test_sbatch_refuses_a_refused_directive_before_the_job_reaches_the_lua(
+    bb: BBBed, template: str, expected: str
+) -> None:
+    """The #SBATCH lines the burst buffer would stage are checked by sbatch (the SPANK
+    plugin's checker): the job never reaches slurmctld, so neither job_process nor a
+    stage-in ever sees it."""
+    directive = template.format(b=bb.bucket, s=bb.scratch)
+    name = f"bb-refused-{uuid.uuid4().hex[:8]}"
+    script = bb.cluster.user_workdir(bb.user) / f"{name}.sbatch"
+    script.write_text(f"#!/bin/sh\n#SBATCH --job-name={name}\n#SBATCH --fsx-stage={directive}\n")
+    proc = bb.cluster.user_command(bb.user, ["/usr/bin/sbatch", str(script)], cwd=script.parent)
+    assert proc.returncode != 0, proc
+    assert f"sbatch: error: --fsx-stage={directive}: " in proc.stderr, proc.stderr
+    assert expected.format(b=bb.bucket) in proc.stderr
+    assert name not in bb.cluster.scontrol("show", "job", "-o")
+    # Without the checker (another plugstack on the client) the same script is a burst
+    # buffer job: the refusal above is the checker's.
+    job_id = bb.cluster.without_submit_check().submit(script.read_text(), bb.user)
+    shown = bb.show_job(job_id)
+    bb.cluster.user_command(bb.user, ["/usr/bin/scancel", str(job_id)])
+    assert f"JobName={name}" in shown and "BurstBuffer=" in shown, shown
+
+
 def _staging_pids(job_id: int, phase: str) -> list[int]:
     """The ``fsx-stage bb PHASE JOBID`` processes of this job (python, not sudo or sh)."""
     pids = []

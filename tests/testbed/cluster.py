@@ -24,6 +24,13 @@ Two flavours (``mode``):
   written outside ``DIR``) for exactly ``DIR/hooks/fsx-stage-bb bb ...``; that wrapper
   sets the test-bed environment and execs ``fsx-stage bb``.
 
+``plugstack.conf`` gives the SPANK plugin the submit-time checker (``fsx_stage=`` the
+hooks' ``fsx-stage``, ``config=`` ``DIR/fsx-stage.toml``), so sbatch, salloc and srun refuse
+what the site policy refuses. ``slurm-nocheck.conf`` is the same cluster seen by a client
+whose plugstack (``plugstack-nocheck.conf``) loads the plugin without the checker
+(:meth:`SlurmCluster.without_submit_check`): the shape check and the transport only, for
+tests of the transport and of the Prolog as the point that enforces the policy.
+
 CLI: ``python -m tests.testbed.cluster up|down|status [--dir DIR] [--mode MODE]``.
 """
 
@@ -156,6 +163,15 @@ class ClusterLayout:
         return self.root / "plugstack.conf"
 
     @property
+    def slurm_nocheck_conf(self) -> Path:
+        """slurm.conf for clients without the submit-time check (its own plugstack)."""
+        return self.root / "slurm-nocheck.conf"
+
+    @property
+    def plugstack_nocheck_conf(self) -> Path:
+        return self.root / "plugstack-nocheck.conf"
+
+    @property
     def munge_dir(self) -> Path:
         return self.root / "munge"
 
@@ -244,12 +260,24 @@ class ClusterError(RuntimeError):
 class SlurmCluster:
     """A single-node Slurm cluster rooted at ``directory``."""
 
-    def __init__(self, directory: Path | None = None, mode: str = "prolog") -> None:
+    def __init__(
+        self,
+        directory: Path | None = None,
+        mode: str = "prolog",
+        *,
+        client_conf: Path | None = None,
+    ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
         self.mode = mode
         self.layout = ClusterLayout((directory or default_dir(mode)).resolve())
         self.node_name = socket.gethostname().split(".")[0]
+        # The slurm.conf client commands read (another plugstack.conf); default slurm.conf.
+        self.client_conf = client_conf
+
+    def without_submit_check(self) -> SlurmCluster:
+        """This cluster, its client commands loading the plugin without the checker."""
+        return SlurmCluster(self.layout.root, self.mode, client_conf=self.layout.slurm_nocheck_conf)
 
     @property
     def burst_buffer(self) -> bool:
@@ -260,7 +288,7 @@ class SlurmCluster:
     @property
     def env(self) -> dict[str, str]:
         """Variables a Slurm client command needs to talk to this cluster."""
-        return {"SLURM_CONF": str(self.layout.slurm_conf)}
+        return {"SLURM_CONF": str(self.client_conf or self.layout.slurm_conf)}
 
     def command_env(self) -> dict[str, str]:
         """The current environment plus :attr:`env`, for subprocesses."""
@@ -291,6 +319,7 @@ class SlurmCluster:
         pids = self.pids()
         if all(pid is not None for pid in pids.values()):
             self.write_hook_wrappers()
+            self.write_plugstacks()
             self.ensure_node_usable(timeout)
             return False
         if pids["slurmctld"] is None or pids["slurmd"] is None:
@@ -336,8 +365,8 @@ class SlurmCluster:
             _write_text(layout.hook_record_log, "")
         layout.hook_record_log.touch(mode=0o644)
         self.write_hook_wrappers()
-        _write_text(layout.plugstack_conf, render_plugstack_conf(SPANK_SO))
         _write_text(layout.slurm_conf, self.render_slurm_conf(free_port(), free_port()))
+        self.write_plugstacks()
         if self.burst_buffer:
             self._prepare_burst_buffer()
         if slurm_version() >= (24, 5):
@@ -467,6 +496,23 @@ class SlurmCluster:
                 aws_dir=self.layout.aws_dir,
             )
             _write_text(self.layout.bb_wrapper, text, mode=0o755)
+
+    def write_plugstacks(self) -> None:
+        """plugstack.conf with the checker, and the checker-less client's two files (every
+        client command reads them anew: safe while the cluster runs)."""
+        layout = self.layout
+        checker = self.hooks_home() / "bin" / "fsx-stage"
+        _write_text(
+            layout.plugstack_conf, render_plugstack_conf(SPANK_SO, checker, layout.fsx_stage_config)
+        )
+        _write_text(layout.plugstack_nocheck_conf, render_plugstack_conf(SPANK_SO))
+        lines = [
+            f"PlugStackConfig={layout.plugstack_nocheck_conf}"
+            if line.startswith("PlugStackConfig=")
+            else line
+            for line in layout.slurm_conf.read_text().splitlines()
+        ]
+        _write_text(layout.slurm_nocheck_conf, "\n".join(lines) + "\n")
 
     # -- daemons -------------------------------------------------------------------------
 
@@ -693,9 +739,17 @@ def read_hook_records(path: Path) -> list[HookRecord]:
     return records
 
 
-def render_plugstack_conf(spank_so: Path) -> str:
-    """plugstack.conf loading the fsx-stage SPANK plugin (required: no job without it)."""
-    return f"# Generated by tests/testbed/cluster.py\nrequired {spank_so}\n"
+def render_plugstack_conf(
+    spank_so: Path, checker: Path | None = None, config: Path | None = None
+) -> str:
+    """plugstack.conf loading the fsx-stage SPANK plugin (required: no job without it),
+    with the submit-time checker and its site config when given."""
+    words = [f"required {spank_so}"]
+    if checker is not None:
+        words.append(f"fsx_stage={checker}")
+    if config is not None:
+        words.append(f"config={config}")
+    return f"# Generated by tests/testbed/cluster.py\n{' '.join(words)}\n"
 
 
 def render_hook_wrapper(

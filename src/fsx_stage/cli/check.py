@@ -1,5 +1,9 @@
 """``fsx-stage check SCRIPT``: validate a batch script's directives before submitting it.
 
+``fsx-stage check --directive VALUE...`` validates values as given to ``--fsx-stage``
+(what the SPANK plugin runs in sbatch, salloc and srun, so that a job the prolog would
+refuse is refused at submission with the same messages).
+
 Reads the ``#SBATCH --fsx-stage`` lines as sbatch does, parses them, checks them
 against the site policy when a site config exists, and prints the plan. Patterns
 are expanded for a sample job: the invoking (or ``--user``) user, job id
@@ -22,13 +26,20 @@ from typing import Any
 
 from fsx_stage.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, check_probe
 from fsx_stage.config import ConfigError, SiteConfig, config_path, load_optional_config
-from fsx_stage.directives import Directive, DirectiveError, Kind, parse_directive
+from fsx_stage.directives import (
+    Directive,
+    DirectiveError,
+    Kind,
+    filter_warnings,
+    parse_directive,
+)
 from fsx_stage.durations import format_duration
 from fsx_stage.job import JobIdentity
 from fsx_stage.plan import PlanEntry, PlanError, StagePlan, build_plan
 from fsx_stage.sbatch_script import ScriptOptions, first_array_index, read_options
 
 SAMPLE_JOB_ID = 1234567
+SAMPLE_JOB_NAME = "sample"  # %x for --directive (the job name is not known there)
 
 
 def register(subparsers: Any) -> None:
@@ -40,7 +51,14 @@ def register(subparsers: Any) -> None:
             "policy, when a site config exists) and show what will be staged."
         ),
     )
-    parser.add_argument("script", type=Path, metavar="SCRIPT")
+    parser.add_argument("script", type=Path, metavar="SCRIPT", nargs="?")
+    parser.add_argument(
+        "--directive",
+        action="append",
+        dest="directives",
+        metavar="VALUE",
+        help="check this --fsx-stage value instead of a script (repeatable, in order)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument(
         "--probe",
@@ -73,6 +91,11 @@ class _Problem:
 
 
 def run(args: argparse.Namespace) -> int:
+    if (args.script is None) == (args.directives is None):
+        print("fsx-stage check: give either SCRIPT or --directive VALUE...", file=sys.stderr)
+        return EXIT_USAGE
+    if args.directives is not None:
+        return _run_values(args, args.directives)
     script: Path = args.script
     try:
         text = script.read_bytes().decode("utf-8", "surrogateescape")
@@ -88,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     for warning in options.warnings:
         print(f"{script}:{warning.line}: warning: {warning.message}", file=sys.stderr)
     try:
-        job = _job(args, options, script)
+        job = _job(args, options, script.name)
     except LookupError as exc:
         print(f"fsx-stage check: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -102,6 +125,9 @@ def run(args: argparse.Namespace) -> int:
         except DirectiveError as exc:
             line_text = lines[argument.line - 1]
             problems.append(_Problem(argument.line, _with_hint(str(exc), argument.text, line_text)))
+            continue
+        for message in filter_warnings(parsed[-1][1]):
+            print(f"{script}:{argument.line}: warning: {message}", file=sys.stderr)
     plan: StagePlan | None = None
     try:
         plan = build_plan([d for _, d in parsed], job, config)
@@ -131,7 +157,82 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _job(args: argparse.Namespace, options: ScriptOptions, script: Path) -> JobIdentity:
+def _run_values(args: argparse.Namespace, values: list[str]) -> int:
+    """``check --directive VALUE...``: one message line per problem on stderr, exit 2.
+
+    The account is often unknown at submission (sbatch's default account): without
+    ``--account``, a policy refusal some account could lift is only a warning.
+    """
+    if args.json:
+        print("fsx-stage check: --json needs SCRIPT", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        config = load_optional_config()
+    except ConfigError as exc:
+        print(f"fsx-stage check: site configuration: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        job = _job(args, ScriptOptions(), SAMPLE_JOB_NAME)
+    except LookupError as exc:
+        print(f"fsx-stage check: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    problems: list[_Problem] = []  # ``line``: the value's 1-based index
+    parsed: list[tuple[int, Directive]] = []
+    for index, value in enumerate(values, start=1):
+        try:
+            parsed.append((index, parse_directive(value)))
+        except DirectiveError as exc:
+            problems.append(_Problem(index, str(exc)))
+            continue
+        for message in filter_warnings(parsed[-1][1]):
+            print(f"warning: {message}", file=sys.stderr)
+    directives = [d for _, d in parsed]
+    plan, refused = _plan(directives, job, config)
+    if refused and args.account is None and config is not None:
+        lifted = _lifted_by_an_account(directives, job, config, refused)
+        for index in sorted(lifted):
+            print(
+                f"warning: {refused.pop(index)} (unless your job's account allows it: "
+                "the job is checked again with its account when it starts)",
+                file=sys.stderr,
+            )
+    problems.extend(_Problem(parsed[i - 1][0], m) for i, m in refused.items())
+    if problems:
+        for problem in sorted(problems, key=lambda p: p.line):
+            print(problem.message, file=sys.stderr)
+        return EXIT_USAGE
+    if plan is not None:
+        lines = [index for index, _ in parsed]
+        _print_plan("--fsx-stage", job, config, lines, plan, args.job_id)
+    return EXIT_OK
+
+
+def _plan(
+    directives: list[Directive], job: JobIdentity, config: SiteConfig | None
+) -> tuple[StagePlan | None, dict[int, str]]:
+    """The plan, or the message of each refused directive by its 1-based index."""
+    try:
+        return build_plan(directives, job, config), {}
+    except PlanError as exc:
+        return None, {p.index: p.message for p in exc.problems}
+
+
+def _lifted_by_an_account(
+    directives: list[Directive], job: JobIdentity, config: SiteConfig, refused: dict[int, str]
+) -> set[int]:
+    """The refused directives some account would allow: any of them when the policy
+    expands ``{account}``, else those one of the accounts its rules name allows."""
+    templates = [*config.scratch_roots, *(rule.prefix for rule in config.s3.allow)]
+    if any("{account}" in template for template in templates):
+        return set(refused)
+    lifted: set[int] = set()
+    for account in sorted({a for rule in config.s3.allow for a in rule.accounts}):
+        _, still = _plan(directives, job.model_copy(update={"account": account}), config)
+        lifted |= set(refused) - set(still)
+    return lifted
+
+
+def _job(args: argparse.Namespace, options: ScriptOptions, default_name: str) -> JobIdentity:
     name = args.user or pwd.getpwuid(os.getuid()).pw_name
     try:
         entry = pwd.getpwnam(name)
@@ -148,7 +249,7 @@ def _job(args: argparse.Namespace, options: ScriptOptions, script: Path) -> JobI
         gid=entry.pw_gid,
         groups=tuple(g for g in os.getgrouplist(entry.pw_name, entry.pw_gid) if g != entry.pw_gid),
         account=args.account or options.account,
-        job_name=args.job_name or options.job_name or script.name,
+        job_name=args.job_name or options.job_name or default_name,
         array_job_id=job_id if task is not None else None,
         array_task_id=task,
     )
@@ -196,7 +297,7 @@ def _entry_rows(plan: StagePlan, lines: list[int]) -> list[list[str]]:
 
 
 def _print_plan(
-    script: Path,
+    script: Path | str,
     job: JobIdentity,
     config: SiteConfig | None,
     lines: list[int],
