@@ -24,7 +24,7 @@ from fsx_stage.cli.transfer_summary import human_bytes
 from fsx_stage.config import SiteConfig
 from fsx_stage.plan import StagePlan
 from fsx_stage.probe import EntryProbe, ProbeReport, probe_plan
-from fsx_stage.transfer import S3Settings, Secret, StaticCredentials, TransferOptions
+from fsx_stage.transfer import S3Settings, StaticCredentials, TransferOptions
 
 #: ``check --probe`` found data missing, no room on scratch, or a missing bucket.
 EXIT_FINDINGS = 3
@@ -110,7 +110,7 @@ def _environment_credentials() -> tuple[StaticCredentials, str]:
     import botocore.session
     from botocore.exceptions import BotoCoreError
 
-    from fsx_stage.hooks.logging import register_secret
+    from fsx_stage.hooks.runtime import static_credentials
 
     try:
         found = botocore.session.Session().get_credentials()
@@ -121,14 +121,7 @@ def _environment_credentials() -> tuple[StaticCredentials, str]:
         raise ProbeUnavailable(
             "no AWS credentials found (AWS_ACCESS_KEY_ID, AWS_PROFILE, ~/.aws or an instance role)"
         )
-    register_secret(frozen.secret_key)
-    register_secret(frozen.token)
-    credentials = StaticCredentials(
-        access_key_id=frozen.access_key,
-        secret_access_key=Secret(frozen.secret_key),
-        session_token=Secret(frozen.token) if frozen.token else None,
-    )
-    return credentials, str(getattr(found, "method", None) or "unknown")
+    return static_credentials(frozen), str(getattr(found, "method", None) or "unknown")
 
 
 def _endpoint_text(url: str | None) -> str:

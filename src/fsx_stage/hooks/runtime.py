@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fsx_stage.config import ConfigError, SiteConfig, config_path, load_config
 from fsx_stage.filters import Filter
@@ -22,6 +23,9 @@ from fsx_stage.hooks.pending import PendingStore
 from fsx_stage.hooks.privileges import UserCredentials
 from fsx_stage.hooks.state import StateStore
 from fsx_stage.transfer import Encryption, S3Settings, Secret, StaticCredentials, TransferOptions
+
+if TYPE_CHECKING:
+    from botocore.credentials import ReadOnlyCredentials
 
 LOG_FALLBACK_NAME = "fsx-stage.log"
 #: A hook's exit statuses: Slurm drains the node on anything but 0.
@@ -132,14 +136,19 @@ def resolve_credentials_and_source(config: SiteConfig) -> tuple[StaticCredential
             "S3 credentials unavailable on this node"
             + (f" (profile {config.s3.profile!r})" if config.s3.profile else ""),
         )
+    return static_credentials(frozen), str(getattr(found, "method", None) or "unknown")
+
+
+def static_credentials(frozen: ReadOnlyCredentials) -> StaticCredentials:
+    """botocore's frozen credentials as the transfer core takes them; their secret parts are
+    registered for redaction first, so no log line or message can carry them."""
     register_secret(frozen.secret_key)
     register_secret(frozen.token)
-    credentials = StaticCredentials(
+    return StaticCredentials(
         access_key_id=frozen.access_key,
         secret_access_key=Secret(frozen.secret_key),
         session_token=Secret(frozen.token) if frozen.token else None,
     )
-    return credentials, str(getattr(found, "method", None) or "unknown")
 
 
 def s3_settings(config: SiteConfig, credentials: StaticCredentials) -> S3Settings:
