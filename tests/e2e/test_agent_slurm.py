@@ -224,12 +224,11 @@ def _kill_job_and_slurmd(bed: Bed, job_id: int) -> None:
                 cmdline = (entry / "cmdline").read_bytes()
                 if cmdline.startswith(b"slurmstepd") and wanted in cmdline:
                     stepds.append(int(entry.name))
-    slurmd = bed.cluster.pids()["slurmd"]
-    assert slurmd is not None and stepds
+    assert stepds
     # The job's processes are found by their slurmstepd ancestry (the agent's own check).
     job = [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit()]
     job = [pid for pid in job if under_job_stepd(pid, job_id)]
-    os.kill(slurmd, signal.SIGKILL)
+    bed.cluster.kill_daemon("slurmd")
     for pid in [*stepds, *job]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)

@@ -13,7 +13,6 @@ import fcntl
 import hashlib
 import os
 import shutil
-import signal
 import subprocess
 import time
 import uuid
@@ -453,13 +452,7 @@ def _ts(text: str) -> float:
 def _kill_and_restart_slurmctld(cluster: SlurmCluster) -> None:
     """SIGKILL slurmctld by its pid (no state save, no goodbye to its scripts), then start
     it again from the same StateSaveLocation and wait until it answers."""
-    pid = cluster.pids()["slurmctld"]
-    assert pid is not None
-    os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    while Path(f"/proc/{pid}").exists():
-        assert time.monotonic() < deadline, f"slurmctld {pid} survived SIGKILL"
-        time.sleep(0.05)
+    cluster.kill_daemon("slurmctld")
     cluster.restart_daemon("slurmctld")
     deadline = time.monotonic() + 60
     while True:

@@ -533,9 +533,36 @@ class SlurmCluster:
             env=dict(os.environ),
         )
 
+    def kill_daemon(self, daemon: str, timeout: float = 30.0) -> int:
+        """SIGKILL ``daemon`` (no state save, no goodbye: what a crash leaves) and wait
+        until the process is gone; return its pid.
+
+        SIGKILL is delivered asynchronously: a restart that looked right after
+        ``os.kill`` would still see the dying process and start nothing.
+        """
+        pid = self.pids()[daemon]
+        if pid is None:
+            raise ClusterError(f"{daemon} is not running")
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + timeout
+        while pid_alive(pid):
+            if time.monotonic() > deadline:
+                raise ClusterError(f"{daemon} {pid} survived SIGKILL for {timeout}s")
+            time.sleep(0.05)
+        return pid
+
     def restart_daemon(self, daemon: str, timeout: float = 60.0) -> None:
         """Start ``daemon`` again with the same config (after a test killed it)."""
         self._start_slurm_daemon(daemon, timeout)
+        if self.pids()[daemon] is None:
+            log = self.layout.log_file(daemon)
+            raise ClusterError(f"{daemon} exited right after its restart; see {log}")
+
+    def _start_daemon(self, daemon: str, timeout: float) -> None:
+        if daemon == "munged":
+            self._start_munged()
+        else:
+            self._start_slurm_daemon(daemon, timeout)
 
     def _start_slurm_daemon(self, daemon: str, timeout: float) -> None:
         pid_file = self.layout.pid_file(daemon)
@@ -570,13 +597,28 @@ class SlurmCluster:
         deadline = time.monotonic() + timeout
         state: str | None = None
         while time.monotonic() < deadline:
+            for daemon, pid in self.pids().items():
+                if pid is None:  # an earlier test killed it and failed before restarting
+                    print(f"testbed: {daemon} was not running; starting it", file=sys.stderr)
+                    self._start_daemon(daemon, timeout)
             state = self.node_state()
             if state is not None and state.rstrip("~#!%$@^-") in {"idle", "mixed", "allocated"}:
                 return
             if state is not None and ("drain" in state or state.startswith("down")):
                 self.scontrol("update", f"NodeName={self.node_name}", "State=RESUME")
             time.sleep(0.05)
-        raise ClusterError(f"node {self.node_name} not usable after {timeout}s (state {state})")
+        raise ClusterError(
+            f"node {self.node_name} not usable after {timeout}s (state {state}); "
+            f"slurmd log ends:\n{self.log_tail('slurmd')}"
+        )
+
+    def log_tail(self, daemon: str, lines: int = 15) -> str:
+        """The last ``lines`` lines of ``daemon``'s log (for failure messages)."""
+        try:
+            text = self.layout.log_file(daemon).read_text(errors="replace")
+        except OSError as exc:
+            return f"({exc})"
+        return "\n".join(text.splitlines()[-lines:])
 
     # -- jobs ------------------------------------------------------------------------------
 
