@@ -465,10 +465,11 @@ def _kill_and_restart_slurmctld(cluster: SlurmCluster) -> None:
 
 
 def _bb_state_saved_after(cluster: SlurmCluster, moment: float) -> bool:
-    """slurmctld wrote its burst buffer records (``burst_buffer_lua_state``, every 30 s at
-    most on 22.05) after ``moment``."""
-    path = cluster.layout.state_dir / "burst_buffer_lua_state"
-    return path.exists() and path.stat().st_mtime > moment
+    """slurmctld wrote its job records (``job_state``) and its burst buffer records
+    (``burst_buffer_lua_state``, every 30 s at most on 22.05) after ``moment``: a SIGKILL
+    before that loses the job itself."""
+    paths = [cluster.layout.state_dir / name for name in ("job_state", "burst_buffer_lua_state")]
+    return all(path.exists() and path.stat().st_mtime > moment for path in paths)
 
 
 def _random_objects(bb: BBBed, prefix: str, count: int, size: int) -> dict[str, bytes]:
