@@ -464,12 +464,12 @@ def _kill_and_restart_slurmctld(cluster: SlurmCluster) -> None:
             time.sleep(0.5)
 
 
-def _bb_state_saved_after(cluster: SlurmCluster, moment: float) -> bool:
-    """slurmctld wrote its job records (``job_state``) and its burst buffer records
-    (``burst_buffer_lua_state``, every 30 s at most on 22.05) after ``moment``: a SIGKILL
-    before that loses the job itself."""
-    paths = [cluster.layout.state_dir / name for name in ("job_state", "burst_buffer_lua_state")]
-    return all(path.exists() and path.stat().st_mtime > moment for path in paths)
+def _saved_after(cluster: SlurmCluster, name: str, moment: float) -> bool:
+    """slurmctld wrote its state file ``name`` after ``moment``: ``job_state`` (soon after a
+    job is submitted: a SIGKILL before that loses the job itself) or ``burst_buffer_lua_state``
+    (every 30 s at most on 22.05)."""
+    path = cluster.layout.state_dir / name
+    return path.exists() and path.stat().st_mtime > moment
 
 
 def _random_objects(bb: BBBed, prefix: str, count: int, size: int) -> dict[str, bytes]:
@@ -499,6 +499,7 @@ def test_slurmctld_killed_during_data_in_restages_and_the_job_runs_on_complete_i
     prefix = f"ctld-in-{uuid.uuid4().hex[:6]}"
     bodies = _random_objects(bb, prefix, 8, 64 * 1024)
     bb.proxy.set_faults(latency_s=8.0, latency_rate=1.0, methods={"GET"})
+    submitted = time.time()
     job_id = bb.submit(
         f"""#!/bin/sh
 #SBATCH --fsx-stage=in,s3://{bb.bucket}/{prefix}/,{bb.scratch}/%u/%j/in/
@@ -514,7 +515,8 @@ cd "$FSX_STAGE_IN_1" && ls -A && sha256sum r*.bin
             state is not None
             and state.prolog.status is HookStatus.RUNNING
             and state.prolog.started_at is not None
-            and _bb_state_saved_after(bb.cluster, state.prolog.started_at)
+            and _saved_after(bb.cluster, "job_state", submitted)
+            and _saved_after(bb.cluster, "burst_buffer_lua_state", state.prolog.started_at)
         )
 
     try:
