@@ -47,6 +47,17 @@ local function verdict(output)
 	return last
 end
 
+-- The combined output of a shell command (stdin closed), or nil when it cannot start.
+local function capture(command)
+	local pipe = io.popen(command .. " 2>&1 </dev/null")
+	if pipe == nil then
+		return nil
+	end
+	local output = pipe:read("*a") or ""
+	pipe:close()
+	return output
+end
+
 -- Run `fsx-stage bb PHASE JOBID [EXTRA]` through sudo; return slurm.SUCCESS or slurm.ERROR
 -- and a message ("BUSY" for a phase still in progress).
 local function run(phase, job_id, extra)
@@ -58,12 +69,10 @@ local function run(phase, job_id, extra)
 	if extra ~= nil then
 		command = command .. " " .. extra
 	end
-	local pipe = io.popen(command .. " 2>&1 </dev/null")
-	if pipe == nil then
+	local output = capture(command)
+	if output == nil then
 		return slurm.ERROR, "fsx-stage bb " .. phase .. ": cannot run " .. command
 	end
-	local output = pipe:read("*a") or ""
-	pipe:close()
 	local result = verdict(output)
 	if result == "OK" then
 		return slurm.SUCCESS, ""
@@ -155,16 +164,13 @@ function slurm_bb_get_status(...)
 			job = args[i]
 		end
 	end
-	local pipe
+	local command = string.format("sudo -n %s bb status", FSX_STAGE_BB)
 	if job ~= nil then
-		pipe = io.popen(string.format("sudo -n %s bb status %d 2>&1 </dev/null", FSX_STAGE_BB, tonumber(job)))
-	else
-		pipe = io.popen(string.format("sudo -n %s bb status 2>&1 </dev/null", FSX_STAGE_BB))
+		command = string.format("%s %d", command, tonumber(job))
 	end
-	if pipe == nil then
+	local output = capture(command)
+	if output == nil then
 		return slurm.ERROR, "fsx-stage: cannot run fsx-stage bb status"
 	end
-	local output = pipe:read("*a") or ""
-	pipe:close()
 	return slurm.SUCCESS, output
 end

@@ -127,6 +127,12 @@ class Flush(Epilog):
 # -- phases -----------------------------------------------------------------------------
 
 
+def peek_state(rt: Runtime, job_id: int) -> JobState | None:
+    """The job's saved state, unless a run of a phase holds its lock (raises LockBusy)."""
+    with rt.store.lock(job_id, wait=False):
+        return rt.store.load(job_id)
+
+
 def data_in(rt: Runtime, env: Mapping[str, str]) -> Verdict:
     with job_slot(rt):
         hook = StageIn(rt, env)
@@ -143,8 +149,7 @@ def data_in(rt: Runtime, env: Mapping[str, str]) -> Verdict:
 def test_data_in(rt: Runtime, env: Mapping[str, str]) -> Verdict:
     job_id = int(env["SLURM_JOB_ID"])
     try:
-        with rt.store.lock(job_id, wait=False):
-            state = rt.store.load(job_id)
+        state = peek_state(rt, job_id)
     except LockBusy:
         return BUSY
     if state is None or not is_same_run(state, context(env)):
@@ -174,8 +179,7 @@ def data_out(rt: Runtime, env: Mapping[str, str]) -> Verdict:
 def test_data_out(rt: Runtime, env: Mapping[str, str]) -> Verdict:
     job_id = int(env["SLURM_JOB_ID"])
     try:
-        with rt.store.lock(job_id, wait=False):
-            state = rt.store.load(job_id)
+        state = peek_state(rt, job_id)
     except LockBusy:
         return BUSY
     if state is None or state.epilog.status in (HookStatus.NOT_RUN, HookStatus.RUNNING):
