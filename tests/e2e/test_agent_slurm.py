@@ -199,7 +199,8 @@ done
         final = _manifests(bed, prefix)[-1]
         manifest = json.loads(bed.client.get_object(Bucket=bed.bucket, Key=final)["Body"].read())
         body = bed.client.get_object(
-            Bucket=bed.bucket, Key=f"{prefix}.fsx-stage/gen/{manifest['generation']}/state"
+            Bucket=bed.bucket,
+            Key=f"{prefix}.fsx-stage/gen/{manifest['files'][0]['stored_in']}/state",
         )
         assert body["Body"].read() == b"step 40\n"
         assert len(_manifests(bed, prefix)) <= 2  # keep=2 by default
