@@ -18,10 +18,10 @@ def newest_generation(client: Any, bucket: str, prefix: str) -> dict[str, bytes]
     n = max(numbers)
     body = client.get_object(Bucket=bucket, Key=f"{prefix}.fsx-stage/manifests/{n}.json")["Body"]
     files = json.loads(body.read())["files"]
-    return {
-        f["path"]: client.get_object(Bucket=bucket, Key=f"{prefix}.fsx-stage/gen/{n}/{f['path']}")[
-            "Body"
-        ].read()
+    return {  # an unchanged file's object is in an earlier generation's directory
+        f["path"]: client.get_object(
+            Bucket=bucket, Key=f"{prefix}.fsx-stage/gen/{f.get('stored_in', n)}/{f['path']}"
+        )["Body"].read()
         for f in files
     }
 

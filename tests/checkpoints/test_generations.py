@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -90,8 +91,8 @@ def test_an_interrupted_flush_is_never_restored_and_is_pruned_later(
     write(src, {"a": b"third"})
     assert gens.publish(str(src), OPTIONS, keep=1).generation == 3
     assert keys(s3_client, bucket, "ck/.fsx-stage/gen/") == [
+        "ck/.fsx-stage/gen/1/b",  # unchanged: generation 3 names generation 1's object
         "ck/.fsx-stage/gen/3/a",
-        "ck/.fsx-stage/gen/3/b",
     ]
 
 
@@ -205,3 +206,51 @@ def test_a_writer_rewriting_files_during_flushes_never_yields_a_torn_or_mixed_fi
         for i in range(4):
             data = (back / f"f{i}").read_bytes()
             assert len(data) == size and len(set(data)) == 1, f"generation {n}: f{i} torn"
+
+
+def test_unchanged_files_are_not_uploaded_again_and_referenced_objects_survive_pruning(
+    s3: S3Settings, s3_client: Any, bucket: str, tmp_path: Path
+) -> None:
+    src = tmp_path / "ckpt"
+    write(src, {f"f{i:03}": f"file {i} ".encode() * 100 for i in range(100)})
+    gens = Generations(f"s3://{bucket}/ck/", s3)
+    first = gens.publish(str(src), OPTIONS, keep=1)
+    assert first.summary.objects_done == 100
+    write(src, {"f042": b"changed"})
+    second = gens.publish(str(src), OPTIONS, keep=1)  # keep=1: generation 1 is pruned
+    assert (second.generation, second.files) == (2, 100)
+    assert (second.summary.objects_done, second.summary.bytes_done) == (1, len(b"changed"))
+    assert keys(s3_client, bucket, "ck/.fsx-stage/gen/2/") == ["ck/.fsx-stage/gen/2/f042"]
+    assert keys(s3_client, bucket, "ck/.fsx-stage/manifests/") == ["ck/.fsx-stage/manifests/2.json"]
+    # Generation 1's objects that generation 2 names are kept; its old f042 is gone.
+    assert len(keys(s3_client, bucket, "ck/.fsx-stage/gen/1/")) == 99
+    assert "ck/.fsx-stage/gen/1/f042" not in keys(s3_client, bucket, "ck/.fsx-stage/gen/1/")
+    back = tmp_path / "back"
+    restored = gens.restore(str(back), OPTIONS)
+    assert restored.generation == 2 and restored.summary.ok
+    assert files_of(back) == files_of(src)  # byte-identical, from two directories
+    write(src, {"f007": b"again"})
+    third = gens.publish(str(src), OPTIONS, keep=1)
+    assert third.summary.objects_done == 1
+    assert gens.newest_complete() is not None and files_of(src) == _restored(gens, tmp_path)
+
+
+def test_a_file_rewritten_in_place_with_the_same_size_and_timestamps_is_uploaded_again(
+    s3: S3Settings, bucket: str, tmp_path: Path
+) -> None:
+    """Coarse timestamps (Lustre's are seconds) can hide a rewrite: the checksum does not."""
+    src = tmp_path / "ckpt"
+    write(src, {"state": b"AAAA"})
+    gens = Generations(f"s3://{bucket}/ck/", s3)
+    gens.publish(str(src), OPTIONS)
+    st = (src / "state").stat()
+    (src / "state").write_bytes(b"BBBB")
+    os.utime(src / "state", ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert gens.publish(str(src), OPTIONS).summary.objects_done == 1
+    assert _restored(gens, tmp_path) == {"state": b"BBBB"}
+
+
+def _restored(gens: Generations, tmp_path: Path) -> dict[str, bytes]:
+    back = tmp_path / f"restored-{len(list(tmp_path.iterdir()))}"
+    assert gens.restore(str(back), OPTIONS).summary.ok
+    return files_of(back)

@@ -7,6 +7,7 @@ processes are refused (SO_PEERCRED + the job's slurmstepd ancestry)."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -152,10 +153,10 @@ sleep 60
     assert manifests, "the resumed flush published nothing"
     newest = manifests[-1]
     files = json.loads(bed.client.get_object(Bucket=bed.bucket, Key=newest)["Body"].read())
-    n = files["generation"]
-    assert sorted(f["path"] for f in files["files"]) == [f"part-{i}" for i in range(1, 9)]
+    stored_in = {f["path"]: f["stored_in"] for f in files["files"]}  # unchanged: reused
+    assert sorted(stored_in) == [f"part-{i}" for i in range(1, 9)]
     for i in range(1, 9):
-        key = f"{prefix}.fsx-stage/gen/{n}/part-{i}"
+        key = f"{prefix}.fsx-stage/gen/{stored_in[f'part-{i}']}/part-{i}"
         data = bed.client.get_object(Bucket=bed.bucket, Key=key)["Body"].read()
         assert data == (work / f"ak-{job_id}" / f"part-{i}").read_bytes()
     subprocess.run(["/usr/bin/scancel", str(job_id)], env=bed.cluster.command_env(), check=False)
@@ -198,7 +199,8 @@ done
         final = _manifests(bed, prefix)[-1]
         manifest = json.loads(bed.client.get_object(Bucket=bed.bucket, Key=final)["Body"].read())
         body = bed.client.get_object(
-            Bucket=bed.bucket, Key=f"{prefix}.fsx-stage/gen/{manifest['generation']}/state"
+            Bucket=bed.bucket,
+            Key=f"{prefix}.fsx-stage/gen/{manifest['files'][0]['stored_in']}/state",
         )
         assert body["Body"].read() == b"step 40\n"
         assert len(_manifests(bed, prefix)) <= 2  # keep=2 by default
@@ -291,3 +293,74 @@ done
     finally:
         bed.live_config()
         bed.cluster.ensure_node_usable()
+
+
+def _check_generation(bed: Bed, prefix: str, n: int, size: int) -> dict[str, str]:
+    """Every file of generation ``n`` in S3 (the objects its manifest names) has the
+    manifest's SHA-256 and is one version throughout; path -> SHA-256."""
+    key = f"{prefix}.fsx-stage/manifests/{n}.json"
+    manifest = json.loads(bed.client.get_object(Bucket=bed.bucket, Key=key)["Body"].read())
+    digests = {}
+    for f in manifest["files"]:
+        stored = f"{prefix}.fsx-stage/gen/{f['stored_in']}/{f['path']}"
+        data = bed.client.get_object(Bucket=bed.bucket, Key=stored)["Body"].read()
+        assert hashlib.sha256(data).hexdigest() == f["sha256"], f"generation {n}: {f['path']}"
+        assert len(data) == size and len(set(data)) == 1, f"generation {n}: {f['path']} torn"
+        digests[f["path"]] = f["sha256"]
+    assert sorted(digests) == ["f0", "f1", "f2"], manifest
+    return digests
+
+
+def test_a_writer_rewriting_files_in_place_never_publishes_or_restores_a_torn_file(
+    bed: Bed, agent: AgentServer
+) -> None:
+    """The job rewrites three files in place (``>``: open, truncate, write) every 0.1 s
+    while the agent flushes ``every=2s``; every published generation's files are one
+    version each with the manifest's checksums, and a second job restoring the prefix
+    while the writer runs gets exactly one generation's files."""
+    bed.live_config(extra='\n[checkpoints]\nmin_every = "2s"\n')
+    work = bed.scratch / bed.user
+    size = 262144
+    try:
+        writer = bed.submit(
+            f"""#!/bin/sh
+#SBATCH --fsx-stage=checkpoint,{bed.scratch}/%u/ew-%j/,s3://{bed.bucket}/ew/%j/,every=2s,keep=50
+d={work}/ew-$SLURM_JOB_ID
+mkdir -p $d
+i=0
+end=$(($(date +%s) + 25))
+while [ $(date +%s) -lt $end ]; do
+  i=$((i+1))
+  for f in f0 f1 f2; do head -c {size} /dev/zero | tr '\\0' "$((i % 10))" > $d/$f; done
+  sleep 0.1
+done
+"""
+        )
+        prefix = f"ew/{writer}/"
+        deadline = time.monotonic() + 90
+        while len(_manifests(bed, prefix)) < 2:
+            assert time.monotonic() < deadline, (bed.show_job(writer), agent.log.read_text())
+            time.sleep(0.5)
+        reader = bed.submit(
+            f"""#!/bin/sh
+#SBATCH --fsx-stage=checkpoint,{bed.scratch}/%u/er-%j/,s3://{bed.bucket}/{prefix},keep=50
+cd {work}/er-$SLURM_JOB_ID && sha256sum f0 f1 f2 > {work}/er-$SLURM_JOB_ID.sums
+for f in f0 f1 f2; do tr -d "$(head -c 1 $f)" < $f | wc -c; done >> {work}/er-$SLURM_JOB_ID.sums
+echo "rc=$?" >> {work}/er-$SLURM_JOB_ID.sums
+"""
+        )
+        sums = _wait_for(bed, reader, work / f"er-{reader}.sums", timeout=180)
+        state = bed.wait_epilog(writer, timeout=240)
+        assert state.epilog.status.value == "done"
+        published = [
+            int(key.rsplit("/", 1)[1].removesuffix(".json")) for key in _manifests(bed, prefix)
+        ]
+        assert len(published) >= 3, published
+        checked = {n: _check_generation(bed, prefix, n, size) for n in published}
+        restored = [g for g in bed.wait_epilog(reader).generations if g.state == "restored"]
+        assert restored, sums
+        got = dict(reversed(line.split()) for line in sums.splitlines()[:3])
+        assert got == checked[restored[-1].generation]  # exactly that generation's files
+        assert sums.splitlines()[3:6] == ["0", "0", "0"], sums  # each file one version
+    finally:
+        bed.live_config()

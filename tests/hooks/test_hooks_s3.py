@@ -352,8 +352,8 @@ def test_each_checkpoint_flush_across_a_requeue_is_a_whole_generation(
     (ckpt / "b").write_bytes(b"C" * 100)
     assert epilog.run(requeued) == 0
     second = state_of(site, env).phase_entries(Phase.FLUSH)[0]
-    # Generations (the default): every flush uploads the whole directory again.
-    assert (second.status, second.objects, second.skipped_objects) == (EntryStatus.DONE, 2, 0)
+    # A new generation: only the changed file is uploaded, its manifest names both.
+    assert (second.status, second.objects, second.skipped_objects) == (EntryStatus.DONE, 1, 0)
     assert newest_generation(s3_client, bucket, "ck/") == {"a": b"A" * 100, "b": b"C" * 100}
 
 
@@ -432,6 +432,10 @@ def test_a_checkpoint_generation_s3_refuses_stays_pending(
     body = s3_client.get_object(Bucket=bucket, Key="ck/.fsx-stage/gen/1/a")["Body"].read()
     assert body == b"A"
     s3_client.head_object(Bucket=bucket, Key="ck/.fsx-stage/manifests/1.json")
+    published = [g for g in state_of(site, env).generations if g.state == "complete"]
+    assert [(g.generation, g.files, g.bytes, g.by) for g in published] == [
+        (1, 1, 1, "flush --pending")
+    ]  # what `fsx-stage status` lists
 
 
 def test_s3_down_at_stage_in_holds_the_job(

@@ -7,17 +7,21 @@ Layout under a checkpoint destination ``DST/``::
     DST/.fsx-stage/manifests/<N>.json      written last: exactly the files of N, with checksums
 
 A generation is complete when its manifest exists. A file is in generation N only if its
-(size, mtime_ns, ctime_ns, inode) are the same before and after its upload; a file that
-changed is uploaded again (up to ``STABLE_ATTEMPTS`` times), and if it never holds still
-the generation is discarded, never published with a torn or mixed file. Older generations
-are removed only after a newer manifest is in S3. Runs as the job's user (in the hooks'
-privilege-dropped worker), with the S3 settings resolved as root.
+(size, mtime_ns, ctime_ns, inode) and its SHA-256 are the same before and after its
+upload (the checksum catches a rewrite that coarse timestamps hide); a file that changed
+is uploaded again (up to ``STABLE_ATTEMPTS`` times), and if it never holds still the
+generation is discarded, never published with a torn or mixed file. A file whose
+SHA-256 is the one the previous complete generation recorded is not uploaded again: the
+manifest names the earlier generation's object. Older objects are removed only after a
+newer manifest is in S3, and never while a kept manifest names them. Runs as the job's
+user (in the hooks' privilege-dropped worker), with the S3 settings resolved as root.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 import os
 import stat
@@ -41,7 +45,9 @@ from fsx_stage.transfer.client import create_client
 
 META = ".fsx-stage/"
 STABLE_ATTEMPTS = 3
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: no sha256, every object in the generation's own gen/<N>/
+EXACT_PATHS_LIMIT = 1000  # above: upload every file (an include filter per path is O(F^2))
 LEGACY_EXCLUDE = Filter(FilterAction.EXCLUDE, META + "*")
 
 Identity = tuple[int, int, int, int]  # size, mtime_ns, ctime_ns, inode
@@ -53,9 +59,18 @@ class GenerationError(Exception):
 
 @dataclass(frozen=True)
 class ManifestFile:
+    """One file of a generation; its object is ``gen/<stored_in>/<path>`` (an earlier
+    generation's when the file was unchanged)."""
+
     path: str
     size: int
     etag: str
+    stored_in: int
+    sha256: str | None = None  # None in version 1 manifests: never reused
+
+    @property
+    def key(self) -> str:
+        return _gen_dir(self.stored_in) + self.path
 
 
 @dataclass
@@ -67,6 +82,10 @@ class Manifest:
     @property
     def total_bytes(self) -> int:
         return sum(f.size for f in self.files)
+
+    def keys(self) -> set[str]:
+        """The keys (relative to DST) of the objects this generation's files are in."""
+        return {f.key for f in self.files}
 
     def to_json(self) -> str:
         return json.dumps(
@@ -84,12 +103,20 @@ class Manifest:
         """Raises ValueError for anything that is not a manifest this version understands."""
         try:
             data = json.loads(text)
-            if data["version"] != MANIFEST_VERSION:
+            if data["version"] not in READABLE_VERSIONS:
                 raise ValueError(f"manifest version {data['version']!r}")
+            n = int(data["generation"])
             files = [
-                ManifestFile(str(f["path"]), int(f["size"]), str(f["etag"])) for f in data["files"]
+                ManifestFile(
+                    str(f["path"]),
+                    int(f["size"]),
+                    str(f["etag"]),
+                    int(f.get("stored_in", n)),
+                    None if f.get("sha256") is None else str(f["sha256"]),
+                )
+                for f in data["files"]
             ]
-            return cls(int(data["generation"]), float(data["created_at"]), files)
+            return cls(n, float(data["created_at"]), files)
         except (KeyError, TypeError, json.JSONDecodeError) as exc:
             raise ValueError(f"not a manifest: {exc}") from None
 
@@ -250,29 +277,22 @@ class Generations:
 
     def listing(self) -> tuple[list[int], set[int]]:
         """(complete generations, oldest first; every generation number seen)."""
-        keys = self.store.keys(META)
-        complete = sorted(
-            n
-            for rel in keys
-            if rel.startswith(META + "manifests/") and (n := _generation_of(rel)) is not None
-        )
-        seen = {n for rel in keys if (n := _generation_of(rel)) is not None}
-        return complete, seen
+        return _numbers(self.store.keys(META))
 
     def manifest(self, n: int) -> Manifest:
         return Manifest.from_json(self.store.get(_manifest_key(n)))
 
     def newest_complete(self) -> Manifest | None:
-        """The newest generation whose manifest reads and whose objects are all in S3."""
-        complete, _seen = self.listing()
+        """The newest generation whose manifest reads and whose objects are all in S3
+        (with the size and ETag the manifest records)."""
+        keys = self.store.keys(META)
+        complete, _seen = _numbers(keys)
         for n in reversed(complete):
             try:
                 manifest = self.manifest(n)
             except ValueError:
                 continue
-            present = self.store.keys(_gen_dir(n))
-            wanted = {_gen_dir(n) + f.path: (f.size, f.etag) for f in manifest.files}
-            if all(present.get(key) == value for key, value in wanted.items()):
+            if all(keys.get(f.key) == (f.size, f.etag) for f in manifest.files):
                 return manifest
         return None
 
@@ -285,50 +305,78 @@ class Generations:
         keep: int = 2,
         cancel: threading.Event | None = None,
     ) -> GenerationResult:
-        """Upload ``source`` as a new generation, write its manifest, prune to ``keep``."""
+        """Upload the files of ``source`` that changed since the previous complete
+        generation as a new generation, write its manifest, prune to ``keep``."""
         if keep < 1:
             raise ValueError("keep must be >= 1")
         root = source.rstrip("/")
+        previous = self.newest_complete()
         _complete, seen = self.listing()
         n = max(seen, default=0) + 1
         target = self.url + _gen_dir(n)
         plain = dataclasses.replace(options, sync=False)
         before = snapshot(root, options.filters)
-        summary = transfer(
-            root + "/", target, recursive=True, options=plain, s3=self.s3, cancel=cancel
-        )
-        changed = {f.key for f in summary.failures if "changed while" in f.reason}
-        hard = [f for f in summary.failures if f.key not in changed]
+        digests = {rel: d for rel in before if (d := _sha256(Path(root) / rel)) is not None}
+        earlier = {f.path: f for f in previous.files} if previous else {}
+        reused = {
+            rel: earlier[rel]
+            for rel, digest in digests.items()
+            if rel in earlier
+            and earlier[rel].sha256 == digest
+            and earlier[rel].size == before[rel][0]
+        }
+        changed = sorted(set(digests) - set(reused))
+        summary = TransferSummary()
+        if changed:
+            summary = transfer(
+                root + "/",
+                target,
+                recursive=True,
+                options=_only(plain, changed, len(before)),
+                s3=self.s3,
+                cancel=cancel,
+            )
+        # A failure's key is the object's (or the file's relative path): either names rel.
+        torn_keys = {f.key for f in summary.failures if "changed while" in f.reason}
+        hard = [f for f in summary.failures if f.key not in torn_keys]
+        torn = {rel for rel in digests if {rel, self.store.prefix + _gen_dir(n) + rel} & torn_keys}
         if hard or summary.cancelled:
             return GenerationResult(None, summary)  # gen/N stays orphaned; pruned later
         after = snapshot(root, options.filters)
-        stable = {rel: ident for rel, ident in before.items() if after.get(rel) == ident}
-        unstable = (set(before) - set(stable) - _gone(before, after)) | {
-            rel for rel in changed if rel in after
+        stable = {
+            rel: digest
+            for rel, digest in digests.items()
+            if after.get(rel) == before[rel]
+            and rel not in torn
+            and (rel in reused or _sha256(Path(root) / rel) == digest)
         }
-        for rel in sorted(unstable):
-            identity = self._upload_stable(root, rel, target, plain, summary, cancel)
-            if identity is None:
+        for rel in sorted(set(digests) - set(stable)):
+            if rel not in after:
+                continue  # deleted during the flush: not in N
+            reused.pop(rel, None)
+            digest = self._upload_stable(root, rel, target, plain, summary, cancel)
+            if digest is None:
                 self.store.delete(list(self.store.keys(_gen_dir(n))))
                 raise GenerationError(
                     f"{rel}: changed during every one of {STABLE_ATTEMPTS} uploads; "
                     f"generation {n} discarded"
                 )
-            stable[rel] = identity
+            stable[rel] = digest
         present = self.store.keys(_gen_dir(n))
         files = []
         for rel in sorted(stable):
+            if rel in reused:
+                files.append(dataclasses.replace(reused[rel], sha256=stable[rel]))
+                continue
             key = _gen_dir(n) + rel
             if key not in present:
                 raise GenerationError(f"{rel}: uploaded but not listed in {self.url}{key}")
             size, etag = present[key]
-            if size != stable[rel][0]:
-                raise GenerationError(
-                    f"{rel}: S3 holds {size} bytes, the file has {stable[rel][0]}"
-                )
-            files.append(ManifestFile(rel, size, etag))
+            if size != before[rel][0]:
+                raise GenerationError(f"{rel}: S3 holds {size} B, the file has {before[rel][0]}")
+            files.append(ManifestFile(rel, size, etag, n, stable[rel]))
         # Objects of files that appeared after the snapshot (or vanished) are not in N.
-        wanted = {_gen_dir(n) + f.path for f in files}
+        wanted = Manifest(n, 0.0, files).keys()
         self.store.delete([key for key in present if key not in wanted])
         manifest = Manifest(n, time.time(), files)
         if not self.store.put_new(_manifest_key(n), manifest.to_json().encode()):
@@ -346,35 +394,43 @@ class Generations:
         options: TransferOptions,
         summary: TransferSummary,
         cancel: threading.Event | None,
-    ) -> Identity | None:
+    ) -> str | None:
+        """Upload one file until its identity and SHA-256 are the same before and after
+        the upload; its SHA-256, or None if it never held still (or vanished)."""
+        path = Path(root) / rel
         for _attempt in range(STABLE_ATTEMPTS):
-            before = _identity(str(Path(root) / rel))
-            if before is None:
+            before, digest = _identity(str(path)), _sha256(path)
+            if before is None or digest is None:
                 return None
             one = transfer(
-                str(Path(root) / rel),
-                target + rel,
-                recursive=False,
-                options=options,
-                s3=self.s3,
-                cancel=cancel,
+                str(path), target + rel, recursive=False, options=options, s3=self.s3, cancel=cancel
             )
             summary.objects_done += one.objects_done
             summary.bytes_done += one.bytes_done
-            if one.ok and _identity(str(Path(root) / rel)) == before:
-                return before
+            if one.ok and _identity(str(path)) == before and _sha256(path) == digest:
+                return digest
         return None
 
     def prune(self, keep: int, newest: int) -> list[int]:
         """Remove generations older than the ``keep`` newest complete ones (up to
-        ``newest``), and unfinished ones older than ``newest``: manifest first."""
-        complete, seen = self.listing()
-        kept = set(sorted(n for n in complete if n <= newest)[-keep:])
+        ``newest``), and unfinished ones older than ``newest``: manifests first, then
+        their objects that no kept manifest names (a kept generation may name an object
+        of a removed one). Nothing is deleted if a kept manifest cannot be read."""
+        keys = self.store.keys(META)
+        complete, seen = _numbers(keys)
+        kept = sorted(n for n in complete if n <= newest)[-keep:]
         doomed = sorted(n for n in seen if n < newest and n not in kept)
-        for n in doomed:
-            if n in complete:
-                self.store.delete([_manifest_key(n)])
-            self.store.delete(list(self.store.keys(_gen_dir(n))))
+        named: set[str] = set()
+        try:
+            for n in kept:
+                named |= self.manifest(n).keys()
+        except ValueError:
+            return []
+        self.store.delete([_manifest_key(n) for n in doomed if n in complete])
+        dirs = tuple(_gen_dir(n) for n in doomed)
+        self.store.delete(
+            [key for key in keys if key.startswith(dirs) and key not in named] if dirs else []
+        )
         return doomed
 
     # -- restore ------------------------------------------------------------------------
@@ -402,16 +458,22 @@ class Generations:
                 on_event=on_event,
             )
             return GenerationResult(None, summary)
-        source = self.url + _gen_dir(manifest.generation)
-        summary = transfer(
-            source,
-            destination,
-            recursive=True,
-            options=options,
-            s3=self.s3,
-            cancel=cancel,
-            on_event=on_event,
-        )
+        summary = TransferSummary()
+        by_dir: dict[int, list[str]] = {}
+        for f in manifest.files:
+            by_dir.setdefault(f.stored_in, []).append(f.path)
+        for stored_in, paths in sorted(by_dir.items()):
+            # gen/<N>/ holds exactly N's own files; an older directory holds others too.
+            part = transfer(
+                self.url + _gen_dir(stored_in),
+                destination,
+                recursive=True,
+                options=options if stored_in == manifest.generation else _only(options, paths),
+                s3=self.s3,
+                cancel=cancel,
+                on_event=on_event,
+            )
+            _add(summary, part)
         return GenerationResult(
             manifest.generation,
             summary,
@@ -450,5 +512,43 @@ def checkpoint_generation(
     return GenerationResult(None, TransferSummary(failures=[failure]))
 
 
-def _gone(before: dict[str, Identity], after: dict[str, Identity]) -> set[str]:
-    return {rel for rel in before if rel not in after}
+def _numbers(keys: dict[str, tuple[int, str]]) -> tuple[list[int], set[int]]:
+    """(complete generations, oldest first; every generation number) of a listing."""
+    complete = sorted(
+        n
+        for rel in keys
+        if rel.startswith(META + "manifests/") and (n := _generation_of(rel)) is not None
+    )
+    return complete, {n for rel in keys if (n := _generation_of(rel)) is not None}
+
+
+def _sha256(path: Path) -> str | None:
+    """The file's SHA-256 (read as the caller, symlinks not followed); None if gone."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _only(options: TransferOptions, paths: list[str], total: int = 0) -> TransferOptions:
+    """``options`` selecting exactly ``paths`` (glob characters escaped), unless they are
+    all ``total`` files or too many for one filter each: then every selected file."""
+    if len(paths) == total or len(paths) > EXACT_PATHS_LIMIT:
+        return options
+    exact = (Filter(FilterAction.INCLUDE, _escape(p)) for p in paths)
+    return dataclasses.replace(options, filters=(Filter(FilterAction.EXCLUDE, "*"), *exact))
+
+
+def _escape(path: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in path)
+
+
+def _add(total: TransferSummary, part: TransferSummary) -> None:
+    total.objects_done += part.objects_done
+    total.objects_skipped += part.objects_skipped
+    total.bytes_done += part.bytes_done
+    total.elapsed_s += part.elapsed_s
+    total.failures.extend(part.failures)
+    total.cancelled = total.cancelled or part.cancelled

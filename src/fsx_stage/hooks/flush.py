@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from typing import Any
 
 from fsx_stage.hooks.atomic import LockBusy
 from fsx_stage.hooks.logging import EventLog, emergency_log
@@ -33,7 +34,13 @@ def record_creds(record: PendingFlush) -> UserCredentials:
     return UserCredentials.lookup(record.user, record.uid, record.gid, record.groups)
 
 
-def _update_job_state(rt: Runtime, job_id: int, entries: list[EntryState]) -> None:
+def _update_job_state(
+    rt: Runtime,
+    job_id: int,
+    entries: list[EntryState],
+    generations: list[tuple[int, dict[str, Any]]],
+) -> None:
+    """The retried entries, and the checkpoint generations they published (``status``)."""
     state = rt.store.load(job_id)
     if state is None:
         return
@@ -41,6 +48,8 @@ def _update_job_state(rt: Runtime, job_id: int, entries: list[EntryState]) -> No
     for pos, entry in enumerate(state.entries):
         if entry.phase is Phase.FLUSH and (entry.index, entry.source) in by_index:
             state.entries[pos] = by_index[(entry.index, entry.source)]
+    for index, generation in generations:
+        state.note_generation(index, generation, by="flush --pending")
     rt.store.save(state)
 
 
@@ -64,6 +73,7 @@ def retry(
     record.attempts += 1
     record.last_attempt_at = time.time()
     errors = []
+    generations: list[tuple[int, dict[str, Any]]] = []
     for entry in record.entries:
         if entry.status is EntryStatus.DONE:
             continue
@@ -73,6 +83,8 @@ def retry(
         entry.bytes += result.bytes
         entry.objects += result.objects
         entry.skipped_objects = result.skipped
+        if result.generation is not None:
+            generations.append((entry.index, result.generation))
         # A retry cannot turn a kept flush into a loss: anything not done stays pending,
         # except a source that is no longer on scratch (nothing left to flush).
         status = EntryStatus.DONE if result.status is EntryStatus.DONE else EntryStatus.PENDING
@@ -93,7 +105,7 @@ def retry(
         if entry.error and status is EntryStatus.PENDING:
             errors.append(f"directive {entry.index}: {entry.error}")
     record.last_error = "; ".join(errors) or None
-    _update_job_state(rt, record.job_id, record.entries)
+    _update_job_state(rt, record.job_id, record.entries, generations)
     if any(e.status is EntryStatus.PENDING for e in record.entries):
         rt.pending.save(record)
         log.warning(
