@@ -267,6 +267,38 @@ def test_flush_during_an_outage_is_kept_and_completed_later(
     assert not ckpt.exists()  # removed only once verified in S3
 
 
+def test_flush_pending_on_a_node_without_the_scratch_keeps_the_record(
+    s3_server: Any,
+    site: Site,
+    s3_client: Any,
+    bucket: str,
+    job_user: str,
+    slurm: SlurmRecorder,
+) -> None:
+    # Every source looks deleted where the scratch tree is absent (a login node, an
+    # unmounted file system); a deleted source is final, so without the Epilog's scratch
+    # check the record would be dropped and the results never flushed.
+    out, env = _started_job_with_results(site, job_user, bucket)
+    site.write_config(f"http://127.0.0.1:{free_port()}", [bucket])
+    assert epilog.run(env) == 0
+    job_id = int(env["SLURM_JOB_ID"])
+    pending = PendingStore(StateStore(site.state_dir))
+    site.write_config(s3_server.endpoint_url, [bucket])
+    away = site.scratch.with_name(site.scratch.name + ".away")
+    site.scratch.rename(away)
+    try:
+        assert flush.run({"FSX_STAGE_CONFIG": str(site.config)}) == 1
+        record = pending.load(job_id)
+        assert record is not None and [e.status for e in record.entries] == [EntryStatus.PENDING]
+        assert "is not available on this node" in (record.last_error or "")
+        assert "run flush --pending on a node that mounts it" in (record.last_error or "")
+    finally:
+        away.rename(site.scratch)
+    assert flush.run({"FSX_STAGE_CONFIG": str(site.config)}) == 0
+    assert s3_client.get_object(Bucket=bucket, Key="out/r.txt")["Body"].read() == b"result"
+    assert pending.load(job_id) is None
+
+
 def _user_tree(home: Path, name: str, files: dict[str, bytes], uid: int) -> Path:
     top = home / name
     top.mkdir()

@@ -20,6 +20,7 @@ from fsx_stage.hooks.pending import PendingFlush
 from fsx_stage.hooks.privileges import UserCredentials
 from fsx_stage.hooks.runtime import (
     Runtime,
+    check_scratch,
     encryption,
     resolve_credentials,
     s3_settings,
@@ -72,6 +73,16 @@ def retry(
     deadline = time.monotonic() + (config.timeouts.flush if budget_s is None else budget_s)
     record.attempts += 1
     record.last_attempt_at = time.time()
+    owed = [e.source for e in record.entries if e.status is not EntryStatus.DONE]
+    try:
+        # As in the Epilog: on a node without the scratch tree every source would look
+        # deleted, and a deleted source is final: the record would be dropped, unflushed.
+        check_scratch(config, owed, need_space=False)
+    except HookFault as exc:
+        record.last_error = f"{exc.message}: run flush --pending on a node that mounts it"
+        rt.pending.save(record)
+        log.warning("flush_pending.scratch_unavailable", error=record.last_error)
+        return record
     errors = []
     generations: list[tuple[int, dict[str, Any]]] = []
     for entry in record.entries:
