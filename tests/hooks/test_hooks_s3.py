@@ -294,6 +294,7 @@ def test_flush_pending_on_a_node_without_the_scratch_keeps_the_record(
         assert "run flush --pending on a node that mounts it" in (record.last_error or "")
     finally:
         away.rename(site.scratch)
+    assert (out / "r.txt").read_bytes() == b"result"  # untouched
     assert flush.run({"FSX_STAGE_CONFIG": str(site.config)}) == 0
     assert s3_client.get_object(Bucket=bucket, Key="out/r.txt")["Body"].read() == b"result"
     assert pending.load(job_id) is None
