@@ -25,7 +25,7 @@ from tests.testbed.cluster import private_interpreter_dir
 from tests.testbed.ports import free_port
 
 from fsx_stage.directives import encode_spank_values
-from fsx_stage.hooks import epilog, flush, jobinfo, prolog
+from fsx_stage.hooks import epilog, flush, hook, jobinfo, prolog
 from fsx_stage.hooks.pending import PendingStore
 from fsx_stage.hooks.state import EntryStatus, HookStatus, Phase, StateStore
 
@@ -332,7 +332,7 @@ def test_an_epilog_killed_midway_leaves_its_flush_pending(
     def killed(*args: Any, **kwargs: Any) -> None:
         raise SystemExit("killed by slurmd at PrologEpilogTimeout")
 
-    monkeypatch.setattr(prolog, "run_entry", killed)  # the transfer step both hooks share
+    monkeypatch.setattr(hook, "run_entry", killed)  # the transfer step both hooks share
     with pytest.raises(SystemExit):
         epilog.run(env)
     record = PendingStore(StateStore(site.state_dir)).load(int(env["SLURM_JOB_ID"]))
@@ -504,7 +504,7 @@ def test_a_prolog_rerun_after_a_crash_resumes(
         job_user,
         [f"in,s3://{bucket}/one/,{home}/one/", f"in,s3://{bucket}/two/,{home}/two/"],
     )
-    real = prolog.run_entry
+    real = hook.run_entry
     calls = []
 
     def crash_on_second(*args: Any, **kwargs: Any) -> Any:
@@ -513,10 +513,10 @@ def test_a_prolog_rerun_after_a_crash_resumes(
             raise SystemExit("slurmd killed the prolog")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(prolog, "run_entry", crash_on_second)
+    monkeypatch.setattr(hook, "run_entry", crash_on_second)
     with pytest.raises(SystemExit):
         prolog.run(env)
-    monkeypatch.setattr(prolog, "run_entry", real)
+    monkeypatch.setattr(hook, "run_entry", real)
     assert prolog.run(env) == 0
     first, second = state_of(site, env).phase_entries(Phase.STAGE_IN)
     assert (first.status, first.attempts) == (EntryStatus.DONE, 1)  # not redone
