@@ -28,6 +28,7 @@ from tests.testbed.cluster import SlurmCluster
 from tests.testbed.demo import SITE_CONFIG_LOCK
 from tests.testbed.ports import free_port
 from tests.testbed.seaweed import READER_ACCESS_KEY, READER_SECRET_KEY
+from tests.testbed.wait import wait_until
 
 from fsx_stage.hooks.state import EntryStatus, HookStatus, JobState, Phase, StateStore
 
@@ -232,10 +233,7 @@ sleep 600
 """
     )
     step = bed.scratch / bed.user / f"ckpt-{job_id}" / "step"
-    deadline = time.monotonic() + 60
-    while not step.exists():
-        assert time.monotonic() < deadline, bed.show_job(job_id)
-        time.sleep(0.2)
+    wait_until(step.exists, 60, lambda: bed.show_job(job_id))
     bed.cluster.scontrol("requeue", str(job_id))
     first = bed.wait_epilog(job_id, restart=0)
     assert first.job_succeeded is False
@@ -361,10 +359,7 @@ def test_scratch_not_mounted_drains_the_node(bed: Bed) -> None:
         job_id = bed.submit(
             f"#!/bin/sh\n#SBATCH --fsx-stage=in,s3://{bed.bucket}/data/,{bed.scratch}/%u/x/\ntrue\n"
         )
-        deadline = time.monotonic() + 60
-        while "drain" not in bed.node_state():
-            assert time.monotonic() < deadline, bed.show_job(job_id)
-            time.sleep(0.2)
+        wait_until(lambda: "drain" in bed.node_state(), 60, lambda: bed.show_job(job_id))
         state = bed.state(job_id)
         assert state is not None and state.prolog.status is HookStatus.NODE_FAULT
         assert "not available on this node" in (state.prolog.message or "")
@@ -494,10 +489,11 @@ def test_a_held_job_released_after_the_outage_loses_its_held_comment(bed: Bed) -
     assert record["JobState"] == "SPECIAL_EXIT", bed.show_job(job_id)  # requeued held
     assert "held (S3 unavailable)" in _admin_comment(bed, job_id)
     bed.cluster.scontrol("release", str(job_id))
-    deadline = time.monotonic() + 120
-    while bed.cluster.job(job_id)["JobState"] != "COMPLETED":
-        assert time.monotonic() < deadline, bed.show_job(job_id)
-        time.sleep(0.3)
+    wait_until(
+        lambda: bed.cluster.job(job_id)["JobState"] == "COMPLETED",
+        120,
+        lambda: bed.show_job(job_id),
+    )
     bed.wait_epilog(job_id, restart=1)
     assert _admin_comment(bed, job_id) in ("", "(null)"), bed.show_job(job_id)
 
