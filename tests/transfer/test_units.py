@@ -183,7 +183,7 @@ def test_a_summary_round_trips_through_json() -> None:
     assert TransferSummary.from_json(json.loads(json.dumps(summary.to_json()))) == summary
 
 
-def test_failure_reasons_never_carry_the_secret() -> None:
+def test_failure_reasons_name_the_category_and_the_service_s_words() -> None:
     from botocore.exceptions import ClientError
 
     error = ClientError(
@@ -200,6 +200,35 @@ def test_failure_reasons_never_carry_the_secret() -> None:
     )
     assert classify(denied)[0] == "access_denied"
     assert classify(UnsafePath("bad"))[0] == "unsafe_key"
+
+
+def test_failure_reasons_never_carry_the_secret() -> None:
+    from botocore.exceptions import (
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        ReadTimeoutError,
+        SSLError,
+    )
+    from botocore.exceptions import HTTPClientError as BotoHTTPClientError
+
+    key_id, signature = "AKIAIOSFODNN7EXAMPLE", "9f0e8d7c6b5a" * 5
+    url = (
+        "https://bkt.s3.eu-west-1.amazonaws.com/run/out.h5?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+        f"&X-Amz-Credential={key_id}%2F20261203%2Feu-west-1%2Fs3%2Faws4_request"
+        f"&X-Amz-Signature={signature}"
+    )
+    failures: list[BaseException] = [
+        EndpointConnectionError(endpoint_url=url),
+        ConnectTimeoutError(endpoint_url=url),
+        ReadTimeoutError(endpoint_url=url),
+        SSLError(endpoint_url=url, error="certificate verify failed"),
+        BotoHTTPClientError(error=f"connection reset while sending to {url}"),
+        ExceptionGroup("ranges", [ReadTimeoutError(endpoint_url=url)]),
+    ]
+    for failure in failures:
+        _category, reason = classify(failure)
+        assert key_id not in reason and signature not in reason, (type(failure), reason)
+        assert "amazonaws.com" not in reason, reason  # nor the endpoint URL
 
 
 def test_disk_full_is_no_space_even_inside_a_task_group() -> None:
