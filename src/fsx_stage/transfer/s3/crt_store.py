@@ -23,19 +23,19 @@ from typing import Any
 from awscrt import auth, http, s3
 from awscrt import io as crtio
 
-from fsx_stage.transfer.checksums import Digest
 from fsx_stage.transfer.errors import TransferError
-from fsx_stage.transfer.fastpath import (
+from fsx_stage.transfer.models import Encryption, MiB, S3Settings
+from fsx_stage.transfer.s3 import sse
+from fsx_stage.transfer.s3.bodies import write_at
+from fsx_stage.transfer.s3.botocore_store import BotocoreStore
+from fsx_stage.transfer.s3.checksums import Digest
+from fsx_stage.transfer.s3.direct_client import (
     canonical_query,
     error_reply,
     info_from_headers,
     locate,
     quote_key,
 )
-from fsx_stage.transfer.models import Encryption, MiB, S3Settings
-from fsx_stage.transfer.s3 import sse
-from fsx_stage.transfer.s3.bodies import write_at
-from fsx_stage.transfer.s3.botocore_store import BotocoreStore
 from fsx_stage.transfer.s3.store import Got, ObjectInfo, Page, PutResult, UploadedPart
 
 PART_SIZE = 8 * MiB

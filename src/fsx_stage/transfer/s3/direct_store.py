@@ -1,15 +1,15 @@
 """The direct store: small requests and ranged GETs on our own lean client
-(:class:`~fsx_stage.transfer.fastpath.FastS3`), the rest through botocore."""
+(:class:`~fsx_stage.transfer.s3.direct_client.FastS3`), the rest through botocore."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-from fsx_stage.transfer.checksums import Digest
-from fsx_stage.transfer.fastpath import FastS3
 from fsx_stage.transfer.models import Encryption
 from fsx_stage.transfer.s3 import sse
 from fsx_stage.transfer.s3.botocore_store import BotocoreStore
+from fsx_stage.transfer.s3.checksums import Digest
+from fsx_stage.transfer.s3.direct_client import FastS3
 from fsx_stage.transfer.s3.store import Got, ObjectInfo, Page, PutResult, UploadedPart
 
 

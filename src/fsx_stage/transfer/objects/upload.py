@@ -12,10 +12,11 @@ import stat
 import zlib
 from typing import Literal
 
-from fsx_stage.transfer import checksums, posixmeta, safefs
-from fsx_stage.transfer.context import Context, Job
 from fsx_stage.transfer.errors import ChecksumMismatch, ObjectChanged, S3Error, TransferError
+from fsx_stage.transfer.local import posixmeta, safefs
 from fsx_stage.transfer.models import TransferEvent
+from fsx_stage.transfer.objects.context import Context, Job
+from fsx_stage.transfer.s3 import checksums
 from fsx_stage.transfer.s3.store import PutResult, UploadedPart
 
 Outcome = tuple[Literal["done", "skipped"], int]

@@ -18,8 +18,8 @@ from fsx_stage.transfer.models import (
     TransferOptions,
     TransferSummary,
 )
-from fsx_stage.transfer.mover import Tally, run_here
-from fsx_stage.transfer.routes import Route, TransferUsageError, resolve
+from fsx_stage.transfer.objects.routes import Route, TransferUsageError, resolve
+from fsx_stage.transfer.run.mover import Tally, run_here
 
 __all__ = ["TransferUsageError", "resolve", "transfer", "transfer_async"]
 
@@ -52,7 +52,7 @@ async def transfer_async(
     started = time.monotonic()
     count = _worker_count(route, options)
     if count > 1:
-        from fsx_stage.transfer.workers import run_workers  # multiprocessing loads only here
+        from fsx_stage.transfer.run.workers import run_workers  # multiprocessing loads only here
 
         run = asyncio.ensure_future(run_workers(route, options, s3, tally, count))
     else:

@@ -5,7 +5,7 @@ The parent lists and moves objects itself; a worker gets the jobs the parent has
 room for, and sets up its S3 client only when its first jobs arrive (a transfer of a
 few objects never pays for it).
 
-``python -m fsx_stage.transfer.workers FD`` starts a worker afresh (when the caller has
+``python -m fsx_stage.transfer.run.workers FD`` starts a worker afresh (when the caller has
 threads and forking is unsafe); it gets ``(route, options, s3)`` over the pipe first.
 """
 
@@ -25,11 +25,11 @@ from typing import Any
 
 import uvloop
 
-from fsx_stage.transfer.context import Job
-from fsx_stage.transfer.download import apply_directory_metadata
 from fsx_stage.transfer.models import S3Settings, TransferEvent, TransferOptions
-from fsx_stage.transfer.mover import Mover, Tally, jobs, open_root, process_context
-from fsx_stage.transfer.routes import Route
+from fsx_stage.transfer.objects.context import Job
+from fsx_stage.transfer.objects.download import apply_directory_metadata
+from fsx_stage.transfer.objects.routes import Route
+from fsx_stage.transfer.run.mover import Mover, Tally, jobs, open_root, process_context
 
 EventTuple = tuple[str, str, int, int, str, str]
 _FINAL = ("done", "skipped", "failed")
@@ -150,7 +150,7 @@ class _Process:
             self._forked.start()
         else:
             self._spawned = subprocess.Popen(
-                [sys.executable, "-m", "fsx_stage.transfer.workers", str(child_end.fileno())],
+                [sys.executable, "-m", "fsx_stage.transfer.run.workers", str(child_end.fileno())],
                 pass_fds=(child_end.fileno(),),
                 stdin=subprocess.DEVNULL,
             )

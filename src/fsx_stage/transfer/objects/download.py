@@ -11,12 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from fsx_stage.transfer import checksums, lustre, posixmeta, safefs
-from fsx_stage.transfer.checksums import Expected
-from fsx_stage.transfer.context import Context, Job
 from fsx_stage.transfer.errors import ChecksumMismatch, TransferError, classify
+from fsx_stage.transfer.local import lustre, posixmeta, safefs
 from fsx_stage.transfer.models import TransferEvent
+from fsx_stage.transfer.objects.context import Context, Job
+from fsx_stage.transfer.s3 import checksums
 from fsx_stage.transfer.s3.bodies import check_length, stream_to_fd
+from fsx_stage.transfer.s3.checksums import Expected
 from fsx_stage.transfer.s3.store import ObjectInfo
 
 Outcome = tuple[Literal["done", "skipped"], int]

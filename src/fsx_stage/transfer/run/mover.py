@@ -9,9 +9,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import cast
 
 from fsx_stage.filters import selects
-from fsx_stage.transfer import deletion, download, dryrun, posixmeta, safefs, upload
-from fsx_stage.transfer.context import Context, Job
 from fsx_stage.transfer.errors import RetryPolicy, classify
+from fsx_stage.transfer.local import posixmeta, safefs
 from fsx_stage.transfer.models import (
     EventKind,
     FailureCategory,
@@ -21,9 +20,11 @@ from fsx_stage.transfer.models import (
     TransferOptions,
     TransferSummary,
 )
-from fsx_stage.transfer.routes import Direction, Route
+from fsx_stage.transfer.objects import deletion, download, dryrun, upload
+from fsx_stage.transfer.objects.context import Context, Job
+from fsx_stage.transfer.objects.routes import Direction, Route
+from fsx_stage.transfer.objects.sources import list_objects, walk_tree
 from fsx_stage.transfer.s3.choose import open_store
-from fsx_stage.transfer.sources import list_objects, walk_tree
 
 
 class Tally:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from fsx_stage.s3url import S3Url, is_s3_url
-from fsx_stage.transfer.context import Job
+from fsx_stage.transfer.objects.context import Job
 
 Direction = Literal["download", "upload"]
 

@@ -15,12 +15,12 @@ import os
 from collections.abc import Callable
 
 from fsx_stage.filters import selects
-from fsx_stage.transfer import safefs
-from fsx_stage.transfer.context import Context
 from fsx_stage.transfer.errors import classify
+from fsx_stage.transfer.local import safefs
 from fsx_stage.transfer.models import TransferEvent
-from fsx_stage.transfer.routes import Route
-from fsx_stage.transfer.sources import list_objects, walk_tree
+from fsx_stage.transfer.objects.context import Context
+from fsx_stage.transfer.objects.routes import Route
+from fsx_stage.transfer.objects.sources import list_objects, walk_tree
 
 
 async def delete_extra(ctx: Context, route: Route, root_fd: int, seen: set[str]) -> None:

@@ -6,10 +6,10 @@ import functools
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 
-from fsx_stage.transfer.context import Job
 from fsx_stage.transfer.errors import RetryPolicy, UnsafePath
+from fsx_stage.transfer.local.safefs import is_temp_name, open_dir
+from fsx_stage.transfer.objects.context import Job
 from fsx_stage.transfer.s3.store import ObjectStore, mtime_ns_of
-from fsx_stage.transfer.safefs import is_temp_name, open_dir
 
 #: Whether a key or path relative to the source passes the include/exclude filters.
 Selector = Callable[[str], bool]

@@ -12,8 +12,9 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from fsx_stage.transfer import download, safefs, upload
-from fsx_stage.transfer.context import Context, Job
+from fsx_stage.transfer.local import safefs
+from fsx_stage.transfer.objects import download, upload
+from fsx_stage.transfer.objects.context import Context, Job
 
 Outcome = tuple[Literal["planned", "skipped"], int]
 

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fsx_stage.transfer.errors import RetryPolicy
+from fsx_stage.transfer.local.posixmeta import PosixMeta
 from fsx_stage.transfer.models import GiB, MiB, TransferEvent, TransferOptions
-from fsx_stage.transfer.posixmeta import PosixMeta
 from fsx_stage.transfer.s3.store import ObjectStore
 
 MAX_PARTS = 10_000
