@@ -287,12 +287,12 @@ def test_an_unreadable_directory_is_reported_not_skipped(
 
     monkeypatch.setattr(sources.os, "scandir", scandir)
     errors: list[tuple[str, str]] = []
-    jobs = list(
+    items = list(
         sources.walk_tree(
             root, "p/", lambda _relative: True, lambda k, e: errors.append((k, str(e)))
         )
     )
-    assert [job.key for job in jobs] == ["p/a.txt"]
+    assert [item.key for item in items] == ["p/a.txt"]
     assert errors == [("p/sub/", "[Errno 13] Permission denied")]
 
 

@@ -1,4 +1,4 @@
-"""``--dryrun``: say what each job would do, changing nothing (no directory, no temp file).
+"""``--dryrun``: say what each transfer would do, changing nothing (no directory, no temp file).
 
 Sync's comparison is the real one (:func:`download._up_to_date`, upload's HEAD), so a
 dry run lists exactly what a run would copy. ``root_fd`` is -1 when the destination
@@ -14,38 +14,39 @@ from typing import Literal
 
 from fsx_stage.transfer.local import safefs
 from fsx_stage.transfer.objects import download, upload
-from fsx_stage.transfer.objects.context import Context, Job
+from fsx_stage.transfer.objects.context import Context, ObjectTransfer
 
-Outcome = tuple[Literal["planned", "skipped"], int]
+#: A dry run's event kind for an object, and the bytes a real run would move.
+PlanResult = tuple[Literal["planned", "skipped"], int]
 
 
-async def plan_download(ctx: Context, root_fd: int, job: Job) -> Outcome:
-    if job.size < 0 and not job.rel.endswith("/"):
-        head = await ctx.retry.run(lambda: ctx.store.head(job.key))
-        job.size = head.size
-        job.etag, job.mtime_ns = head.etag, head.mtime_ns
-    if ctx.options.sync and root_fd >= 0 and not job.rel.endswith("/") and job.size >= 0:
+async def plan_download(ctx: Context, root_fd: int, item: ObjectTransfer) -> PlanResult:
+    if item.size < 0 and not item.rel.endswith("/"):
+        head = await ctx.retry.run(lambda: ctx.store.head(item.key))
+        item.size = head.size
+        item.etag, item.mtime_ns = head.etag, head.mtime_ns
+    if ctx.options.sync and root_fd >= 0 and not item.rel.endswith("/") and item.size >= 0:
         try:
-            parent = safefs.open_parent(root_fd, safefs.split_relative(job.rel), create=False)
+            parent = safefs.open_parent(root_fd, safefs.split_relative(item.rel), create=False)
         except FileNotFoundError:
-            return "planned", job.size
+            return "planned", item.size
         try:
-            name = job.rel.rsplit("/", 1)[-1]
-            if download._up_to_date(parent, name, job, ctx.options.exact_timestamps):
+            name = item.rel.rsplit("/", 1)[-1]
+            if download._up_to_date(parent, name, item, ctx.options.exact_timestamps):
                 return "skipped", 0
         finally:
             os.close(parent)
-    return "planned", max(job.size, 0)
+    return "planned", max(item.size, 0)
 
 
-async def plan_upload(ctx: Context, root_fd: int, job: Job) -> Outcome:
-    if ctx.options.sync and job.size >= 0 and not job.rel.endswith("/"):
-        parts = safefs.split_relative(job.rel)
+async def plan_upload(ctx: Context, root_fd: int, item: ObjectTransfer) -> PlanResult:
+    if ctx.options.sync and item.size >= 0 and not item.rel.endswith("/"):
+        parts = safefs.split_relative(item.rel)
         parent = safefs.open_parent(root_fd, parts, create=False)
         try:
             st = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
         finally:
             os.close(parent)
-        if await upload._exists_identical(ctx, job, st):
+        if await upload._exists_identical(ctx, item, st):
             return "skipped", 0
-    return "planned", max(job.size, 0)
+    return "planned", max(item.size, 0)
