@@ -27,10 +27,10 @@ from fsx_stage.transfer import (
     TransferOptions,
     TransferSummary,
 )
-from fsx_stage.transfer.checksums import crc_combine, expected_from_response
 from fsx_stage.transfer.errors import UnsafePath, classify
-from fsx_stage.transfer.posixmeta import from_metadata, to_metadata
-from fsx_stage.transfer.safefs import is_temp_name, split_relative, temp_name
+from fsx_stage.transfer.local.posixmeta import from_metadata, to_metadata
+from fsx_stage.transfer.local.safefs import is_temp_name, split_relative, temp_name
+from fsx_stage.transfer.s3.checksums import crc_combine, expected_from_response
 
 
 @pytest.mark.parametrize(
@@ -273,7 +273,7 @@ def test_a_garbled_reply_is_a_network_failure() -> None:
 
 def test_stripe_rule_scales_with_size_and_is_capped() -> None:
     from fsx_stage.transfer import StripeRule
-    from fsx_stage.transfer.lustre import stripe_count
+    from fsx_stage.transfer.local.lustre import stripe_count
 
     rule = StripeRule(min_size=1 << 30, bytes_per_stripe=1 << 30, max_count=4)
     assert stripe_count(100, rule) is None
@@ -284,7 +284,7 @@ def test_stripe_rule_scales_with_size_and_is_capped() -> None:
 
 
 def test_lustre_is_recognised_by_its_statfs_magic_only(tmp_path: os.PathLike[str]) -> None:
-    from fsx_stage.transfer.lustre import LUSTRE_SUPER_MAGIC, fs_magic, is_lustre
+    from fsx_stage.transfer.local.lustre import LUSTRE_SUPER_MAGIC, fs_magic, is_lustre
 
     fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -298,7 +298,7 @@ def test_lustre_is_recognised_by_its_statfs_magic_only(tmp_path: os.PathLike[str
 def test_an_unreadable_directory_is_reported_not_skipped(
     tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fsx_stage.transfer import sources
+    from fsx_stage.transfer.objects import sources
 
     root = os.fspath(tmp_path)
     os.makedirs(os.path.join(root, "sub"))
@@ -316,19 +316,19 @@ def test_an_unreadable_directory_is_reported_not_skipped(
 
     monkeypatch.setattr(sources.os, "scandir", scandir)
     errors: list[tuple[str, str]] = []
-    jobs = list(
+    items = list(
         sources.walk_tree(
             root, "p/", lambda _relative: True, lambda k, e: errors.append((k, str(e)))
         )
     )
-    assert [job.key for job in jobs] == ["p/a.txt"]
+    assert [item.key for item in items] == ["p/a.txt"]
     assert errors == [("p/sub/", "[Errno 13] Permission denied")]
 
 
 def test_a_wrong_composite_checksum_is_caught() -> None:
     from fsx_stage.transfer.errors import ChecksumMismatch
+    from fsx_stage.transfer.objects.upload import _check_composite, _crc32_b64
     from fsx_stage.transfer.s3.store import PutResult, UploadedPart
-    from fsx_stage.transfer.upload import _check_composite, _crc32_b64
 
     parts = [
         UploadedPart(1, '"e1"', _crc32_b64(b"part one")),
