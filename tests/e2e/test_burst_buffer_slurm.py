@@ -149,7 +149,9 @@ wc -c "$FSX_STAGE_IN_1"/a.txt > "$FSX_STAGE_OUT_1/a.count"
     bb.proxy.set_faults(latency_s=4.0, latency_rate=1.0, methods={"PUT"})
     samples = bb.watch(job_id, lambda r: r["JobState"] in ("COMPLETED", "FAILED", "CANCELLED"))
     out_nodes = [node for record, node in samples if record["JobState"] == "STAGE_OUT"]
-    assert out_nodes and set(out_nodes) == {"idle"}, samples  # released before the flush
+    # Released before the flush: idle, or "planned" when the scheduler already plans
+    # another pending job on it (never allocated to this one).
+    assert out_nodes and set(out_nodes) <= {"idle", "planned"}, samples
     bb.proxy.set_faults()
     assert samples[-1][0]["JobState"] == "COMPLETED", bb.show_job(job_id)
     state = StateStore(bb.site.state_dir).load(job_id)
