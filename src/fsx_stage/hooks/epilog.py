@@ -23,12 +23,12 @@ from collections.abc import Mapping
 
 from fsx_stage.directives import Kind
 from fsx_stage.hooks import jobinfo
+from fsx_stage.hooks.hook import Hook, fresh_state, user_credentials
 from fsx_stage.hooks.jobinfo import HookContext
 from fsx_stage.hooks.logging import redact
 from fsx_stage.hooks.outcome import Fault, HookFault
 from fsx_stage.hooks.pending import PendingFlush
 from fsx_stage.hooks.planning import carry_over, decode_directives, entry_state, plan_job
-from fsx_stage.hooks.prolog import Hook, fresh_state, user_credentials
 from fsx_stage.hooks.runtime import (
     EXIT_NODE_FAULT,
     EXIT_OK,
