@@ -8,6 +8,7 @@ acting as the job user, the transfer core, the state directory and the pending q
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pwd
 import random
@@ -25,7 +26,7 @@ from tests.testbed.cluster import private_interpreter_dir
 from tests.testbed.ports import free_port
 
 from fsx_stage.directives import encode_spank_values
-from fsx_stage.hooks import epilog, flush, jobinfo, prolog
+from fsx_stage.hooks import epilog, flush, hook, jobinfo, prolog, staging
 from fsx_stage.hooks.pending import PendingStore
 from fsx_stage.hooks.state import EntryStatus, HookStatus, Phase, StateStore
 
@@ -267,6 +268,57 @@ def test_flush_during_an_outage_is_kept_and_completed_later(
     assert not ckpt.exists()  # removed only once verified in S3
 
 
+def _events(site: Site, event: str) -> list[dict[str, Any]]:
+    lines = [json.loads(line) for line in site.log_file.read_text().splitlines()]
+    return [line for line in lines if line.get("event") == event]
+
+
+def test_a_pending_flush_waits_while_scratch_is_not_mounted(
+    s3_server: Any, site: Site, s3_client: Any, bucket: str, job_user: str, slurm: SlurmRecorder
+) -> None:
+    _out, env = _started_job_with_results(site, job_user, bucket)
+    site.write_config(f"http://127.0.0.1:{free_port()}", [bucket])
+    assert epilog.run(env) == 0  # S3 down: kept pending
+    site.write_config(s3_server.endpoint_url, [bucket])
+    pending = PendingStore(StateStore(site.state_dir))
+    job_id = int(env["SLURM_JOB_ID"])
+
+    site.scratch.rename(site.root / "unmounted")  # the retry runs on a node without scratch
+    assert flush.run({"FSX_STAGE_CONFIG": str(site.config)}) == 1
+    record = pending.load(job_id)
+    assert record is not None  # not given up as "source missing"
+    assert [e.status for e in record.entries] == [EntryStatus.PENDING]
+    assert "not available on this node" in site.log_file.read_text()
+
+    (site.root / "unmounted").rename(site.scratch)
+    assert flush.run({"FSX_STAGE_CONFIG": str(site.config)}) == 0
+    assert s3_client.get_object(Bucket=bucket, Key="out/r.txt")["Body"].read() == b"result"
+    assert pending.load(job_id) is None
+
+
+def test_a_pending_flush_records_and_logs_its_entry_as_the_epilog_does(
+    s3_server: Any, site: Site, bucket: str, job_user: str, slurm: SlurmRecorder
+) -> None:
+    _out, env = _started_job_with_results(site, job_user, bucket)
+    site.write_config(f"http://127.0.0.1:{free_port()}", [bucket])
+    assert epilog.run(env) == 0
+    site.write_config(s3_server.endpoint_url, [bucket])
+    # An epilog whose budget ran out midway records the bytes it moved: a retry counts
+    # its own attempt (sync sends everything not in S3 yet), as the epilog does.
+    pending = PendingStore(StateStore(site.state_dir))
+    record = pending.load(int(env["SLURM_JOB_ID"]))
+    assert record is not None
+    record.entries[0].bytes, record.entries[0].objects = 4, 0
+    pending.save(record)
+    assert flush.run({"FSX_STAGE_CONFIG": str(site.config)}) == 0
+    entry = state_of(site, env).phase_entries(Phase.FLUSH)[0]
+    assert (entry.status, entry.bytes, entry.objects) == (EntryStatus.DONE, len(b"result"), 1)
+    (epilog_line,) = _events(site, "flush.entry")
+    retried = _events(site, "flush_pending.entry")
+    assert retried and all(line.keys() == epilog_line.keys() for line in retried)
+    assert retried[-1]["bytes"] == len(b"result") and retried[-1]["status"] == "done"
+
+
 def _user_tree(home: Path, name: str, files: dict[str, bytes], uid: int) -> Path:
     top = home / name
     top.mkdir()
@@ -299,9 +351,10 @@ def test_an_epilog_killed_midway_leaves_its_flush_pending(
     def killed(*args: Any, **kwargs: Any) -> None:
         raise SystemExit("killed by slurmd at PrologEpilogTimeout")
 
-    monkeypatch.setattr(prolog, "run_entry", killed)  # the transfer step both hooks share
+    monkeypatch.setattr(hook, "run_entry", killed)  # the transfer step every hook shares
     with pytest.raises(SystemExit):
         epilog.run(env)
+    monkeypatch.setattr(hook, "run_entry", staging.run_entry)
     record = PendingStore(StateStore(site.state_dir)).load(int(env["SLURM_JOB_ID"]))
     assert record is not None
     assert [(e.status, e.error) for e in record.entries] == [
@@ -471,7 +524,7 @@ def test_a_prolog_rerun_after_a_crash_resumes(
         job_user,
         [f"in,s3://{bucket}/one/,{home}/one/", f"in,s3://{bucket}/two/,{home}/two/"],
     )
-    real = prolog.run_entry
+    real = hook.run_entry
     calls = []
 
     def crash_on_second(*args: Any, **kwargs: Any) -> Any:
@@ -480,10 +533,10 @@ def test_a_prolog_rerun_after_a_crash_resumes(
             raise SystemExit("slurmd killed the prolog")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(prolog, "run_entry", crash_on_second)
+    monkeypatch.setattr(hook, "run_entry", crash_on_second)
     with pytest.raises(SystemExit):
         prolog.run(env)
-    monkeypatch.setattr(prolog, "run_entry", real)
+    monkeypatch.setattr(hook, "run_entry", real)
     assert prolog.run(env) == 0
     first, second = state_of(site, env).phase_entries(Phase.STAGE_IN)
     assert (first.status, first.attempts) == (EntryStatus.DONE, 1)  # not redone

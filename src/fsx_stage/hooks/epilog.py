@@ -32,10 +32,9 @@ from fsx_stage.hooks.planning import carry_over, decode_directives, entry_state,
 from fsx_stage.hooks.runtime import (
     EXIT_NODE_FAULT,
     EXIT_OK,
-    TransferSetup,
     run_hook,
 )
-from fsx_stage.hooks.staging import SOURCE_MISSING, remove_as_user, tell_user
+from fsx_stage.hooks.staging import remove_as_user, tell_user
 from fsx_stage.hooks.state import EntryState, EntryStatus, HookRun, HookStatus, JobState, Phase
 from fsx_stage.plan import StagePlan
 
@@ -202,23 +201,9 @@ class Epilog(Hook):
             return
         setup = self._prepare_transfers(ctx, [e.source for e in todo], need_space=False)
         deadline = self.started + config.timeouts.flush
+        steps = self._steps(state, setup)
         for entry in todo:
-            self._flush_one(state, entry, setup, deadline)
-
-    def _flush_one(
-        self,
-        state: JobState,
-        entry: EntryState,
-        setup: TransferSetup,
-        deadline: float,
-    ) -> None:
-        result = self._transfer(state, entry, setup, deadline)
-        status = result.status
-        if status is EntryStatus.FAILED and result.category != SOURCE_MISSING:
-            # Only a missing source is final at flush; anything else is kept and retried.
-            status = EntryStatus.PENDING
-        ok = status in (EntryStatus.DONE, EntryStatus.SKIPPED)
-        self._finish(state, entry, status, result, "flush.entry", ok=ok)
+            steps.flush(entry, deadline)
 
     def _save_pending(
         self,

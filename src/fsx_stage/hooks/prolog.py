@@ -95,13 +95,14 @@ class Prolog(Hook):
         setup = self._prepare_transfers(ctx, [e.destination for e in todo], need_space=True)
         self._protect_pending_checkpoints(ctx, state, setup.user)
         deadline = self.started + config.timeouts.stage_in
+        steps = self._steps(state, setup)
         faults: list[HookFault] = []
         for entry in state.phase_entries(Phase.STAGE_IN):
             if entry.status in (EntryStatus.DONE, EntryStatus.SKIPPED):
                 continue
-            result = self._transfer(state, entry, setup, deadline)
+            result = steps.transfer(entry, deadline)
             ok = result.fault is None
-            self._finish(state, entry, result.status, result, "stage_in.entry", ok=ok)
+            steps.finish(entry, result.status, result, "stage_in.entry", ok=ok)
             if result.fault is not None:
                 faults.append(
                     HookFault(
