@@ -102,7 +102,7 @@ class Epilog(Hook):
             self.log.error("epilog.bad_plan", error=fault.message)
             return EXIT_OK
         state.directives = texts
-        state.plan = plan.model_dump(mode="json")
+        state.plan = plan
         fresh = self._flush_states(plan, succeeded, requeued)
         state.replace_phase(Phase.FLUSH, carry_over(fresh, state.phase_entries(Phase.FLUSH)))
         store.save(state)
@@ -184,10 +184,7 @@ class Epilog(Hook):
         return states
 
     def _cleanup_paths(self, plan: StagePlan) -> list[str]:
-        paths = []
-        for entry in plan.entries:
-            paths.append(entry.destination if entry.kind is Kind.IN else entry.source)
-        return paths
+        return [entry.scratch_side for entry in plan.entries]
 
     def _flush(self, ctx: HookContext, state: JobState) -> None:
         config = self.rt.config

@@ -55,7 +55,7 @@ class Prolog(Hook):
             texts, directives = decode_directives(raw)
             state.directives = texts
             plan = plan_job(directives, ctx.identity, self.rt.config)
-            state.plan = plan.model_dump(mode="json")
+            state.plan = plan
             fresh = [entry_state(e, Phase.STAGE_IN) for e in plan.stage_in_entries()]
             state.replace_phase(Phase.STAGE_IN, carry_over(fresh, state.entries))
             store.save(state)
