@@ -183,7 +183,7 @@ def test_a_summary_round_trips_through_json() -> None:
     assert TransferSummary.from_json(json.loads(json.dumps(summary.to_json()))) == summary
 
 
-def test_failure_reasons_never_carry_the_secret() -> None:
+def test_s3_replies_and_unsafe_keys_are_classified() -> None:
     from botocore.exceptions import ClientError
 
     error = ClientError(
@@ -200,6 +200,63 @@ def test_failure_reasons_never_carry_the_secret() -> None:
     )
     assert classify(denied)[0] == "access_denied"
     assert classify(UnsafePath("bad"))[0] == "unsafe_key"
+
+
+# What a presigned request carries: a SigV4 signature, a session token, a credential.
+_SIGNATURE = "5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7"
+_TOKEN = "FwoGZXIvYXdzEJr//////////wEaDExampleSessionToken"
+_ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"
+_SIGNED_URL = (
+    "https://bkt.s3.us-east-1.amazonaws.com/data/k?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+    f"&X-Amz-Credential={_ACCESS_KEY}%2F20261203%2Fus-east-1%2Fs3%2Faws4_request"
+    f"&X-Amz-Security-Token={_TOKEN}&X-Amz-Signature={_SIGNATURE}"
+)
+
+
+def _secret_bearing_failures() -> list[BaseException]:
+    import aiohttp
+    from botocore.exceptions import (
+        ClientError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        HTTPClientError,
+        ReadTimeoutError,
+    )
+
+    mismatch = ClientError(
+        {  # as S3 answers a bad signature: what it computed, what it got
+            "Error": {
+                "Code": "SignatureDoesNotMatch",
+                "Message": "The request signature we calculated does not match the signature",
+                "AWSAccessKeyId": _ACCESS_KEY,
+                "SignatureProvided": _SIGNATURE,
+                "CanonicalRequest": f"GET\n/data/k\nX-Amz-Security-Token={_TOKEN}",
+            },
+            "ResponseMetadata": {"HTTPStatusCode": 403},
+        },
+        "GetObject",
+    )
+    return [
+        mismatch,
+        EndpointConnectionError(endpoint_url=_SIGNED_URL),
+        ConnectTimeoutError(endpoint_url=_SIGNED_URL),
+        ReadTimeoutError(endpoint_url=_SIGNED_URL),
+        HTTPClientError(error=f"Connection broken: {_SIGNED_URL}"),
+        ConnectionError(f"connection lost to {_SIGNED_URL}"),
+        aiohttp.ServerDisconnectedError(f"disconnected from {_SIGNED_URL}"),
+        ExceptionGroup("ranges", [TimeoutError(), ConnectionError(_SIGNED_URL)]),
+    ]
+
+
+@pytest.mark.parametrize("failure", _secret_bearing_failures(), ids=lambda e: type(e).__name__)
+def test_failure_reasons_never_carry_the_secret(failure: BaseException) -> None:
+    assert _SIGNATURE in repr(failure) + repr(
+        getattr(failure, "response", None)
+    )  # the input has it
+    category, reason = classify(failure)
+    assert category in ("access_denied", "network")
+    for secret in (_SIGNATURE, _TOKEN, _ACCESS_KEY, "X-Amz-"):
+        assert secret not in reason
 
 
 def test_disk_full_is_no_space_even_inside_a_task_group() -> None:
