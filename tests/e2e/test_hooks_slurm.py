@@ -14,7 +14,6 @@ import re
 import shutil
 import socket
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from tests.testbed.cluster import SlurmCluster
 from tests.testbed.demo import SITE_CONFIG_LOCK
 from tests.testbed.ports import free_port
 from tests.testbed.seaweed import READER_ACCESS_KEY, READER_SECRET_KEY
+from tests.testbed.wait import wait_until
 
 from fsx_stage.hooks.state import EntryStatus, HookStatus, JobState, Phase, StateStore
 
@@ -68,18 +68,16 @@ class Bed:
 
     def wait_epilog(self, job_id: int, restart: int = 0, timeout: float = 90) -> JobState:
         """The Epilog runs after Slurm reports the job ended: wait for its state."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def settled() -> JobState | None:
             state = self.state(job_id)
-            if (
-                state is not None
-                and state.restart_count == restart
-                and state.epilog.status in HOOK_SETTLED
-            ):
-                return state
-            if time.monotonic() > deadline:
-                raise AssertionError(f"job {job_id}: epilog not done: {state}")
-            time.sleep(0.2)
+            if state is None or state.restart_count != restart:
+                return None
+            return state if state.epilog.status in HOOK_SETTLED else None
+
+        return wait_until(
+            settled, timeout, lambda: f"job {job_id}: epilog not done: {self.state(job_id)}"
+        )
 
     def job_task(self, job_id: int) -> int:
         """The array task id Slurm gave job ``job_id`` (for the array's own id, scontrol
@@ -232,10 +230,7 @@ sleep 600
 """
     )
     step = bed.scratch / bed.user / f"ckpt-{job_id}" / "step"
-    deadline = time.monotonic() + 60
-    while not step.exists():
-        assert time.monotonic() < deadline, bed.show_job(job_id)
-        time.sleep(0.2)
+    wait_until(step.exists, 60, lambda: bed.show_job(job_id))
     bed.cluster.scontrol("requeue", str(job_id))
     first = bed.wait_epilog(job_id, restart=0)
     assert first.job_succeeded is False
@@ -361,10 +356,7 @@ def test_scratch_not_mounted_drains_the_node(bed: Bed) -> None:
         job_id = bed.submit(
             f"#!/bin/sh\n#SBATCH --fsx-stage=in,s3://{bed.bucket}/data/,{bed.scratch}/%u/x/\ntrue\n"
         )
-        deadline = time.monotonic() + 60
-        while "drain" not in bed.node_state():
-            assert time.monotonic() < deadline, bed.show_job(job_id)
-            time.sleep(0.2)
+        wait_until(lambda: "drain" in bed.node_state(), 60, lambda: bed.show_job(job_id))
         state = bed.state(job_id)
         assert state is not None and state.prolog.status is HookStatus.NODE_FAULT
         assert "not available on this node" in (state.prolog.message or "")
@@ -391,14 +383,14 @@ d={bed.scratch}/$(id -un)/arr-${{SLURM_ARRAY_JOB_ID}}-${{SLURM_ARRAY_TASK_ID}}
 echo "task $SLURM_ARRAY_TASK_ID" > $d/out.txt
 """
     )
+
     # `scontrol show job ARRAY_ID` lists every task with its own job id.
-    tasks: set[int] = set()
-    deadline = time.monotonic() + 60
-    while len(tasks) < 2:
-        assert time.monotonic() < deadline, bed.show_job(first)
+    def both_tasks() -> set[int] | None:
         shown = bed.cluster.scontrol("show", "job", "-o", str(first))
         tasks = {int(m) for m in re.findall(rf"^JobId=(\d+) ArrayJobId={first} ", shown, re.M)}
-        time.sleep(0.2)
+        return tasks if len(tasks) == 2 else None
+
+    tasks = wait_until(both_tasks, 60, lambda: bed.show_job(first))
     for job_id in sorted(tasks):
         assert bed.cluster.wait(job_id, timeout=120)["JobState"] == "COMPLETED"
         bed.wait_epilog(job_id)
@@ -494,10 +486,11 @@ def test_a_held_job_released_after_the_outage_loses_its_held_comment(bed: Bed) -
     assert record["JobState"] == "SPECIAL_EXIT", bed.show_job(job_id)  # requeued held
     assert "held (S3 unavailable)" in _admin_comment(bed, job_id)
     bed.cluster.scontrol("release", str(job_id))
-    deadline = time.monotonic() + 120
-    while bed.cluster.job(job_id)["JobState"] != "COMPLETED":
-        assert time.monotonic() < deadline, bed.show_job(job_id)
-        time.sleep(0.3)
+    wait_until(
+        lambda: bed.cluster.job(job_id)["JobState"] == "COMPLETED",
+        120,
+        lambda: bed.show_job(job_id),
+    )
     bed.wait_epilog(job_id, restart=1)
     assert _admin_comment(bed, job_id) in ("", "(null)"), bed.show_job(job_id)
 

@@ -24,6 +24,7 @@ from tests.checkpoints.layout import checkpoint_object, newest_generation
 from tests.hooks.sitecfg import Site, make_site
 from tests.testbed.cluster import private_interpreter_dir
 from tests.testbed.ports import free_port
+from tests.testbed.wait import wait_until
 
 from fsx_stage.directives import encode_spank_values
 from fsx_stage.hooks import epilog, flush, hook, jobinfo, prolog, staging
@@ -804,16 +805,19 @@ def test_status_shows_live_counts_while_an_entry_stages(
     outcome: list[int] = []
     runner = threading.Thread(target=lambda: outcome.append(prolog.run(env)))
     runner.start()
-    seen = None
-    while runner.is_alive():
+
+    def live_counts() -> tuple[int, int, str] | None:
         state = state_of(site, env)
         entry = state.entries[0] if state is not None and state.entries else None
         if entry is not None and entry.status is EntryStatus.RUNNING and entry.objects > 0:
-            seen = (entry.objects, entry.bytes, render_status(state))
-        runner.join(0.2)
+            return entry.objects, entry.bytes, render_status(state)
+        return None
+
+    objects, moved, view = wait_until(
+        live_counts, 30, "no live counts were saved while the entry ran"
+    )
+    runner.join(60)
     assert outcome == [0]
-    assert seen is not None, "no live counts were saved while the entry ran"
-    objects, moved, view = seen
     assert 0 < objects < 32 and moved == objects * 4096
     assert f"so far: {objects} objects, " in view and "/s)" in view
     final = state_of(site, env).entries[0]
