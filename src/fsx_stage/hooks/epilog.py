@@ -34,6 +34,7 @@ from fsx_stage.hooks.runtime import (
     EXIT_OK,
     run_hook,
 )
+from fsx_stage.hooks.slurmcontrol import SLURM, SlurmControl
 from fsx_stage.hooks.staging import remove_as_user, tell_user
 from fsx_stage.hooks.state import EntryState, EntryStatus, HookRun, HookStatus, JobState, Phase
 from fsx_stage.plan import StagePlan
@@ -275,7 +276,9 @@ def flush_problem_text(job_id: int, failed: list[EntryState], pending: list[Entr
     return redact(text) + "\n"
 
 
-def run(env: Mapping[str, str]) -> int:
+def run(env: Mapping[str, str], slurm: SlurmControl = SLURM) -> int:
     """The ``fsx-stage epilog`` command."""
     # After a bug the data is still on scratch (the flush was recorded as pending first).
-    return run_hook("epilog", env, lambda rt: Epilog(rt, env).run(), lambda _job, _log: EXIT_OK)
+    return run_hook(
+        "epilog", env, lambda rt: Epilog(rt, env, slurm).run(), lambda _job, _log: EXIT_OK
+    )

@@ -28,17 +28,20 @@ from fsx_stage.hooks.runtime import (
     s3_settings,
     transfer_options,
 )
+from fsx_stage.hooks.slurmcontrol import SLURM, SlurmControl
 from fsx_stage.hooks.staging import SOURCE_MISSING, EntryResult, run_entry
 from fsx_stage.hooks.state import EntryState, EntryStatus, JobState
 from fsx_stage.policy import Policy
 
 
-def context(env: Mapping[str, str], log: EventLog | None = None) -> HookContext:
+def context(
+    env: Mapping[str, str], log: EventLog | None = None, slurm: SlurmControl = SLURM
+) -> HookContext:
     """The job's context: environment first, one ``scontrol show job`` for the rest."""
     job_id = int(env.get("SLURM_JOB_ID", "0") or 0)
     line = None
     try:
-        line = jobinfo.scontrol_show_job(job_id, env)
+        line = slurm.show_job(job_id, env)
     except JobInfoError as exc:
         if log is not None:
             log.warning("scontrol.unavailable", error=str(exc))
@@ -82,14 +85,15 @@ class Hook:
     name = "hook"
     mode: Literal["hooks", "burst_buffer"] = "hooks"  # the JobState.mode this hook writes
 
-    def __init__(self, rt: Runtime, env: Mapping[str, str]) -> None:
+    def __init__(self, rt: Runtime, env: Mapping[str, str], slurm: SlurmControl = SLURM) -> None:
         self.rt = rt
         self.env = env
+        self.slurm = slurm
         self.log = rt.log
         self.started = time.monotonic()
 
     def run(self) -> int:
-        ctx = context(self.env, self.log)
+        ctx = context(self.env, self.log, self.slurm)
         if not jobinfo.is_first_node(ctx, self.env):
             self.log.info(f"{self.name}.skip", reason="not the first node", node=ctx.node_name)
             return EXIT_OK
