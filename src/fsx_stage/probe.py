@@ -333,8 +333,8 @@ def head_bucket(name: str, s3: S3Settings) -> Bucket:
     """Whether the bucket exists and answers (HeadBucket needs only s3:ListBucket)."""
     import uvloop
 
-    from fsx_stage.transfer.client import create_client
     from fsx_stage.transfer.errors import classify
+    from fsx_stage.transfer.s3.botocore_client import create_client
 
     async def head() -> None:
         async with create_client(s3, 1) as client:

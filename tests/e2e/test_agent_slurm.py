@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from tests.e2e.test_hooks_slurm import Bed, bed
 from tests.testbed.agent import AgentServer
+from tests.testbed.wait import wait_until
 
 from fsx_stage.agent.peer import under_job_stepd
 
@@ -146,9 +147,7 @@ sleep 60
     agent.kill()  # mid-flush (or just before it): nothing is cleaned up
     assert _manifests(bed, prefix) in ([], [f"{prefix}.fsx-stage/manifests/1.json"])
     agent.start()  # the restarted agent finds the request in its queue
-    deadline = time.monotonic() + 120
-    while queued.exists() and time.monotonic() < deadline:
-        time.sleep(0.5)
+    wait_until(lambda: not queued.exists(), 120, lambda: agent.log.read_text(), interval=0.5)
     manifests = _manifests(bed, prefix)
     assert manifests, "the resumed flush published nothing"
     newest = manifests[-1]
@@ -182,10 +181,12 @@ done
 """
         )
         prefix = f"ev/{job_id}/"
-        deadline = time.monotonic() + 90
-        while len(_manifests(bed, prefix)) < 2:
-            assert time.monotonic() < deadline, (bed.show_job(job_id), agent.log.read_text())
-            time.sleep(0.5)
+        wait_until(
+            lambda: len(_manifests(bed, prefix)) >= 2,
+            90,
+            lambda: (bed.show_job(job_id), agent.log.read_text()),
+            interval=0.5,
+        )
         assert bed.cluster.job(job_id)["JobState"] == "RUNNING"  # published while it runs
         for key in _manifests(bed, prefix):
             manifest = json.loads(bed.client.get_object(Bucket=bed.bucket, Key=key)["Body"].read())
@@ -207,10 +208,8 @@ done
         status = bed.as_user(bed.fsx_stage, "status", str(job_id))
         assert "checkpoint generations:" in status.stdout and "agent every=" in status.stdout
         registration = bed.site.state_dir / "agent" / "periodic" / f"{job_id}.json"
-        deadline = time.monotonic() + 10
-        while registration.exists():  # the agent drops it once the Epilog began
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        # The agent drops the registration once the Epilog began.
+        wait_until(lambda: not registration.exists(), 10, f"{registration} still there")
     finally:
         bed.live_config()
 
@@ -261,10 +260,12 @@ done
 """
         )
         prefix = f"ek/{job_id}/"
-        deadline = time.monotonic() + 90
-        while len(_manifests(bed, prefix)) < 2:
-            assert time.monotonic() < deadline, (bed.show_job(job_id), agent.log.read_text())
-            time.sleep(0.5)
+        wait_until(
+            lambda: len(_manifests(bed, prefix)) >= 2,
+            90,
+            lambda: (bed.show_job(job_id), agent.log.read_text()),
+            interval=0.5,
+        )
         _kill_job_and_slurmd(bed, job_id)
         shutil.rmtree(work / f"ek-{job_id}")  # the rerun may land on a node without it
         bed.cluster.restart_daemon("slurmd")
@@ -337,10 +338,12 @@ done
 """
         )
         prefix = f"ew/{writer}/"
-        deadline = time.monotonic() + 90
-        while len(_manifests(bed, prefix)) < 2:
-            assert time.monotonic() < deadline, (bed.show_job(writer), agent.log.read_text())
-            time.sleep(0.5)
+        wait_until(
+            lambda: len(_manifests(bed, prefix)) >= 2,
+            90,
+            lambda: (bed.show_job(writer), agent.log.read_text()),
+            interval=0.5,
+        )
         reader = bed.submit(
             f"""#!/bin/sh
 #SBATCH --fsx-stage=checkpoint,{bed.scratch}/%u/er-%j/,s3://{bed.bucket}/{prefix},keep=50

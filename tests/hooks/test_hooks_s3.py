@@ -277,24 +277,34 @@ def _events(site: Site, event: str) -> list[dict[str, Any]]:
     return [line for line in lines if line.get("event") == event]
 
 
-def test_a_pending_flush_waits_while_scratch_is_not_mounted(
-    s3_server: Any, site: Site, s3_client: Any, bucket: str, job_user: str, slurm: SlurmRecorder
+def test_flush_pending_on_a_node_without_the_scratch_keeps_the_record(
+    s3_server: Any,
+    site: Site,
+    s3_client: Any,
+    bucket: str,
+    job_user: str,
+    slurm: SlurmRecorder,
 ) -> None:
-    _out, env = _started_job_with_results(site, job_user, bucket, slurm)
+    # Every source looks deleted where the scratch tree is absent (a login node, an
+    # unmounted file system); a deleted source is final, so without the Epilog's scratch
+    # check the record would be dropped and the results never flushed.
+    out, env = _started_job_with_results(site, job_user, bucket, slurm)
     site.write_config(f"http://127.0.0.1:{free_port()}", [bucket])
-    assert epilog.run(env, slurm) == 0  # S3 down: kept pending
-    site.write_config(s3_server.endpoint_url, [bucket])
-    pending = PendingStore(StateStore(site.state_dir))
+    assert epilog.run(env, slurm) == 0
     job_id = int(env["SLURM_JOB_ID"])
-
-    site.scratch.rename(site.root / "unmounted")  # the retry runs on a node without scratch
-    assert flush.run({"FSX_STAGE_CONFIG": str(site.config)}) == 1
-    record = pending.load(job_id)
-    assert record is not None  # not given up as "source missing"
-    assert [e.status for e in record.entries] == [EntryStatus.PENDING]
-    assert "not available on this node" in site.log_file.read_text()
-
-    (site.root / "unmounted").rename(site.scratch)
+    pending = PendingStore(StateStore(site.state_dir))
+    site.write_config(s3_server.endpoint_url, [bucket])
+    away = site.scratch.with_name(site.scratch.name + ".away")
+    site.scratch.rename(away)
+    try:
+        assert flush.run({"FSX_STAGE_CONFIG": str(site.config)}) == 1
+        record = pending.load(job_id)
+        assert record is not None and [e.status for e in record.entries] == [EntryStatus.PENDING]
+        assert "is not available on this node" in (record.last_error or "")
+        assert "run flush --pending on a node that mounts it" in (record.last_error or "")
+    finally:
+        away.rename(site.scratch)
+    assert (out / "r.txt").read_bytes() == b"result"  # untouched
     assert flush.run({"FSX_STAGE_CONFIG": str(site.config)}) == 0
     assert s3_client.get_object(Bucket=bucket, Key="out/r.txt")["Body"].read() == b"result"
     assert pending.load(job_id) is None

@@ -1,4 +1,4 @@
-"""Waiting for something the test bed does in its own time (a job state, a file, a count)."""
+"""One polling loop for the tests: wait until a condition holds, or fail saying why."""
 
 from __future__ import annotations
 
@@ -10,20 +10,22 @@ T = TypeVar("T")
 
 
 def wait_until(
-    predicate: Callable[[], T],
+    condition: Callable[[], T],
     timeout: float,
-    message: str | Callable[[], str],
+    explain: Callable[[], object] | str = "",
     interval: float = 0.2,
 ) -> T:
-    """Call ``predicate`` every ``interval`` seconds until it returns something true,
-    and return that; after ``timeout`` seconds fail with ``message`` (a callable is only
-    called then, e.g. to show the job as Slurm sees it at that moment)."""
+    """Call ``condition`` every ``interval`` s until it returns a true value, and return it.
+
+    After ``timeout`` s, raise AssertionError with ``explain`` (a callable is called only
+    then: e.g. the job's ``scontrol show job`` at the moment it gave up).
+    """
     deadline = time.monotonic() + timeout
     while True:
-        value = predicate()
+        value = condition()
         if value:
             return value
         if time.monotonic() > deadline:
-            text = message() if callable(message) else message
-            raise AssertionError(f"not within {timeout:g} s: {text}")
+            detail = explain() if callable(explain) else explain
+            raise AssertionError(f"not true within {timeout:g} s: {detail}")
         time.sleep(interval)

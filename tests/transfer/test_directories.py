@@ -23,11 +23,11 @@ import pytest
 from tests.transfer.conftest import Run, settings_for, tree
 
 from fsx_stage.transfer import S3Settings, TransferOptions
-from fsx_stage.transfer.context import Context
-from fsx_stage.transfer.download import apply_directory_metadata
 from fsx_stage.transfer.errors import RetryPolicy
+from fsx_stage.transfer.local.posixmeta import PosixMeta, current_umask
 from fsx_stage.transfer.models import TransferEvent
-from fsx_stage.transfer.posixmeta import PosixMeta, current_umask
+from fsx_stage.transfer.objects.context import Context
+from fsx_stage.transfer.objects.download import apply_directory_metadata
 from fsx_stage.transfer.s3.store import ObjectStore
 
 OLD = 1_500_000_000_123_456_789  # 2017-07-14, in nanoseconds

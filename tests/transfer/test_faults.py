@@ -116,7 +116,7 @@ def test_an_upload_whose_checksum_s3_rejects_fails_and_stores_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Upload success means S3 confirmed the checksum we sent; a wrong one never lands."""
-    from fsx_stage.transfer import upload
+    from fsx_stage.transfer.objects import upload
 
     source = tmp_path / "f.bin"
     source.write_bytes(b"payload")

@@ -11,9 +11,9 @@ from typing import TypeVar
 import pytest
 import uvloop
 
-from fsx_stage.transfer import http1
 from fsx_stage.transfer.errors import TransferError
-from fsx_stage.transfer.http1 import Endpoint, Pool, parse_head
+from fsx_stage.transfer.s3 import http1
+from fsx_stage.transfer.s3.http1 import Endpoint, Pool, parse_head
 
 T = TypeVar("T")
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]

@@ -7,7 +7,7 @@ import h11
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fsx_stage.transfer.http1 import parse_head
+from fsx_stage.transfer.s3.http1 import parse_head
 
 _TOKEN = st.text(
     alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-.^_`|~",

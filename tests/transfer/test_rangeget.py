@@ -14,10 +14,10 @@ import pytest
 import uvloop
 from tests.transfer.conftest import settings_for
 
-from fsx_stage.transfer.checksums import new_digest
-from fsx_stage.transfer.client import create_client
 from fsx_stage.transfer.errors import S3Error
-from fsx_stage.transfer.fastpath import FastS3
+from fsx_stage.transfer.s3.botocore_client import create_client
+from fsx_stage.transfer.s3.checksums import new_digest
+from fsx_stage.transfer.s3.direct_client import FastS3
 
 T = TypeVar("T")
 MiB = 1024 * 1024

@@ -167,8 +167,8 @@ def test_the_fast_path_attaches_to_seaweedfs(s3: Any, bucket: str) -> None:
     """Small GETs/PUTs bypass botocore's pipeline where the server accepts our requests."""
     import asyncio
 
-    from fsx_stage.transfer.client import create_client
-    from fsx_stage.transfer.fastpath import FastS3
+    from fsx_stage.transfer.s3.botocore_client import create_client
+    from fsx_stage.transfer.s3.direct_client import FastS3
 
     async def attach() -> bool:
         async with create_client(s3, 4) as client:

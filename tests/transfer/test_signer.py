@@ -12,9 +12,9 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from fsx_stage.transfer.fastpath import FastS3, canonical_query, quote_key
-from fsx_stage.transfer.http1 import Endpoint
-from fsx_stage.transfer.plainconfig import FrozenCredentials, StaticProvider
+from fsx_stage.transfer.s3.config_without_botocore import FrozenCredentials, StaticProvider
+from fsx_stage.transfer.s3.direct_client import FastS3, canonical_query, quote_key
+from fsx_stage.transfer.s3.http1 import Endpoint
 
 PREFIX = "http://127.0.0.1:8333/my-bucket/"
 EMPTY = hashlib.sha256(b"").hexdigest()

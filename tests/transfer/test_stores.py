@@ -15,9 +15,9 @@ import pytest
 import uvloop
 from tests.transfer.conftest import settings_for
 
-from fsx_stage.transfer.checksums import new_digest
 from fsx_stage.transfer.errors import S3Error, classify
 from fsx_stage.transfer.models import Encryption
+from fsx_stage.transfer.s3.checksums import new_digest
 from fsx_stage.transfer.s3.choose import STORES, open_store
 from fsx_stage.transfer.s3.crt_store import CrtStore
 from fsx_stage.transfer.s3.direct_store import DirectStore

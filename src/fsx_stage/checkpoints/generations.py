@@ -41,7 +41,7 @@ from fsx_stage.transfer import (
     TransferSummary,
     transfer,
 )
-from fsx_stage.transfer.client import create_client
+from fsx_stage.transfer.s3.botocore_client import create_client
 
 META = ".fsx-stage/"
 STABLE_ATTEMPTS = 3

@@ -425,7 +425,7 @@ def _dryrun_printer(
     args: argparse.Namespace, planned: list[int]
 ) -> Callable[[TransferEvent], None]:
     """Prints ``(dryrun) download: s3://b/k to path`` per planned job; counts into ``planned``."""
-    from fsx_stage.transfer.routes import resolve
+    from fsx_stage.transfer.objects.routes import resolve
 
     recursive = (args.sync and len(args.src) == 1) or getattr(args, "recursive", False)
     route = resolve(args.src[0] if len(args.src) == 1 else args.src, args.dst, recursive)

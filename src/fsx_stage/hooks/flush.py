@@ -19,7 +19,7 @@ from fsx_stage.hooks.logging import EventLog, emergency_log
 from fsx_stage.hooks.outcome import HookFault
 from fsx_stage.hooks.pending import PendingFlush
 from fsx_stage.hooks.privileges import UserCredentials
-from fsx_stage.hooks.runtime import Runtime, start
+from fsx_stage.hooks.runtime import Runtime, check_scratch, start
 from fsx_stage.hooks.staging import remove_as_user
 from fsx_stage.hooks.state import EntryState, EntryStatus, Phase
 
@@ -63,17 +63,21 @@ def retry(
     log = EventLog(record.job_id)
     config = rt.config
     todo = [e for e in record.entries if e.status is not EntryStatus.DONE]
-    # Scratch not mounted here is a node's problem, not a missing source: the record stays.
     setup = prepare_transfers(
-        config,
-        creds or record_creds(record),
-        [e.source for e in todo],
-        need_space=False,
-        umask_for=lambda _path: FLUSH_UMASK,
+        config, creds or record_creds(record), umask_for=lambda _path: FLUSH_UMASK
     )
     deadline = time.monotonic() + (config.timeouts.flush if budget_s is None else budget_s)
     record.attempts += 1
     record.last_attempt_at = time.time()
+    try:
+        # As in the Epilog: on a node without the scratch tree every source would look
+        # deleted, and a deleted source is final: the record would be dropped, unflushed.
+        check_scratch(config, [e.source for e in todo], need_space=False)
+    except HookFault as exc:
+        record.last_error = f"{exc.message}: run flush --pending on a node that mounts it"
+        rt.pending.save(record)
+        log.warning("flush_pending.scratch_unavailable", error=record.last_error)
+        return record
     generations: list[tuple[int, dict[str, Any]]] = []
     steps = EntrySteps(
         config=config,

@@ -1,8 +1,6 @@
-"""What the Prolog and Epilog share: the job's context, its fresh state, and `Hook`.
-
-A hook runs once per job, on the allocation's first node, under the job's lock; each entry's
-transfer runs as the job user (`Hook._transfer`) and its end is saved, then logged
-(`Hook._finish`).
+"""What the Prolog, the Epilog and ``flush --pending`` share: the job's context from Slurm,
+its fresh state, the `Hook` frame (first node only, the job's lock) and `EntrySteps` (one
+entry's transfer as the job user with live counts for ``status``, its end saved and logged).
 """
 
 from __future__ import annotations
@@ -117,12 +115,14 @@ class Hook:
     def _prepare_transfers(
         self, ctx: HookContext, scratch_paths: list[str], *, need_space: bool
     ) -> TransferSetup:
-        policy = Policy(self.rt.config)
+        """Scratch usable first (a node `HookFault`, or `Fault.SCRATCH_FULL`), then the rest
+        (`prepare_transfers`)."""
+        config = self.rt.config
+        check_scratch(config, scratch_paths, need_space=need_space)
+        policy = Policy(config)
         return prepare_transfers(
-            self.rt.config,
+            config,
             user_credentials(ctx),
-            scratch_paths,
-            need_space=need_space,
             umask_for=lambda path: policy.umask_for(path, ctx.identity),
         )
 
@@ -138,16 +138,10 @@ class Hook:
 
 
 def prepare_transfers(
-    config: SiteConfig,
-    user: UserCredentials,
-    scratch_paths: list[str],
-    *,
-    need_space: bool,
-    umask_for: Callable[[str], int],
+    config: SiteConfig, user: UserCredentials, *, umask_for: Callable[[str], int]
 ) -> TransferSetup:
-    """The node's part first (scratch usable, S3 credentials, SSE-C key: each a node
-    `HookFault`), then the job user's credentials for the transfer worker."""
-    check_scratch(config, scratch_paths, need_space=need_space)
+    """The node's S3 credentials and SSE-C key (each a node `HookFault` when missing),
+    with the job user's credentials for the transfer worker."""
     credentials = resolve_credentials(config)
     return TransferSetup(
         user=user,

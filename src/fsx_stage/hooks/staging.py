@@ -193,7 +193,7 @@ def prefix_hint(src: str, s3: S3Settings) -> str | None:
     import uvloop
 
     from fsx_stage.s3url import S3Url
-    from fsx_stage.transfer.client import create_client
+    from fsx_stage.transfer.s3.botocore_client import create_client
 
     url = S3Url.parse(src)
 

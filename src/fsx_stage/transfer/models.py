@@ -204,7 +204,7 @@ class TransferOptions:
     ``part_size=None`` adapts the part size to each object (S3's 10,000-part limit).
     ``workers=None`` uses one process per two cores (at most 8) for recursive transfers;
     ``concurrency`` is the number of requests in flight per process. ``dryrun`` moves
-    nothing: each job is a ``planned`` event (or ``skipped`` by sync), in one process.
+    nothing: each object is a ``planned`` event (or ``skipped`` by sync), in one process.
     ``delete`` (sync only, one process) removes destination items the source lacks.
     ``exact_timestamps`` (sync downloads): a file without our source record is identical
     only when its mtime equals the object's LastModified (whole seconds), not just newer.

@@ -7,8 +7,8 @@ import contextlib
 import os
 from collections.abc import Callable
 
-from fsx_stage.transfer.checksums import Digest
 from fsx_stage.transfer.errors import TransferError
+from fsx_stage.transfer.s3.checksums import Digest
 from fsx_stage.transfer.s3.store import Body
 
 CHUNK = 256 * 1024  # read/write unit of a streamed body (bounds memory per request)

@@ -14,11 +14,11 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from fsx_stage.transfer.checksums import Digest, checksums_from_fields
 from fsx_stage.transfer.errors import S3Error
 from fsx_stage.transfer.models import Encryption
 from fsx_stage.transfer.s3 import sse
 from fsx_stage.transfer.s3.bodies import check_length, stream_to_fd
+from fsx_stage.transfer.s3.checksums import Digest, checksums_from_fields
 from fsx_stage.transfer.s3.store import Got, ListedObject, ObjectInfo, Page, PutResult, UploadedPart
 
 

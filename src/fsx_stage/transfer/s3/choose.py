@@ -9,8 +9,8 @@ import contextlib
 import os
 from collections.abc import AsyncIterator
 
-from fsx_stage.transfer.client import create_client
 from fsx_stage.transfer.models import Encryption, S3Settings
+from fsx_stage.transfer.s3.botocore_client import create_client
 from fsx_stage.transfer.s3.botocore_store import BotocoreStore
 from fsx_stage.transfer.s3.store import ObjectStore
 
@@ -43,7 +43,7 @@ async def open_store(
 
             store = await CrtStore.create(settings, bucket, encryption, pool_size, control)
         elif kind == "direct":
-            from fsx_stage.transfer.fastpath import FastS3
+            from fsx_stage.transfer.s3.direct_client import FastS3
             from fsx_stage.transfer.s3.direct_store import DirectStore
 
             fast = await FastS3.attach(

@@ -17,26 +17,26 @@ import contextlib
 import io
 import os
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from awscrt import auth, http, s3
 from awscrt import io as crtio
 
-from fsx_stage.transfer.checksums import Digest
 from fsx_stage.transfer.errors import TransferError
-from fsx_stage.transfer.fastpath import (
+from fsx_stage.transfer.models import Encryption, MiB, S3Settings
+from fsx_stage.transfer.s3.bodies import write_at
+from fsx_stage.transfer.s3.botocore_store import BotocoreStore
+from fsx_stage.transfer.s3.checksums import Digest
+from fsx_stage.transfer.s3.control_plane import OnControlPlane
+from fsx_stage.transfer.s3.direct_client import (
     canonical_query,
     error_reply,
     info_from_headers,
     locate,
     quote_key,
 )
-from fsx_stage.transfer.models import Encryption, MiB, S3Settings
-from fsx_stage.transfer.s3 import sse
-from fsx_stage.transfer.s3.bodies import write_at
-from fsx_stage.transfer.s3.botocore_store import BotocoreStore
-from fsx_stage.transfer.s3.store import Got, ObjectInfo, Page, PutResult, UploadedPart
+from fsx_stage.transfer.s3.store import Got, PutResult
 
 PART_SIZE = 8 * MiB
 MAX_PUT = 5 * 1024 * MiB  # the largest single PutObject S3 takes
@@ -161,7 +161,7 @@ class _QueuedBody:
             self.task.cancel()
 
 
-class CrtStore:
+class CrtStore(OnControlPlane):
     """:class:`~fsx_stage.transfer.s3.store.ObjectStore` with the data plane on the CRT."""
 
     def __init__(
@@ -173,13 +173,11 @@ class CrtStore:
         control: BotocoreStore,
         encryption: Encryption,
     ) -> None:
+        super().__init__(control, encryption)
         self._client = client
         self._credentials = credentials
         self._base_path = prefix_path
         self._authority = authority
-        self._control = control
-        self._read = sse.as_headers(sse.read_params(encryption))
-        self._write = sse.as_headers(sse.write_params(encryption))
         self._pending: set[s3.S3Request] = set()
 
     @classmethod
@@ -294,9 +292,6 @@ class CrtStore:
         finally:
             self._pending.discard(crt_request)
 
-    async def head(self, key: str, part_number: int | None = None) -> ObjectInfo:
-        return await self._control.head(key, part_number)
-
     async def get(self, key: str) -> Got:
         loop = asyncio.get_running_loop()
         reply = _Reply(loop, "GetObject")
@@ -390,18 +385,7 @@ class CrtStore:
     async def put(
         self, key: str, body: bytes, crc32: str, metadata: Mapping[str, str]
     ) -> PutResult:
-        headers = {f"x-amz-meta-{name}": value for name, value in metadata.items()}
-        headers["x-amz-checksum-crc32"] = crc32
-        return await self._put(key, body, {**headers, **self._write}, "PutObject")
-
-    async def list_page(self, prefix: str, token: str | None) -> Page:
-        return await self._control.list_page(prefix, token)
-
-    async def delete(self, key: str) -> None:
-        await self._control.delete(key)
-
-    async def create_multipart(self, key: str, metadata: Mapping[str, str]) -> str:
-        return await self._control.create_multipart(key, metadata)
+        return await self._put(key, body, self._put_headers(crc32, metadata), "PutObject")
 
     async def upload_part(
         self, key: str, upload_id: str, number: int, data: bytes, crc32: str
@@ -409,14 +393,6 @@ class CrtStore:
         headers = {"x-amz-checksum-crc32": crc32, **self._read}
         query = {"partNumber": str(number), "uploadId": upload_id}
         return await self._put(key, data, headers, "UploadPart", query)
-
-    async def complete_multipart(
-        self, key: str, upload_id: str, parts: Sequence[UploadedPart]
-    ) -> PutResult:
-        return await self._control.complete_multipart(key, upload_id, parts)
-
-    async def abort_multipart(self, key: str, upload_id: str) -> None:
-        await self._control.abort_multipart(key, upload_id)
 
     async def close(self) -> None:
         for request in list(self._pending):

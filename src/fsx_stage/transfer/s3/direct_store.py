@@ -1,28 +1,26 @@
 """The direct store: small requests and ranged GETs on our own lean client
-(:class:`~fsx_stage.transfer.fastpath.FastS3`), the rest through botocore."""
+(:class:`~fsx_stage.transfer.s3.direct_client.FastS3`), the rest through botocore."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 
-from fsx_stage.transfer.checksums import Digest
-from fsx_stage.transfer.fastpath import FastS3
 from fsx_stage.transfer.models import Encryption
-from fsx_stage.transfer.s3 import sse
 from fsx_stage.transfer.s3.botocore_store import BotocoreStore
-from fsx_stage.transfer.s3.store import Got, ObjectInfo, Page, PutResult, UploadedPart
+from fsx_stage.transfer.s3.checksums import Digest
+from fsx_stage.transfer.s3.control_plane import OnControlPlane
+from fsx_stage.transfer.s3.direct_client import FastS3
+from fsx_stage.transfer.s3.store import Got, ObjectInfo, Page, PutResult
 
 
-class DirectStore:
+class DirectStore(OnControlPlane):
     """:class:`~fsx_stage.transfer.s3.store.ObjectStore`: HEAD, GET, ranged GET, PUT and
     (where the server lists as we expect) listing on the direct client; multipart
-    uploads and deletion on ``control``."""
+    uploads, deletion and otherwise listing on the control plane."""
 
     def __init__(self, fast: FastS3, control: BotocoreStore, encryption: Encryption) -> None:
+        super().__init__(control, encryption)
         self._fast = fast
-        self._control = control
-        self._read = sse.as_headers(sse.read_params(encryption))
-        self._write = sse.as_headers(sse.write_params(encryption))
 
     async def head(self, key: str, part_number: int | None = None) -> ObjectInfo:
         headers = dict(self._read)
@@ -51,33 +49,12 @@ class DirectStore:
     async def put(
         self, key: str, body: bytes, crc32: str, metadata: Mapping[str, str]
     ) -> PutResult:
-        headers = {f"x-amz-meta-{name}": value for name, value in metadata.items()}
-        headers["x-amz-checksum-crc32"] = crc32
-        return await self._fast.put_object(key, body, {**headers, **self._write})
+        return await self._fast.put_object(key, body, self._put_headers(crc32, metadata))
 
     async def list_page(self, prefix: str, token: str | None) -> Page:
         if self._fast.can_list:
             return await self._fast.list_objects_v2(prefix, token)
-        return await self._control.list_page(prefix, token)
-
-    async def delete(self, key: str) -> None:
-        await self._control.delete(key)
-
-    async def create_multipart(self, key: str, metadata: Mapping[str, str]) -> str:
-        return await self._control.create_multipart(key, metadata)
-
-    async def upload_part(
-        self, key: str, upload_id: str, number: int, data: bytes, crc32: str
-    ) -> PutResult:
-        return await self._control.upload_part(key, upload_id, number, data, crc32)
-
-    async def complete_multipart(
-        self, key: str, upload_id: str, parts: Sequence[UploadedPart]
-    ) -> PutResult:
-        return await self._control.complete_multipart(key, upload_id, parts)
-
-    async def abort_multipart(self, key: str, upload_id: str) -> None:
-        await self._control.abort_multipart(key, upload_id)
+        return await super().list_page(prefix, token)
 
     async def close(self) -> None:
         await self._fast.close()

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from fsx_stage.transfer.checksums import Digest, Expected, expected_checksum
+from fsx_stage.transfer.s3.checksums import Digest, Expected, expected_checksum
 
 #: S3's checksum algorithms, as S3 names them in headers and fields (``ChecksumCRC32``).
 CHECKSUM_ALGORITHMS = ("CRC64NVME", "CRC32", "CRC32C", "SHA256", "SHA1")

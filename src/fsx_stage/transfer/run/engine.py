@@ -1,4 +1,4 @@
-"""Running a transfer: resolve SRC/DST, then move the jobs here or in worker processes."""
+"""Running a transfer: resolve SRC/DST, then move the objects here or in worker processes."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from fsx_stage.transfer.models import (
     TransferOptions,
     TransferSummary,
 )
-from fsx_stage.transfer.mover import Tally, run_here
-from fsx_stage.transfer.routes import Route, TransferUsageError, resolve
+from fsx_stage.transfer.objects.routes import Route, TransferUsageError, resolve
+from fsx_stage.transfer.run.mover import SummaryCollector, run_here
 
 __all__ = ["TransferUsageError", "resolve", "transfer", "transfer_async"]
 
@@ -48,25 +48,25 @@ async def transfer_async(
     """Copy SRC to DST (exactly one is ``s3://...``), or several SRC objects (one bucket)
     into the directory DST; failures are listed, not raised."""
     route = resolve(src, dst, recursive)
-    tally = Tally(on_event)
+    collector = SummaryCollector(on_event)
     started = time.monotonic()
     count = _worker_count(route, options)
     if count > 1:
-        from fsx_stage.transfer.workers import run_workers  # multiprocessing loads only here
+        from fsx_stage.transfer.run.workers import run_workers  # multiprocessing loads only here
 
-        run = asyncio.ensure_future(run_workers(route, options, s3, tally, count))
+        run = asyncio.ensure_future(run_workers(route, options, s3, collector, count))
     else:
-        run = asyncio.ensure_future(run_here(route, options, s3, tally))
+        run = asyncio.ensure_future(run_here(route, options, s3, collector))
     watcher = asyncio.ensure_future(_watch(cancel, run)) if cancel is not None else None
     try:
         await run
     except asyncio.CancelledError:
         if cancel is None or not cancel.is_set():
             raise
-        tally.summary.cancelled = True
+        collector.summary.cancelled = True
     except Exception as exc:
         category, reason = classify(exc)
-        tally.summary.failures.append(
+        collector.summary.failures.append(
             TransferFailure(
                 key=(src if isinstance(src, str) else " ".join(src))
                 if route.direction == "download"
@@ -78,8 +78,8 @@ async def transfer_async(
     finally:
         if watcher is not None:
             watcher.cancel()
-    tally.summary.elapsed_s = time.monotonic() - started
-    return tally.summary
+    collector.summary.elapsed_s = time.monotonic() - started
+    return collector.summary
 
 
 async def _watch(cancel: threading.Event, run: asyncio.Future[None]) -> None:

@@ -9,17 +9,17 @@ import os
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from fsx_stage.transfer import checksums, lustre, posixmeta, safefs
-from fsx_stage.transfer.checksums import Expected
-from fsx_stage.transfer.context import Context, Job
 from fsx_stage.transfer.errors import ChecksumMismatch, TransferError, classify
+from fsx_stage.transfer.local import lustre, posixmeta, safefs
 from fsx_stage.transfer.models import TransferEvent
+from fsx_stage.transfer.objects.context import Context, MoveResult, ObjectTransfer
+from fsx_stage.transfer.s3 import checksums
 from fsx_stage.transfer.s3.bodies import check_length, stream_to_fd
+from fsx_stage.transfer.s3.checksums import Expected
 from fsx_stage.transfer.s3.store import ObjectInfo
 
-Outcome = tuple[Literal["done", "skipped"], int]
 BLOCK = 1024 * 1024  # read back to verify: one block per pread
 _WHOLE_OBJECT_ATTEMPTS = 3
 # More ranges of one object in flight than this only add memory and contention.
@@ -31,7 +31,7 @@ def _encrypted_etag(ctx: Context, info: ObjectInfo) -> bool:
     return ctx.options.encryption.mode in ("sse-kms", "sse-c") or info.encrypted_etag
 
 
-def _up_to_date(dir_fd: int, name: str, job: Job, exact: bool = False) -> bool:
+def _up_to_date(dir_fd: int, name: str, item: ObjectTransfer, exact: bool = False) -> bool:
     """Sync: the local file is what this object would produce.
 
     A file we downloaded carries the ETag it came from (an xattr): it is identical while
@@ -41,43 +41,43 @@ def _up_to_date(dir_fd: int, name: str, job: Job, exact: bool = False) -> bool:
     ``exact`` (``--exact-timestamps``) the mtime must equal LastModified to the second.
     """
     st = safefs.lstat_or_none(dir_fd, name)
-    if st is None or not stat.S_ISREG(st.st_mode) or st.st_size != job.size:
+    if st is None or not stat.S_ISREG(st.st_mode) or st.st_size != item.size:
         return False
     recorded = posixmeta.recorded_source(dir_fd, name)
     if recorded is not None:
         etag, size, mtime = recorded
-        return (etag, size, mtime) == ((job.etag or "").strip('"'), st.st_size, st.st_mtime_ns)
-    if job.mtime_ns is None:
+        return (etag, size, mtime) == ((item.etag or "").strip('"'), st.st_size, st.st_mtime_ns)
+    if item.mtime_ns is None:
         return False
     if exact:
-        return st.st_mtime_ns // 1_000_000_000 == job.mtime_ns // 1_000_000_000
-    return st.st_mtime_ns >= job.mtime_ns
+        return st.st_mtime_ns // 1_000_000_000 == item.mtime_ns // 1_000_000_000
+    return st.st_mtime_ns >= item.mtime_ns
 
 
-async def download(ctx: Context, root_fd: int, job: Job) -> Outcome:
-    if job.rel.endswith("/"):
-        return await _directory(ctx, root_fd, job)
-    parts = safefs.split_relative(job.rel)
+async def download(ctx: Context, root_fd: int, item: ObjectTransfer) -> MoveResult:
+    if item.rel.endswith("/"):
+        return await _directory(ctx, root_fd, item)
+    parts = safefs.split_relative(item.rel)
     parent = safefs.open_parent(root_fd, parts)
     try:
         name, exact = parts[-1], ctx.options.exact_timestamps
-        if ctx.options.sync and job.size >= 0 and _up_to_date(parent, name, job, exact):
+        if ctx.options.sync and item.size >= 0 and _up_to_date(parent, name, item, exact):
             return "skipped", 0
-        if 0 <= job.size <= ctx.options.multipart_threshold:
-            return "done", await _whole_with_retries(ctx, parent, name, job)
-        head = await ctx.retry.run(lambda: ctx.store.head(job.key))
+        if 0 <= item.size <= ctx.options.multipart_threshold:
+            return "done", await _whole_with_retries(ctx, parent, name, item)
+        head = await ctx.retry.run(lambda: ctx.store.head(item.key))
         size = head.size
-        job.etag, job.mtime_ns = head.etag, head.mtime_ns
-        if ctx.options.sync and job.size < 0:
-            job.size = size
-            if _up_to_date(parent, name, job, exact):
+        item.etag, item.mtime_ns = head.etag, head.mtime_ns
+        if ctx.options.sync and item.size < 0:
+            item.size = size
+            if _up_to_date(parent, name, item, exact):
                 return "skipped", 0
-        job.size = size
+        item.size = size
         if size <= ctx.options.multipart_threshold:
-            return "done", await _whole_with_retries(ctx, parent, name, job)
+            return "done", await _whole_with_retries(ctx, parent, name, item)
         for attempt in range(_WHOLE_OBJECT_ATTEMPTS):
             try:
-                return "done", await _ranged(ctx, parent, name, job, head)
+                return "done", await _ranged(ctx, parent, name, item, head)
             except ChecksumMismatch:
                 if attempt + 1 == _WHOLE_OBJECT_ATTEMPTS:
                     raise
@@ -86,19 +86,19 @@ async def download(ctx: Context, root_fd: int, job: Job) -> Outcome:
         os.close(parent)
 
 
-async def _directory(ctx: Context, root_fd: int, job: Job) -> Outcome:
+async def _directory(ctx: Context, root_fd: int, item: ObjectTransfer) -> MoveResult:
     """A directory marker: the directory is made now; its mode and times are recorded
     for :func:`apply_directory_metadata` (sync leaves an existing directory alone)."""
-    parts = safefs.split_relative(job.rel[:-1])
+    parts = safefs.split_relative(item.rel[:-1])
     if ctx.options.sync:
         with contextlib.suppress(FileNotFoundError):
             os.close(safefs.open_dir(root_fd, parts, create=False))
             return "skipped", 0
     os.close(safefs.open_dir(root_fd, parts))
-    head = await ctx.retry.run(lambda: ctx.store.head(job.key))
+    head = await ctx.retry.run(lambda: ctx.store.head(item.key))
     meta = posixmeta.from_metadata(head.metadata)
     if meta != posixmeta.PosixMeta():
-        ctx.directory_meta.append((job.key, parts, meta))
+        ctx.directory_meta.append((item.key, parts, meta))
     return "done", 0
 
 
@@ -159,8 +159,8 @@ def _whole_check(ctx: Context, info: ObjectInfo, expected: Expected | None) -> _
     return None
 
 
-async def _whole_with_retries(ctx: Context, parent: int, name: str, job: Job) -> int:
-    return await ctx.retry.run(lambda: _whole(ctx, parent, name, job))
+async def _whole_with_retries(ctx: Context, parent: int, name: str, item: ObjectTransfer) -> int:
+    return await ctx.retry.run(lambda: _whole(ctx, parent, name, item))
 
 
 def _finish(
@@ -189,17 +189,17 @@ def _finish(
         os.fsync(parent)
 
 
-async def _whole(ctx: Context, parent: int, name: str, job: Job) -> int:
+async def _whole(ctx: Context, parent: int, name: str, item: ObjectTransfer) -> int:
     """One GET, streamed to a temporary file and checked before it is renamed."""
     async with ctx.requests:
-        got = await ctx.store.get(job.key)
+        got = await ctx.store.get(item.key)
         info, body = got.info, got.body
         with contextlib.closing(body):
             meta = posixmeta.from_metadata(info.metadata)
             length = info.size
             if meta.is_symlink:
                 target = await body.read()
-                check_length(job.key, len(target), length)
+                check_length(item.key, len(target), length)
                 _make_symlink(parent, name, target, meta)
                 return len(target)
             check = None if got.verified else _whole_check(ctx, info, info.expected)
@@ -208,12 +208,12 @@ async def _whole(ctx: Context, parent: int, name: str, job: Job) -> int:
             try:
 
                 def progress(amount: int) -> None:
-                    ctx.report(TransferEvent("bytes", job.key, amount, length))
+                    ctx.report(TransferEvent("bytes", item.key, amount, length))
 
-                offset = await stream_to_fd(body, fd, 0, length, digest, progress, job.key)
-                check_length(job.key, offset, length)
+                offset = await stream_to_fd(body, fd, 0, length, digest, progress, item.key)
+                check_length(item.key, offset, length)
                 if check is not None:
-                    check.verify(job.key)
+                    check.verify(item.key)
                 _finish(ctx, parent, fd, tmp, name, meta, info.etag, info.mtime_ns)
                 tmp = ""
             finally:
@@ -237,19 +237,21 @@ def _make_symlink(parent: int, name: str, target: bytes, meta: posixmeta.PosixMe
         raise
 
 
-async def _ranged(ctx: Context, parent: int, name: str, job: Job, head: ObjectInfo) -> int:
+async def _ranged(
+    ctx: Context, parent: int, name: str, item: ObjectTransfer, head: ObjectInfo
+) -> int:
     """Parallel ranged GETs, each streamed to its offset. CRCs and part checksums of the
     ranges are combined; a checksum that needs the bytes in order (the MD5 that the ETag
     of a single-part object is, a full-object SHA) follows the download on a thread,
     range after range as each is written."""
-    size = job.size
+    size = item.size
     meta = posixmeta.from_metadata(head.metadata)
     if meta.is_symlink:
-        raise TransferError(f"symlink object {job.key!r} is implausibly large", "invalid")
+        raise TransferError(f"symlink object {item.key!r} is implausibly large", "invalid")
     expected = head.expected
     span = ctx.range_size_for(size)
     if expected is not None and expected.parts:
-        span = await _original_part_size(ctx, job, expected)
+        span = await _original_part_size(ctx, item, expected)
         if span == 0:
             expected = None
             span = ctx.range_size_for(size)
@@ -279,7 +281,7 @@ async def _ranged(ctx: Context, parent: int, name: str, job: Job, head: ObjectIn
             last = min(size, first + span) - 1
             algorithm = expected.algorithm if (expected is not None and per_range) else None
             digests[index] = await ctx.retry.run(
-                lambda: _get_range(ctx, fd, job, first, last, algorithm)
+                lambda: _get_range(ctx, fd, item, first, last, algorithm)
             )
             written[index].set()
 
@@ -294,10 +296,10 @@ async def _ranged(ctx: Context, parent: int, name: str, job: Job, head: ObjectIn
             if whole is not None:
                 group.create_task(follow(whole.digest))
         if whole is not None:
-            whole.verify(job.key)
+            whole.verify(item.key)
         elif expected is not None and per_range:
-            _combine_ranges(job, expected, digests, starts, size)
-        _finish(ctx, parent, fd, tmp, name, meta, job.etag or "", job.mtime_ns)
+            _combine_ranges(item, expected, digests, starts, size)
+        _finish(ctx, parent, fd, tmp, name, meta, item.etag or "", item.mtime_ns)
         tmp = ""
     finally:
         os.close(fd)
@@ -306,27 +308,27 @@ async def _ranged(ctx: Context, parent: int, name: str, job: Job, head: ObjectIn
     return size
 
 
-async def _original_part_size(ctx: Context, job: Job, expected: Expected) -> int:
+async def _original_part_size(ctx: Context, item: ObjectTransfer, expected: Expected) -> int:
     """The part size of a multipart object (from part 1), 0 if parts are not uniform."""
-    part1 = await ctx.retry.run(lambda: ctx.store.head(job.key, part_number=1))
+    part1 = await ctx.retry.run(lambda: ctx.store.head(item.key, part_number=1))
     span = part1.size
-    if span <= 0 or -(-job.size // span) != expected.parts:
+    if span <= 0 or -(-item.size // span) != expected.parts:
         return 0
     return span
 
 
 async def _get_range(
-    ctx: Context, fd: int, job: Job, first: int, last: int, algorithm: str | None
+    ctx: Context, fd: int, item: ObjectTransfer, first: int, last: int, algorithm: str | None
 ) -> bytes:
     """GET bytes ``first..last`` into ``fd`` at ``first``; the range's own digest when
     ``algorithm`` is given."""
     digest = checksums.new_digest(algorithm) if algorithm else None
 
     def progress(amount: int) -> None:
-        ctx.report(TransferEvent("bytes", job.key, amount, job.size))
+        ctx.report(TransferEvent("bytes", item.key, amount, item.size))
 
     async with ctx.requests:
-        await ctx.store.get_range(job.key, first, last, fd, job.etag, digest, progress)
+        await ctx.store.get_range(item.key, first, last, fd, item.etag, digest, progress)
     return digest.digest() if digest is not None else b""
 
 
@@ -353,7 +355,7 @@ def _digest_span(fd: int, digest: checksums.Digest, start: int, end: int) -> Non
 
 
 def _combine_ranges(
-    job: Job, expected: Expected, digests: list[bytes], starts: list[int], size: int
+    item: ObjectTransfer, expected: Expected, digests: list[bytes], starts: list[int], size: int
 ) -> None:
     """Check the ranges' digests against a composite (part) checksum or a full-object
     CRC32/CRC32C/CRC64NVME, which S3 lets us combine from them."""
@@ -370,4 +372,4 @@ def _combine_ranges(
             )
         got = checksums.b64(crc.to_bytes(len(digests[0]), "big"))
     if got != expected.value:
-        raise ChecksumMismatch(f"{expected.algorithm} mismatch on {job.key!r}")
+        raise ChecksumMismatch(f"{expected.algorithm} mismatch on {item.key!r}")

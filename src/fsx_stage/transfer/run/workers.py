@@ -1,11 +1,11 @@
-"""Worker processes: each runs its own uvloop loop and client, fed batches of jobs by
+"""Worker processes: each runs its own uvloop loop and client, fed batches of objects by
 the parent over a pipe and sending back batches of events.
 
-The parent lists and moves objects itself; a worker gets the jobs the parent has no
-room for, and sets up its S3 client only when its first jobs arrive (a transfer of a
+The parent lists and moves objects itself; a worker gets the objects the parent has no
+room for, and sets up its S3 client only when its first objects arrive (a transfer of a
 few objects never pays for it).
 
-``python -m fsx_stage.transfer.workers FD`` starts a worker afresh (when the caller has
+``python -m fsx_stage.transfer.run.workers FD`` starts a worker afresh (when the caller has
 threads and forking is unsafe); it gets ``(route, options, s3)`` over the pipe first.
 """
 
@@ -25,11 +25,17 @@ from typing import Any
 
 import uvloop
 
-from fsx_stage.transfer.context import Job
-from fsx_stage.transfer.download import apply_directory_metadata
 from fsx_stage.transfer.models import S3Settings, TransferEvent, TransferOptions
-from fsx_stage.transfer.mover import Mover, Tally, jobs, open_root, process_context
-from fsx_stage.transfer.routes import Route
+from fsx_stage.transfer.objects.context import ObjectTransfer
+from fsx_stage.transfer.objects.download import apply_directory_metadata
+from fsx_stage.transfer.objects.routes import Route
+from fsx_stage.transfer.run.mover import (
+    Mover,
+    SummaryCollector,
+    items_to_transfer,
+    open_root,
+    process_context,
+)
 
 EventTuple = tuple[str, str, int, int, str, str]
 _FINAL = ("done", "skipped", "failed")
@@ -96,15 +102,15 @@ async def _worker_async(
 
     async def consume() -> None:
         message = await inbox.get()
-        if message[0] != "jobs":
+        if message[0] != "items":
             return  # the parent moved everything itself: no client to set up
         async with process_context(route, options, s3, report) as ctx:
             root_fd = open_root(route)
             mover = Mover(ctx, root_fd, route.direction)
             try:
-                while message[0] == "jobs":
+                while message[0] == "items":
                     for key, rel, size, etag, mtime_ns in message[1]:
-                        await mover.submit(Job(key, rel, size, etag, mtime_ns))
+                        await mover.submit(ObjectTransfer(key, rel, size, etag, mtime_ns))
                     message = await inbox.get()
                 await mover.drain()  # "end"
             except asyncio.CancelledError:
@@ -150,7 +156,7 @@ class _Process:
             self._forked.start()
         else:
             self._spawned = subprocess.Popen(
-                [sys.executable, "-m", "fsx_stage.transfer.workers", str(child_end.fileno())],
+                [sys.executable, "-m", "fsx_stage.transfer.run.workers", str(child_end.fileno())],
                 pass_fds=(child_end.fileno(),),
                 stdin=subprocess.DEVNULL,
             )
@@ -191,12 +197,12 @@ class _Worker:
 
     def flush(self) -> None:
         if self.batch:
-            self.conn.send(("jobs", self.batch))
+            self.conn.send(("items", self.batch))
             self.batch = []
 
 
 async def run_workers(
-    route: Route, options: TransferOptions, s3: S3Settings, tally: Tally, count: int
+    route: Route, options: TransferOptions, s3: S3Settings, collector: SummaryCollector, count: int
 ) -> None:
     loop = asyncio.get_running_loop()
     credit_per_worker = max(2 * options.concurrency, _BATCH * 2)
@@ -216,7 +222,7 @@ async def run_workers(
         if stopping:
             worker.pending.clear()  # cancelled: in-flight objects are not failures
         for key, size in worker.pending.items():
-            tally.add(
+            collector.add(
                 TransferEvent("failed", key, 0, size, "transfer worker process ended", "other")
             )
         worker.pending.clear()
@@ -231,7 +237,7 @@ async def run_workers(
             if kind == "exit":
                 gone(worker)
                 continue
-            tally.add(TransferEvent(kind, key, moved, total, reason, category))
+            collector.add(TransferEvent(kind, key, moved, total, reason, category))
             if kind in _FINAL:
                 worker.credits += 1
                 worker.pending.pop(key, None)
@@ -248,15 +254,15 @@ async def run_workers(
 
     ticker = asyncio.create_task(flusher())
     try:
-        async with process_context(route, options, s3, tally.add) as ctx:
+        async with process_context(route, options, s3, collector.add) as ctx:
             root_fd = open_root(route)
             local = Mover(ctx, root_fd, route.direction, on_free=credit.set)
             try:
-                async for job in jobs(ctx, route, tally.add):
-                    if tally.on_event is not None:
-                        tally.add(TransferEvent("queued", job.key, 0, job.size))
-                    if job.rel.endswith("/"):  # a marker: its metadata is applied here at the end
-                        await local.submit(job)
+                async for item in items_to_transfer(ctx, route, collector.add):
+                    if collector.on_event is not None:
+                        collector.add(TransferEvent("queued", item.key, 0, item.size))
+                    if item.rel.endswith("/"):  # a marker: its metadata is applied here at the end
+                        await local.submit(item)
                         continue
                     best: _Worker | None = None
                     while not local.has_room():
@@ -268,15 +274,15 @@ async def run_workers(
                         credit.clear()
                         await credit.wait()
                     if best is None:
-                        await local.submit(job)
+                        await local.submit(item)
                         continue
                     best.credits -= 1
-                    best.pending[job.key] = job.size
-                    best.batch.append((job.key, job.rel, job.size, job.etag, job.mtime_ns))
+                    best.pending[item.key] = item.size
+                    best.batch.append((item.key, item.rel, item.size, item.etag, item.mtime_ns))
                     if len(best.batch) >= _BATCH:
                         best.flush()
-                if tally.on_event is not None:
-                    tally.add(TransferEvent("listed", ""))
+                if collector.on_event is not None:
+                    collector.add(TransferEvent("listed", ""))
                 ticker.cancel()
                 for worker in workers:
                     if not worker.exited.is_set():

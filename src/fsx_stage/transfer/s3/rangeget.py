@@ -5,7 +5,7 @@ new bytes object, and every write a thread hop. Here a thread receives a range s
 into a reusable buffer and ``pwrite``s it to its offset (and feeds the range's digest):
 all three release the GIL, so the ranges of one object keep both the network and the
 page cache busy with little Python in between. Requests are signed on the event loop
-(:class:`~fsx_stage.transfer.fastpath.FastS3`); only socket and file work runs here.
+(:class:`~fsx_stage.transfer.s3.direct_client.FastS3`); only socket and file work runs here.
 A cancelled range shuts its socket down and is waited for, so no thread writes to a
 file descriptor after its owner closed it.
 """
@@ -21,9 +21,9 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
-from fsx_stage.transfer.checksums import Digest
 from fsx_stage.transfer.errors import TransferError
-from fsx_stage.transfer.http1 import Endpoint
+from fsx_stage.transfer.s3.checksums import Digest
+from fsx_stage.transfer.s3.http1 import Endpoint
 
 BUFFER = 1024 * 1024  # per thread: one receive, one pwrite
 _PROGRESS_STEP = 8 * 1024 * 1024

@@ -3,9 +3,9 @@
 Many small objects make a transfer CPU-bound in botocore's per-request pipeline
 (endpoint rules, event hooks, signing set-up, response parsing): about 1 ms of CPU per
 request. This module sends the same requests directly over
-:mod:`~fsx_stage.transfer.http1` (a minimal HTTP/1.1 client on the event loop), and the
+:mod:`~fsx_stage.transfer.s3.http1` (a minimal HTTP/1.1 client on the event loop), and the
 ranged GETs of large objects on threads over blocking connections. The URL layout
-and the signing scope come from :mod:`~fsx_stage.transfer.plainconfig` or from
+and the signing scope come from :mod:`~fsx_stage.transfer.s3.config_without_botocore` or from
 botocore itself (a presigned URL, computed locally), the SigV4 signature is computed
 here with a cached signing key, and the replies become the store's typed results
 (:mod:`~fsx_stage.transfer.s3.store`); error replies become
@@ -27,17 +27,17 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote_plus, urlsplit
 from xml.etree import ElementTree
 
-from fsx_stage.transfer.checksums import Digest
-from fsx_stage.transfer.client import LazyClient, fast_timestamp
 from fsx_stage.transfer.errors import S3Error, TransferError
-from fsx_stage.transfer.http1 import Endpoint, Pool, Response
 from fsx_stage.transfer.models import S3Settings
-from fsx_stage.transfer.plainconfig import plain_s3
+from fsx_stage.transfer.s3.botocore_client import LazyClient, fast_timestamp
+from fsx_stage.transfer.s3.checksums import Digest
+from fsx_stage.transfer.s3.config_without_botocore import plain_s3
+from fsx_stage.transfer.s3.http1 import Endpoint, Pool, Response
 from fsx_stage.transfer.s3.store import Got, ListedObject, ObjectInfo, Page, PutResult
 
 RANGE_THREADS = 16  # ranged GETs of large objects in flight per process
 if TYPE_CHECKING:  # http.client and threads load with the first ranged GET
-    from fsx_stage.transfer.rangeget import ThreadedRanges
+    from fsx_stage.transfer.s3.rangeget import ThreadedRanges
 
 _PROBE_KEY = "fsx-stage probe/ü+%~.x/does-not-exist"
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -142,7 +142,7 @@ class FastS3:
 
     def _threads(self) -> ThreadedRanges:
         if self._ranges is None:
-            from fsx_stage.transfer.rangeget import ThreadedRanges
+            from fsx_stage.transfer.s3.rangeget import ThreadedRanges
 
             self._ranges = ThreadedRanges(
                 self._endpoint, min(self._pool_size, RANGE_THREADS), error_reply

@@ -6,11 +6,15 @@ import asyncio
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from fsx_stage.transfer.errors import RetryPolicy
+from fsx_stage.transfer.local.posixmeta import PosixMeta
 from fsx_stage.transfer.models import GiB, MiB, TransferEvent, TransferOptions
-from fsx_stage.transfer.posixmeta import PosixMeta
 from fsx_stage.transfer.s3.store import ObjectStore
+
+#: Moving one object: its event kind, and the bytes moved.
+MoveResult = tuple[Literal["done", "skipped"], int]
 
 MAX_PARTS = 10_000
 MIN_PART = 8 * MiB
@@ -18,7 +22,7 @@ MAX_PART = 5 * GiB
 
 
 @dataclass(slots=True)
-class Job:
+class ObjectTransfer:
     """One object to move. ``rel`` is the path below the local root (``/``-separated).
 
     A ``rel`` ending in ``/`` is a directory marker. ``size``/``etag``/``mtime_ns`` come

@@ -15,12 +15,12 @@ import os
 from collections.abc import Callable
 
 from fsx_stage.filters import selects
-from fsx_stage.transfer import safefs
-from fsx_stage.transfer.context import Context
 from fsx_stage.transfer.errors import classify
+from fsx_stage.transfer.local import safefs
 from fsx_stage.transfer.models import TransferEvent
-from fsx_stage.transfer.routes import Route
-from fsx_stage.transfer.sources import list_objects, walk_tree
+from fsx_stage.transfer.objects.context import Context
+from fsx_stage.transfer.objects.routes import Route
+from fsx_stage.transfer.objects.sources import list_objects, walk_tree
 
 
 async def delete_extra(ctx: Context, route: Route, root_fd: int, seen: set[str]) -> None:
@@ -39,9 +39,9 @@ async def delete_extra(ctx: Context, route: Route, root_fd: int, seen: set[str])
             report(TransferEvent("failed", key, 0, -1, reason, category))
 
         extra = [
-            job.rel
-            for job in walk_tree(route.local_root, "", keep, unreadable)
-            if not job.rel.endswith("/") and job.rel not in seen
+            item.rel
+            for item in walk_tree(route.local_root, "", keep, unreadable)
+            if not item.rel.endswith("/") and item.rel not in seen
         ]
         for rel in extra:
             try:
@@ -53,7 +53,7 @@ async def delete_extra(ctx: Context, route: Route, root_fd: int, seen: set[str])
                 report(TransferEvent("failed", rel, 0, -1, reason, category))
         return
     listing = list_objects(ctx.store, route.prefix, ctx.retry, keep)
-    keys = [job.key async for job in listing if job.rel not in seen]
+    keys = [item.key async for item in listing if item.rel not in seen]
     for key in keys:
         try:
             if not ctx.options.dryrun:

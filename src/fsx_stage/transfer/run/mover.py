@@ -1,4 +1,4 @@
-"""Moving jobs in one process: the event tally, the mover, and where jobs come from."""
+"""Moving objects in one process: the summary of events, the mover, and what to transfer."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import cast
 
 from fsx_stage.filters import selects
-from fsx_stage.transfer import deletion, download, dryrun, posixmeta, safefs, upload
-from fsx_stage.transfer.context import Context, Job
 from fsx_stage.transfer.errors import RetryPolicy, classify
+from fsx_stage.transfer.local import posixmeta, safefs
 from fsx_stage.transfer.models import (
     EventKind,
     FailureCategory,
@@ -21,12 +20,14 @@ from fsx_stage.transfer.models import (
     TransferOptions,
     TransferSummary,
 )
-from fsx_stage.transfer.routes import Direction, Route
+from fsx_stage.transfer.objects import deletion, download, dryrun, upload
+from fsx_stage.transfer.objects.context import Context, ObjectTransfer
+from fsx_stage.transfer.objects.routes import Direction, Route
+from fsx_stage.transfer.objects.sources import list_objects, walk_tree
 from fsx_stage.transfer.s3.choose import open_store
-from fsx_stage.transfer.sources import list_objects, walk_tree
 
 
-class Tally:
+class SummaryCollector:
     """Folds events into the summary and forwards them to the caller."""
 
     def __init__(self, on_event: Callable[[TransferEvent], None] | None) -> None:
@@ -55,7 +56,7 @@ class Tally:
 
 
 class Mover:
-    """Moves jobs in this process, at most ``concurrency`` at a time."""
+    """Moves objects in this process, at most ``concurrency`` at a time."""
 
     def __init__(
         self,
@@ -66,7 +67,7 @@ class Mover:
     ) -> None:
         self.ctx = ctx
         self.root_fd = root_fd
-        self.move: Callable[[Context, int, Job], Awaitable[tuple[EventKind, int]]]
+        self.move: Callable[[Context, int, ObjectTransfer], Awaitable[tuple[EventKind, int]]]
         if ctx.options.dryrun:
             self.move = dryrun.plan_download if direction == "download" else dryrun.plan_upload
         else:
@@ -76,28 +77,28 @@ class Mover:
         self.on_free = on_free  # called whenever a slot frees up
 
     def has_room(self) -> bool:
-        """Whether :meth:`submit` would start the job at once."""
+        """Whether :meth:`submit` would start the next object at once."""
         return not self.slots.locked()
 
-    async def one(self, job: Job) -> None:
+    async def one(self, item: ObjectTransfer) -> None:
         try:
-            kind, moved = await self.move(self.ctx, self.root_fd, job)
+            kind, moved = await self.move(self.ctx, self.root_fd, item)
             self.ctx.report(
-                TransferEvent(kind, job.key, moved, job.size if job.size >= 0 else moved)
+                TransferEvent(kind, item.key, moved, item.size if item.size >= 0 else moved)
             )
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             category, reason = classify(exc)
-            self.ctx.report(TransferEvent("failed", job.key, 0, job.size, reason, category))
+            self.ctx.report(TransferEvent("failed", item.key, 0, item.size, reason, category))
         finally:
             self.slots.release()
             if self.on_free is not None:
                 self.on_free()
 
-    async def submit(self, job: Job) -> None:
+    async def submit(self, item: ObjectTransfer) -> None:
         await self.slots.acquire()
-        task = asyncio.create_task(self.one(job))
+        task = asyncio.create_task(self.one(item))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -110,12 +111,12 @@ class Mover:
             task.cancel()
 
 
-async def jobs(
+async def items_to_transfer(
     ctx: Context, route: Route, report: Callable[[TransferEvent], None]
-) -> AsyncIterator[Job]:
+) -> AsyncIterator[ObjectTransfer]:
     if route.named:
-        for job in route.named:
-            yield job
+        for item in route.named:
+            yield item
         return
     filters = ctx.options.filters
 
@@ -124,8 +125,8 @@ async def jobs(
 
     if route.direction == "download":
         listing = list_objects(ctx.store, route.prefix, ctx.retry, keep)
-        async for job in listing:
-            yield job
+        async for item in listing:
+            yield item
     else:
 
         def unreadable(key: str, exc: Exception) -> None:
@@ -133,8 +134,8 @@ async def jobs(
             report(TransferEvent("failed", key, 0, -1, reason, category))
 
         walk = walk_tree(route.local_root, route.prefix, keep, unreadable)
-        for count, job in enumerate(walk):
-            yield job
+        for count, item in enumerate(walk):
+            yield item
             if count % 256 == 255:
                 await asyncio.sleep(0)
 
@@ -170,20 +171,22 @@ def open_root(route: Route, dry: bool = False) -> int:
     return safefs.open_root(route.local_root, create=route.direction == "download")
 
 
-async def run_here(route: Route, options: TransferOptions, s3: S3Settings, tally: Tally) -> None:
-    async with process_context(route, options, s3, tally.add) as ctx:
+async def run_here(
+    route: Route, options: TransferOptions, s3: S3Settings, collector: SummaryCollector
+) -> None:
+    async with process_context(route, options, s3, collector.add) as ctx:
         root_fd = open_root(route, options.dryrun)
         mover = Mover(ctx, root_fd, route.direction)
         try:
             seen: set[str] | None = set() if options.delete and not route.named else None
-            async for job in jobs(ctx, route, tally.add):
-                if tally.on_event is not None:
-                    tally.add(TransferEvent("queued", job.key, 0, job.size))
+            async for item in items_to_transfer(ctx, route, collector.add):
+                if collector.on_event is not None:
+                    collector.add(TransferEvent("queued", item.key, 0, item.size))
                 if seen is not None:
-                    seen.add(job.rel)
-                await mover.submit(job)
-            if tally.on_event is not None:
-                tally.add(TransferEvent("listed", ""))
+                    seen.add(item.rel)
+                await mover.submit(item)
+            if collector.on_event is not None:
+                collector.add(TransferEvent("listed", ""))
             await mover.drain()
             download.apply_directory_metadata(ctx, root_fd)
             if seen is not None:

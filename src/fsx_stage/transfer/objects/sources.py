@@ -1,4 +1,4 @@
-"""Where the jobs come from: a streamed, paginated S3 listing or a local tree walk."""
+"""Where the objects to transfer come from: a streamed S3 listing or a local tree walk."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import functools
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 
-from fsx_stage.transfer.context import Job
 from fsx_stage.transfer.errors import RetryPolicy, UnsafePath
+from fsx_stage.transfer.local.safefs import is_temp_name, open_dir
+from fsx_stage.transfer.objects.context import ObjectTransfer
 from fsx_stage.transfer.s3.store import ObjectStore, mtime_ns_of
-from fsx_stage.transfer.safefs import is_temp_name, open_dir
 
 #: Whether a key or path relative to the source passes the include/exclude filters.
 Selector = Callable[[str], bool]
@@ -17,7 +17,7 @@ Selector = Callable[[str], bool]
 
 async def list_objects(
     store: ObjectStore, prefix: str, retry: RetryPolicy, keep: Selector
-) -> AsyncIterator[Job]:
+) -> AsyncIterator[ObjectTransfer]:
     """Every object under ``prefix``, one page at a time (memory does not grow with count)."""
     token: str | None = None
     while True:
@@ -28,7 +28,7 @@ async def list_objects(
                 relative.rstrip("/") if relative.endswith("/") else relative
             ):
                 continue
-            yield Job(
+            yield ObjectTransfer(
                 key=item.key,
                 rel=relative,
                 size=item.size,
@@ -42,7 +42,7 @@ async def list_objects(
 
 def walk_tree(
     root: str, key_prefix: str, keep: Selector, on_error: Callable[[str, Exception], None]
-) -> Iterator[Job]:
+) -> Iterator[ObjectTransfer]:
     """Regular files, symlinks (never followed) and empty directories below ``root``.
 
     Each directory is reached from the root component by component with ``O_NOFOLLOW``.
@@ -84,15 +84,15 @@ def walk_tree(
                             continue
                         if entry.is_file(follow_symlinks=False):
                             st = entry.stat(follow_symlinks=False)
-                            yield Job(
+                            yield ObjectTransfer(
                                 key_prefix + relative, relative, st.st_size, None, st.st_mtime_ns
                             )
                         elif entry.is_symlink():
-                            yield Job(key_prefix + relative, relative)
+                            yield ObjectTransfer(key_prefix + relative, relative)
             finally:
                 os.close(dir_fd)
             if empty and base and keep(base.rstrip("/")):
-                yield Job(key_prefix + base, base)
+                yield ObjectTransfer(key_prefix + base, base)
             pending.extend(sorted(subdirs, reverse=True))
     finally:
         os.close(root_fd)

@@ -18,9 +18,9 @@ import pytest
 from botocore.config import Config
 
 from fsx_stage.transfer import S3Settings, StaticCredentials, TransferOptions, transfer
-from fsx_stage.transfer import client as client_module
 from fsx_stage.transfer.models import MiB
-from fsx_stage.transfer.plainconfig import FrozenCredentials, plain_s3
+from fsx_stage.transfer.s3 import botocore_client as client_module
+from fsx_stage.transfer.s3.config_without_botocore import FrozenCredentials, plain_s3
 
 _AWS_VARIABLES = (
     "AWS_ACCESS_KEY_ID",

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from fsx_stage.s3url import S3Url, is_s3_url
-from fsx_stage.transfer.context import Job
+from fsx_stage.transfer.objects.context import ObjectTransfer
 
 Direction = Literal["download", "upload"]
 
@@ -23,7 +23,9 @@ class Route:
     direction: Direction
     bucket: str
     local_root: str
-    named: tuple[Job, ...]  # objects/files named one by one; if none, list/walk ``prefix``
+    named: tuple[
+        ObjectTransfer, ...
+    ]  # objects/files named one by one; if none, list/walk ``prefix``
     prefix: str
 
 
@@ -47,13 +49,13 @@ def resolve(src: str | Sequence[str], dst: str, recursive: bool) -> Route:
             raise TransferUsageError(f"{src} is a prefix: add --recursive to copy what is under it")
         name = url.key.rsplit("/", 1)[-1]
         if dst.endswith("/") or Path(dst).is_dir():
-            return Route("download", url.bucket, dst, (Job(url.key, name),), "")
+            return Route("download", url.bucket, dst, (ObjectTransfer(url.key, name),), "")
         root, _, leaf = dst.rpartition("/")
         return Route(
             "download",
             url.bucket,
             root or ("/" if dst.startswith("/") else "."),
-            (Job(url.key, leaf),),
+            (ObjectTransfer(url.key, leaf),),
             "",
         )
     url = S3Url.parse(dst)
@@ -69,7 +71,11 @@ def resolve(src: str | Sequence[str], dst: str, recursive: bool) -> Route:
     root, _, name = path.rpartition("/")
     key = url.key + name if url.is_prefix else url.key
     return Route(
-        "upload", url.bucket, root or ("/" if path.startswith("/") else "."), (Job(key, name),), ""
+        "upload",
+        url.bucket,
+        root or ("/" if path.startswith("/") else "."),
+        (ObjectTransfer(key, name),),
+        "",
     )
 
 
@@ -89,7 +95,7 @@ def _resolve_list(sources: list[str], dst: str, recursive: bool) -> Route:
         )
     urls = [S3Url.parse(source) for source in sources]
     bucket = urls[0].bucket
-    named: dict[str, Job] = {}
+    named: dict[str, ObjectTransfer] = {}
     for url in urls:
         if url.bucket != bucket:
             raise TransferUsageError(
@@ -102,5 +108,5 @@ def _resolve_list(sources: list[str], dst: str, recursive: bool) -> Route:
             raise TransferUsageError(
                 f"{named[name].key} and {url.key} would both be written to {dst.rstrip('/')}/{name}"
             )
-        named[name] = Job(url.key, name)
+        named[name] = ObjectTransfer(url.key, name)
     return Route("download", bucket, dst, tuple(named.values()), "")
