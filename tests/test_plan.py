@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from fsx_stage.config import parse_config
 from fsx_stage.directives import Kind, When, parse_directive
 from fsx_stage.job import JobIdentity
-from fsx_stage.plan import PlanError, StagePlan, build_plan
+from fsx_stage.plan import Direction, PlanError, StagePlan, build_plan
 
 JOB = JobIdentity(job_id=42, user="alice", uid=1000, gid=1000, account="chem", job_name="train")
 ARRAY_TASK = JOB.model_copy(update={"job_id": 57, "array_job_id": 50, "array_task_id": 7})
@@ -146,6 +146,24 @@ def test_flush_after_success() -> None:
     assert [e.index for e in entries] == [2, 3, 5]
     assert entries[-1].source == "/fsx/alice/ckpt/"
     assert entries[-1].destination == "s3://bkt/ckpt/42/"
+
+
+def test_each_entry_knows_its_direction_and_sides_from_planning() -> None:
+    entries = plan(*SAMPLE).entries
+    assert [(e.kind, e.direction) for e in entries] == [
+        (Kind.IN, Direction.DOWNLOAD),
+        (Kind.OUT, Direction.UPLOAD),
+        (Kind.OUT, Direction.UPLOAD),
+        (Kind.OUT, Direction.UPLOAD),
+        (Kind.CHECKPOINT, Direction.UPLOAD),
+    ]
+    assert [(e.scratch_side, e.s3_side) for e in (entries[0], entries[-1])] == [
+        ("/fsx/alice/in/", "s3://bkt/in/"),
+        ("/fsx/alice/ckpt/", "s3://bkt/ckpt/42/"),
+    ]
+    restore = plan(*SAMPLE).stage_in_entries()[-1]
+    assert restore.direction is Direction.DOWNLOAD
+    assert (restore.scratch_side, restore.s3_side) == ("/fsx/alice/ckpt/", "s3://bkt/ckpt/42/")
 
 
 def test_flush_after_failure() -> None:

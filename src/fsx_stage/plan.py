@@ -15,11 +15,21 @@ from pydantic import BaseModel, ConfigDict
 
 from fsx_stage.config import SiteConfig
 from fsx_stage.directives import Directive, Kind, When, printable
-from fsx_stage.filters import Filter, FilterAction, selects
 from fsx_stage.job import JobIdentity
 from fsx_stage.patterns import expand
+from fsx_stage.plan_entry import Direction, PlanEntry
 from fsx_stage.policy import Policy, PolicyError, normalise_path
 from fsx_stage.s3url import S3Url, S3UrlError, is_s3_url
+
+__all__ = [
+    "DEFAULT_KEEP",
+    "Direction",
+    "PlanEntry",
+    "PlanError",
+    "PlanProblem",
+    "StagePlan",
+    "build_plan",
+]
 
 #: Checkpoint generations kept when a directive gives no ``keep=``.
 DEFAULT_KEEP = 2
@@ -40,52 +50,6 @@ class PlanError(ValueError):
         super().__init__("\n".join(f"directive {p.index}: {p.message}" for p in self.problems))
 
 
-class PlanEntry(BaseModel):
-    """One transfer: ``source`` to ``destination``, each an ``s3://`` URL or an absolute path.
-
-    Both end in ``/`` (prefix/directory, copied recursively through ``filters``) or
-    neither does (one object/file; a directory DST has already been resolved to
-    DST/basename). Local paths are lexically normalised.
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    index: int  # 1-based position among the job's directives
-    directive: str  # the directive text as written
-    kind: Kind
-    source: str
-    destination: str
-    when: When = When.ALWAYS
-    filters: tuple[Filter, ...] = ()
-    optional: bool = False
-    # Checkpoints: generations kept (docs/checkpoints.md; every checkpoint of a new plan has
-    # one, None only in plans saved by earlier versions) and seconds between the flushes
-    # the node's agent makes while the job runs (None: only on request and at the end).
-    keep: int | None = None
-    every: int | None = None
-
-    @property
-    def is_prefix(self) -> bool:
-        return self.source.endswith("/")
-
-    @property
-    def is_download(self) -> bool:
-        """S3 to scratch (stage-in, checkpoint restore); otherwise scratch to S3."""
-        return is_s3_url(self.source)
-
-    @property
-    def include(self) -> tuple[str, ...]:
-        return tuple(f.pattern for f in self.filters if f.action is FilterAction.INCLUDE)
-
-    @property
-    def exclude(self) -> tuple[str, ...]:
-        return tuple(f.pattern for f in self.filters if f.action is FilterAction.EXCLUDE)
-
-    def selects(self, relative: str) -> bool:
-        """Whether a key/path relative to the source prefix passes the filters."""
-        return selects(relative, self.filters)
-
-
 class StagePlan(BaseModel):
     """A job's plan; JSON round-trips with ``model_dump_json``/``model_validate_json``."""
 
@@ -104,15 +68,7 @@ class StagePlan(BaseModel):
             if entry.kind is Kind.IN:
                 result.append(entry)
             elif entry.kind is Kind.CHECKPOINT:
-                result.append(
-                    entry.model_copy(
-                        update={
-                            "source": entry.destination,
-                            "destination": entry.source,
-                            "optional": True,
-                        }
-                    )
-                )
+                result.append(entry.reversed().model_copy(update={"optional": True}))
         return result
 
     def flush_entries(self, job_succeeded: bool) -> list[PlanEntry]:
@@ -170,6 +126,7 @@ def _entry(index: int, directive: Directive, values: dict[str, str]) -> PlanEntr
         index=index,
         directive=directive.text,
         kind=directive.kind,
+        direction=Direction.of_kind(directive.kind),
         source=source,
         destination=destination,
         when=directive.when,

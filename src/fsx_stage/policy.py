@@ -11,16 +11,20 @@ from __future__ import annotations
 import grp
 import posixpath
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
 
 from fsx_stage.config import Access, AllowRule, SiteConfig
 from fsx_stage.directives import OPTION_NAME, Kind, printable
 from fsx_stage.durations import format_duration
 from fsx_stage.job import JobIdentity
+from fsx_stage.plan_entry import PlanEntry
 from fsx_stage.s3url import S3Url
 
-if TYPE_CHECKING:
-    from fsx_stage.plan import PlanEntry
+#: What each kind of directive does with its S3 side (a checkpoint is also restored).
+_ACCESS: dict[Kind, tuple[Access, ...]] = {
+    Kind.IN: (Access.READ,),
+    Kind.OUT: (Access.WRITE,),
+    Kind.CHECKPOINT: (Access.READ, Access.WRITE),
+}
 
 #: Resolves a group name to its gid (None when unknown).
 GroupResolver = Callable[[str], "int | None"]
@@ -110,15 +114,13 @@ class Policy:
 
     def check(self, entry: PlanEntry, job: JobIdentity) -> None:
         """Raise :class:`PolicyError` when ``entry`` is not allowed for ``job``."""
-        if entry.kind is Kind.IN:
-            self._check_s3(entry, entry.source, (Access.READ,), job)
-            self._check_path(entry, entry.destination, job)
-        elif entry.kind is Kind.OUT:
-            self._check_path(entry, entry.source, job)
-            self._check_s3(entry, entry.destination, (Access.WRITE,), job)
-        else:
-            self._check_path(entry, entry.source, job)
-            self._check_s3(entry, entry.destination, (Access.READ, Access.WRITE), job)
+        # The side read from first: the first refusal is the one the user reads.
+        if entry.is_download:
+            self._check_s3(entry, entry.s3_side, _ACCESS[entry.kind], job)
+        self._check_path(entry, entry.scratch_side, job)
+        if not entry.is_download:
+            self._check_s3(entry, entry.s3_side, _ACCESS[entry.kind], job)
+        if entry.kind is Kind.CHECKPOINT:
             self._check_every(entry)
 
     def _check_every(self, entry: PlanEntry) -> None:

@@ -21,6 +21,7 @@ from tests.chaos.invariants import SERVING_STATES, Checker, node_state
 from tests.chaos.results import ScenarioResult
 from tests.chaos.tools import MiB, payloads, put_all
 from tests.testbed.faultproxy import FaultProxy
+from tests.testbed.wait import wait_until
 
 __all__ = ["chaos_bed"]
 GROUP = "slurm"
@@ -42,35 +43,73 @@ def _checks_after(bed: ChaosBed, checker: Checker, result: ScenarioResult, job_i
         result.hook_wall_s.extend(hook_walls(state))
 
 
+def _stage_in_progress(bed: ChaosBed, job_id: int) -> tuple[str, int] | None:
+    """The Prolog's status and the objects its stage-in saved as staged so far."""
+    state = bed.state(job_id)
+    if state is None:
+        return None
+    staged = sum(e["objects"] for e in state["entries"] if e["phase"] == "stage_in")
+    return state["prolog"]["status"], staged
+
+
+def _wait_for_stage_in_under_way(bed: ChaosBed, job_id: int) -> None:
+    def under_way() -> bool:
+        progress = _stage_in_progress(bed, job_id)
+        return progress is not None and progress[0] == "running" and progress[1] > 0
+
+    wait_until(
+        under_way,
+        90,
+        lambda: f"job {job_id} never showed a stage-in under way: {bed.state(job_id)}",
+        interval=0.1,
+    )
+
+
 def test_job_cancelled_during_stage_in(
-    scale: float, result: ScenarioResult, checker: Checker, chaos_bed: ChaosBed
+    scale: float,
+    result: ScenarioResult,
+    checker: Checker,
+    chaos_bed: ChaosBed,
+    fault_proxy: FaultProxy,
 ) -> None:
-    """A job is cancelled (scancel) while its Prolog stages data in, at a random moment.
-    Every staged file that exists is complete; the node stays in service; no secret in
-    any log; nothing of the user outside its scratch root."""
+    """A job is cancelled (scancel) while its Prolog stages data in: every object GET
+    waits in the fault proxy, so the stage-in takes seconds, and the cancel comes once
+    some objects are staged and most are not. The Prolog is still staging when the
+    cancel has landed; every staged file that exists is complete; the node stays in
+    service; no secret in any log; nothing of the user outside its scratch root."""
     bed = chaos_bed
     rng = random.Random(21)
     contents = payloads(rng, scaled(scale, 400, 60), big=2, big_size=24 * MiB)
     put_all(bed.client, bed.bucket, "cancel/", contents)
-    during = 0
-    for run in range(scaled(scale, 6)):
-        job_id = bed.submit(_stage_in_job(bed, "cancel/", "sleep 30\n"))
-        bed.wait_state(job_id, "prolog", {"running", "done", "failed_job", "node_fault"}, 90)
-        time.sleep(0.0 if run == 0 else rng.uniform(0.0, 1.5))  # the first: at once
-        state = bed.state(job_id) or {}
-        during += state.get("prolog", {}).get("status") == "running"
-        subprocess.run(["/usr/bin/scancel", str(job_id)], env=bed.cluster.command_env(), check=True)
-        result.faults["scancel"] += 1
-        record = bed.cluster.wait(job_id, timeout=180)
-        assert record["JobState"] == "CANCELLED", bed.show_job(job_id)
-        result.runs += 1
-        result.expected_failures += 1
-        bed.wait_epilog(job_id)
-        files = checker.no_torn_files(bed.user_scratch / str(job_id) / "in", contents)
-        result.add_transfer(files, 0, 0)
-        _checks_after(bed, checker, result, job_id)
-    result.notes.append(f"{during} of {result.runs} cancels landed while the Prolog was staging")
-    assert during > 0, "no cancel landed while the Prolog was staging: the scenario proved nothing"
+    total = len(contents)
+    bed.configure(fault_proxy.endpoint_url)
+    try:
+        for _ in range(scaled(scale, 6)):
+            fault_proxy.set_faults(
+                latency_s=1.0, latency_rate=1.0, methods={"GET"}, key_pattern=r"/cancel/."
+            )
+            job_id = bed.submit(_stage_in_job(bed, "cancel/", "sleep 30\n"))
+            _wait_for_stage_in_under_way(bed, job_id)
+            subprocess.run(
+                ["/usr/bin/scancel", str(job_id)], env=bed.cluster.command_env(), check=True
+            )
+            at_cancel = _stage_in_progress(bed, job_id)
+            assert at_cancel is not None and at_cancel[0] == "running", at_cancel
+            assert 0 < at_cancel[1] < total, f"{at_cancel[1]} of {total} objects staged"
+            fault_proxy.set_faults()
+            result.faults["scancel"] += 1
+            record = bed.cluster.wait(job_id, timeout=180)
+            assert record["JobState"] == "CANCELLED", bed.show_job(job_id)
+            result.runs += 1
+            result.expected_failures += 1
+            bed.wait_epilog(job_id)
+            files = checker.no_torn_files(bed.user_scratch / str(job_id) / "in", contents)
+            result.add_transfer(files, 0, 0)
+            result.notes.append(f"job {job_id}: cancelled at {at_cancel[1]} of {total} objects")
+            _checks_after(bed, checker, result, job_id)
+    finally:
+        fault_proxy.set_faults()
+        bed.configure()
 
 
 @full_only
@@ -320,10 +359,12 @@ def test_epilog_killed_mid_flush(
 
 def _wait_in_service(bed: ChaosBed, timeout: float) -> None:
     """Wait (without resuming anything) for the node to serve jobs again."""
-    deadline = time.monotonic() + timeout
-    while node_state(bed.cluster.env).rstrip("*~#!%$@^-+") not in SERVING_STATES:
-        assert time.monotonic() < deadline, f"node still {node_state(bed.cluster.env)}"
-        time.sleep(0.5)
+    wait_until(
+        lambda: node_state(bed.cluster.env).rstrip("*~#!%$@^-+") in SERVING_STATES,
+        timeout,
+        lambda: f"node still {node_state(bed.cluster.env)}",
+        interval=0.5,
+    )
 
 
 @full_only

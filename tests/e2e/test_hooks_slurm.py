@@ -14,7 +14,6 @@ import re
 import shutil
 import socket
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -69,18 +68,16 @@ class Bed:
 
     def wait_epilog(self, job_id: int, restart: int = 0, timeout: float = 90) -> JobState:
         """The Epilog runs after Slurm reports the job ended: wait for its state."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def settled() -> JobState | None:
             state = self.state(job_id)
-            if (
-                state is not None
-                and state.restart_count == restart
-                and state.epilog.status in HOOK_SETTLED
-            ):
-                return state
-            if time.monotonic() > deadline:
-                raise AssertionError(f"job {job_id}: epilog not done: {state}")
-            time.sleep(0.2)
+            if state is None or state.restart_count != restart:
+                return None
+            return state if state.epilog.status in HOOK_SETTLED else None
+
+        return wait_until(
+            settled, timeout, lambda: f"job {job_id}: epilog not done: {self.state(job_id)}"
+        )
 
     def job_task(self, job_id: int) -> int:
         """The array task id Slurm gave job ``job_id`` (for the array's own id, scontrol
@@ -386,14 +383,14 @@ d={bed.scratch}/$(id -un)/arr-${{SLURM_ARRAY_JOB_ID}}-${{SLURM_ARRAY_TASK_ID}}
 echo "task $SLURM_ARRAY_TASK_ID" > $d/out.txt
 """
     )
+
     # `scontrol show job ARRAY_ID` lists every task with its own job id.
-    tasks: set[int] = set()
-    deadline = time.monotonic() + 60
-    while len(tasks) < 2:
-        assert time.monotonic() < deadline, bed.show_job(first)
+    def both_tasks() -> set[int] | None:
         shown = bed.cluster.scontrol("show", "job", "-o", str(first))
         tasks = {int(m) for m in re.findall(rf"^JobId=(\d+) ArrayJobId={first} ", shown, re.M)}
-        time.sleep(0.2)
+        return tasks if len(tasks) == 2 else None
+
+    tasks = wait_until(both_tasks, 60, lambda: bed.show_job(first))
     for job_id in sorted(tasks):
         assert bed.cluster.wait(job_id, timeout=120)["JobState"] == "COMPLETED"
         bed.wait_epilog(job_id)

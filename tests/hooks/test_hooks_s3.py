@@ -8,6 +8,7 @@ acting as the job user, the transfer core, the state directory and the pending q
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pwd
 import random
@@ -23,9 +24,10 @@ from tests.checkpoints.layout import checkpoint_object, newest_generation
 from tests.hooks.sitecfg import Site, make_site
 from tests.testbed.cluster import private_interpreter_dir
 from tests.testbed.ports import free_port
+from tests.testbed.wait import wait_until
 
 from fsx_stage.directives import encode_spank_values
-from fsx_stage.hooks import epilog, flush, hook, jobinfo, prolog
+from fsx_stage.hooks import epilog, flush, hook, prolog, staging
 from fsx_stage.hooks.pending import PendingStore
 from fsx_stage.hooks.state import EntryStatus, HookStatus, Phase, StateStore
 
@@ -54,14 +56,15 @@ def site(s3_server: Any, bucket: str) -> Iterator[Site]:
 
 
 class SlurmRecorder:
-    """Stands in for scontrol/scancel: records what the Prolog asked Slurm to do."""
+    """The hooks' `SlurmControl` here: answers ``scontrol show job`` as Slurm would and
+    records what the hooks ask Slurm to do."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, int, str]] = []
         self.std_out = ""
         self.exit_code = "0:0"
 
-    def line(self, job_id: int, env: Any = None) -> str:
+    def show_job(self, job_id: int, env: Any = None) -> str:
         user = env["SLURM_JOB_USER"]
         uid = env["SLURM_JOB_UID"]
         return (
@@ -71,17 +74,19 @@ class SlurmRecorder:
             f"StdErr={self.std_out} StdIn=/dev/null StdOut={self.std_out} Power="
         )
 
+    def set_admin_comment(self, job_id: int, text: str, env: Any = None) -> None:
+        self.calls.append(("comment", job_id, text))
+
+    def cancel_job(self, job_id: int, env: Any = None) -> None:
+        self.calls.append(("cancel", job_id, ""))
+
+    def requeue_hold(self, job_id: int, env: Any = None) -> None:
+        self.calls.append(("hold", job_id, ""))
+
 
 @pytest.fixture
-def slurm(monkeypatch: pytest.MonkeyPatch) -> SlurmRecorder:
-    rec = SlurmRecorder()
-    monkeypatch.setattr(jobinfo, "scontrol_show_job", rec.line)
-    monkeypatch.setattr(
-        prolog, "set_admin_comment", lambda j, t, e=None: rec.calls.append(("comment", j, t))
-    )
-    monkeypatch.setattr(prolog, "cancel_job", lambda j, e=None: rec.calls.append(("cancel", j, "")))
-    monkeypatch.setattr(prolog, "requeue_hold", lambda j, e=None: rec.calls.append(("hold", j, "")))
-    return rec
+def slurm() -> SlurmRecorder:
+    return SlurmRecorder()
 
 
 def hook_env(
@@ -121,7 +126,7 @@ def test_stage_in_compute_flush_out(
             f"out,{home}/results/,s3://{bucket}/results/%j/",
         ],
     )
-    assert prolog.run(env) == 0
+    assert prolog.run(env, slurm) == 0
     uid = pwd.getpwnam(job_user).pw_uid
     assert (home / "in" / "a.txt").read_bytes() == b"alpha"
     assert (home / "in" / "sub" / "b.txt").read_bytes() == b"beta"
@@ -140,7 +145,7 @@ def test_stage_in_compute_flush_out(
     os.chown(results, uid, -1)
     os.chown(results / "count.txt", uid, -1)
 
-    assert epilog.run(env) == 0
+    assert epilog.run(env, slurm) == 0
     key = f"results/{env['SLURM_JOB_ID']}/count.txt"
     obj = s3_client.get_object(Bucket=bucket, Key=key)
     assert obj["Body"].read() == b"2\n"
@@ -152,8 +157,8 @@ def test_stage_in_compute_flush_out(
     assert flushed[0].bytes == 2
 
     # A second run of either hook (slurmd retrying after a crash) changes nothing.
-    assert prolog.run(env) == 0
-    assert epilog.run(env) == 0
+    assert prolog.run(env, slurm) == 0
+    assert epilog.run(env, slurm) == 0
     assert '"event":"prolog.already_done"' in site.log_file.read_text()
 
 
@@ -163,7 +168,7 @@ def test_policy_refusal_fails_the_job_and_tells_the_user(
     home = site.user_dir(job_user)
     slurm.std_out = str(home / "job.out")
     env = hook_env(site, job_user, [f"in,s3://not-allowed-bucket/x/,{home}/in/"])
-    assert prolog.run(env) == 0  # the node stays in service
+    assert prolog.run(env, slurm) == 0  # the node stays in service
     job_id = int(env["SLURM_JOB_ID"])
     kinds = [c[0] for c in slurm.calls]
     assert kinds == ["comment", "cancel"]
@@ -177,13 +182,13 @@ def test_policy_refusal_fails_the_job_and_tells_the_user(
     assert "not-allowed-bucket" in state.failure_reason
     assert '"event":"prolog.job_failed"' in site.log_file.read_text()
     # The epilog of such a job flushes nothing.
-    assert epilog.run(env) == 0
+    assert epilog.run(env, slurm) == 0
     assert state_of(site, env).epilog.status is HookStatus.SKIPPED
 
 
 def test_bad_directive_fails_the_job(site: Site, job_user: str, slurm: SlurmRecorder) -> None:
     env = hook_env(site, job_user, ["in,s3://b/k,relative/path"])
-    assert prolog.run(env) == 0
+    assert prolog.run(env, slurm) == 0
     assert [c[0] for c in slurm.calls] == ["comment", "cancel"]
     assert "directive 1" in slurm.calls[0][2]
 
@@ -193,7 +198,7 @@ def test_missing_object_fails_the_job(
 ) -> None:
     home = site.user_dir(job_user)
     env = hook_env(site, job_user, [f"in,s3://{bucket}/nothing-here.dat,{home}/in/"])
-    assert prolog.run(env) == 0
+    assert prolog.run(env, slurm) == 0
     assert [c[0] for c in slurm.calls] == ["comment", "cancel"]
     assert "nothing-here.dat" in slurm.calls[0][2]
     entry = state_of(site, env).entries[0]
@@ -205,7 +210,7 @@ def test_missing_optional_input_is_fine(
 ) -> None:
     home = site.user_dir(job_user)
     env = hook_env(site, job_user, [f"in,s3://{bucket}/absent.dat,{home}/in/,optional=yes"])
-    assert prolog.run(env) == 0
+    assert prolog.run(env, slurm) == 0
     assert slurm.calls == []
     assert state_of(site, env).entries[0].status is EntryStatus.SKIPPED
 
@@ -216,7 +221,7 @@ def test_scratch_not_mounted_is_a_node_fault(
     home = site.user_dir(job_user)
     env = hook_env(site, job_user, [f"in,s3://{bucket}/k,{home}/in/"])
     site.scratch.rename(site.root / "unmounted")
-    assert prolog.run(env) == 1  # Slurm drains the node and requeues the job
+    assert prolog.run(env, slurm) == 1  # Slurm drains the node and requeues the job
     assert slurm.calls == []
     assert state_of(site, env).prolog.status is HookStatus.NODE_FAULT
 
@@ -227,7 +232,7 @@ def test_no_credentials_on_the_node_is_a_node_fault(
     site.credentials.unlink()
     home = site.user_dir(job_user)
     env = hook_env(site, job_user, [f"in,s3://{bucket}/k,{home}/in/"])
-    assert prolog.run(env) == 1
+    assert prolog.run(env, slurm) == 1
     assert "credentials unavailable" in site.log_file.read_text()
 
 
@@ -247,9 +252,9 @@ def test_flush_during_an_outage_is_kept_and_completed_later(
     for p in (ckpt, ckpt / "step-1"):
         os.chown(p, uid, -1)
     env = hook_env(site, job_user, [f"checkpoint,{ckpt}/,s3://{bucket}/ckpt/"])
-    assert prolog.run(env) == 0  # nothing to restore yet
+    assert prolog.run(env, slurm) == 0  # nothing to restore yet
     site.write_config(f"http://127.0.0.1:{free_port()}", [bucket], scratch_after_flush="remove")
-    assert epilog.run(env) == 0  # an S3 outage never takes the node down
+    assert epilog.run(env, slurm) == 0  # an S3 outage never takes the node down
     job_id = int(env["SLURM_JOB_ID"])
     pending = PendingStore(StateStore(site.state_dir))
     record = pending.load(job_id)
@@ -267,6 +272,11 @@ def test_flush_during_an_outage_is_kept_and_completed_later(
     assert not ckpt.exists()  # removed only once verified in S3
 
 
+def _events(site: Site, event: str) -> list[dict[str, Any]]:
+    lines = [json.loads(line) for line in site.log_file.read_text().splitlines()]
+    return [line for line in lines if line.get("event") == event]
+
+
 def test_flush_pending_on_a_node_without_the_scratch_keeps_the_record(
     s3_server: Any,
     site: Site,
@@ -278,9 +288,9 @@ def test_flush_pending_on_a_node_without_the_scratch_keeps_the_record(
     # Every source looks deleted where the scratch tree is absent (a login node, an
     # unmounted file system); a deleted source is final, so without the Epilog's scratch
     # check the record would be dropped and the results never flushed.
-    out, env = _started_job_with_results(site, job_user, bucket)
+    out, env = _started_job_with_results(site, job_user, bucket, slurm)
     site.write_config(f"http://127.0.0.1:{free_port()}", [bucket])
-    assert epilog.run(env) == 0
+    assert epilog.run(env, slurm) == 0
     job_id = int(env["SLURM_JOB_ID"])
     pending = PendingStore(StateStore(site.state_dir))
     site.write_config(s3_server.endpoint_url, [bucket])
@@ -300,6 +310,29 @@ def test_flush_pending_on_a_node_without_the_scratch_keeps_the_record(
     assert pending.load(job_id) is None
 
 
+def test_a_pending_flush_records_and_logs_its_entry_as_the_epilog_does(
+    s3_server: Any, site: Site, bucket: str, job_user: str, slurm: SlurmRecorder
+) -> None:
+    _out, env = _started_job_with_results(site, job_user, bucket, slurm)
+    site.write_config(f"http://127.0.0.1:{free_port()}", [bucket])
+    assert epilog.run(env, slurm) == 0
+    site.write_config(s3_server.endpoint_url, [bucket])
+    # An epilog whose budget ran out midway records the bytes it moved: a retry counts
+    # its own attempt (sync sends everything not in S3 yet), as the epilog does.
+    pending = PendingStore(StateStore(site.state_dir))
+    record = pending.load(int(env["SLURM_JOB_ID"]))
+    assert record is not None
+    record.entries[0].bytes, record.entries[0].objects = 4, 0
+    pending.save(record)
+    assert flush.run({"FSX_STAGE_CONFIG": str(site.config)}) == 0
+    entry = state_of(site, env).phase_entries(Phase.FLUSH)[0]
+    assert (entry.status, entry.bytes, entry.objects) == (EntryStatus.DONE, len(b"result"), 1)
+    (epilog_line,) = _events(site, "flush.entry")
+    retried = _events(site, "flush_pending.entry")
+    assert retried and all(line.keys() == epilog_line.keys() for line in retried)
+    assert retried[-1]["bytes"] == len(b"result") and retried[-1]["status"] == "done"
+
+
 def _user_tree(home: Path, name: str, files: dict[str, bytes], uid: int) -> Path:
     top = home / name
     top.mkdir()
@@ -310,12 +343,14 @@ def _user_tree(home: Path, name: str, files: dict[str, bytes], uid: int) -> Path
     return top
 
 
-def _started_job_with_results(site: Site, user: str, bucket: str) -> tuple[Path, dict[str, str]]:
+def _started_job_with_results(
+    site: Site, user: str, bucket: str, slurm: SlurmRecorder
+) -> tuple[Path, dict[str, str]]:
     """A job past its Prolog whose ``out/r.txt`` (``b"result"``) flushes to ``out/``."""
     home = site.user_dir(user)
     out = _user_tree(home, "out", {"r.txt": b"result"}, pwd.getpwnam(user).pw_uid)
     env = hook_env(site, user, [f"out,{out}/,s3://{bucket}/out/"])
-    assert prolog.run(env) == 0
+    assert prolog.run(env, slurm) == 0
     return out, env
 
 
@@ -327,14 +362,15 @@ def test_an_epilog_killed_midway_leaves_its_flush_pending(
     slurm: SlurmRecorder,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    _out, env = _started_job_with_results(site, job_user, bucket)
+    _out, env = _started_job_with_results(site, job_user, bucket, slurm)
 
     def killed(*args: Any, **kwargs: Any) -> None:
         raise SystemExit("killed by slurmd at PrologEpilogTimeout")
 
-    monkeypatch.setattr(hook, "run_entry", killed)  # the transfer step both hooks share
+    monkeypatch.setattr(hook, "run_entry", killed)  # the transfer step every hook shares
     with pytest.raises(SystemExit):
-        epilog.run(env)
+        epilog.run(env, slurm)
+    monkeypatch.setattr(hook, "run_entry", staging.run_entry)
     record = PendingStore(StateStore(site.state_dir)).load(int(env["SLURM_JOB_ID"]))
     assert record is not None
     assert [(e.status, e.error) for e in record.entries] == [
@@ -347,9 +383,9 @@ def test_an_epilog_killed_midway_leaves_its_flush_pending(
 def test_no_credentials_at_flush_keeps_the_results_pending_and_drains(
     site: Site, bucket: str, job_user: str, slurm: SlurmRecorder
 ) -> None:
-    out, env = _started_job_with_results(site, job_user, bucket)
+    out, env = _started_job_with_results(site, job_user, bucket, slurm)
     site.credentials.unlink()
-    assert epilog.run(env) == 1  # the node's fault: Slurm drains it
+    assert epilog.run(env, slurm) == 1  # the node's fault: Slurm drains it
     record = PendingStore(StateStore(site.state_dir)).load(int(env["SLURM_JOB_ID"]))
     assert record is not None
     assert [e.status for e in record.entries] == [EntryStatus.PENDING]
@@ -362,8 +398,8 @@ def test_an_exhausted_flush_budget_keeps_the_rest_pending(
     s3_server: Any, site: Site, bucket: str, job_user: str, slurm: SlurmRecorder
 ) -> None:
     site.write_config(s3_server.endpoint_url, [bucket], flush_budget=1)
-    _out, env = _started_job_with_results(site, job_user, bucket)
-    assert epilog.run(env) == 0
+    _out, env = _started_job_with_results(site, job_user, bucket, slurm)
+    assert epilog.run(env, slurm) == 0
     entry = state_of(site, env).phase_entries(Phase.FLUSH)[0]
     assert entry.status is EntryStatus.PENDING and entry.error_category == "timeout"
     assert PendingStore(StateStore(site.state_dir)).load(int(env["SLURM_JOB_ID"])) is not None
@@ -376,14 +412,14 @@ def test_each_checkpoint_flush_across_a_requeue_is_a_whole_generation(
     uid = pwd.getpwnam(job_user).pw_uid
     ckpt = _user_tree(home, "ckpt", {"a": b"A" * 100, "b": b"B" * 100}, uid)
     env = hook_env(site, job_user, [f"checkpoint,{ckpt}/,s3://{bucket}/ck/"])
-    assert prolog.run(env) == 0
+    assert prolog.run(env, slurm) == 0
     requeued = dict(env, SLURM_JOB_RESTART_COUNT="1")  # slurmd's view after `scontrol requeue`
-    assert epilog.run(requeued) == 0
+    assert epilog.run(requeued, slurm) == 0
     first = state_of(site, env).phase_entries(Phase.FLUSH)[0]
     assert (first.status, first.objects) == (EntryStatus.DONE, 2)
-    assert prolog.run(requeued) == 0  # the rerun restores: both files already identical
+    assert prolog.run(requeued, slurm) == 0  # the rerun restores: both files already identical
     (ckpt / "b").write_bytes(b"C" * 100)
-    assert epilog.run(requeued) == 0
+    assert epilog.run(requeued, slurm) == 0
     second = state_of(site, env).phase_entries(Phase.FLUSH)[0]
     # A new generation: only the changed file is uploaded, its manifest names both.
     assert (second.status, second.objects, second.skipped_objects) == (EntryStatus.DONE, 1, 0)
@@ -404,13 +440,13 @@ def test_a_pending_checkpoint_is_not_overwritten_by_an_older_restore(
     ckpt = _user_tree(home, "ckpt", {"a": b"v1"}, uid)
     env = hook_env(site, job_user, [f"checkpoint,{ckpt}/,s3://{bucket}/ck/"])
     run = [dict(env, SLURM_JOB_RESTART_COUNT=str(n)) for n in range(3)]
-    assert prolog.run(run[0]) == 0
-    assert epilog.run(run[1]) == 0  # requeued: v1 flushed
-    assert prolog.run(run[1]) == 0
+    assert prolog.run(run[0], slurm) == 0
+    assert epilog.run(run[1], slurm) == 0  # requeued: v1 flushed
+    assert prolog.run(run[1], slurm) == 0
     (ckpt / "a").write_bytes(b"v2, further along")  # the second run gets further
     fault_proxy.set_faults(methods=["PUT", "POST"], error500_rate=1.0)  # S3 takes no writes
-    assert epilog.run(run[2]) == 0  # requeued again: v2 stays pending on scratch
-    assert prolog.run(run[2]) == 0  # the retry fails again: v1 must not come back
+    assert epilog.run(run[2], slurm) == 0  # requeued again: v2 stays pending on scratch
+    assert prolog.run(run[2], slurm) == 0  # the retry fails again: v1 must not come back
     assert (ckpt / "a").read_bytes() == b"v2, further along"
     restore = state_of(site, env).phase_entries(Phase.STAGE_IN)[0]
     assert restore.status is EntryStatus.SKIPPED and "waiting to be flushed" in restore.error
@@ -429,12 +465,12 @@ def test_checkpoint_generations_flush_and_restore_across_requeues(
     ckpt = _user_tree(home, "ckpt", {"a": b"A1", "b": b"B1"}, uid)
     env = hook_env(site, job_user, [f"checkpoint,{ckpt}/,s3://{bucket}/ck/,keep=1"])
     run = [dict(env, SLURM_JOB_RESTART_COUNT=str(n)) for n in range(3)]
-    assert prolog.run(run[0]) == 0  # nothing to restore yet
-    assert epilog.run(run[1]) == 0  # requeued: generation 1
-    assert prolog.run(run[1]) == 0  # the rerun restores generation 1, then runs:
+    assert prolog.run(run[0], slurm) == 0  # nothing to restore yet
+    assert epilog.run(run[1], slurm) == 0  # requeued: generation 1
+    assert prolog.run(run[1], slurm) == 0  # the rerun restores generation 1, then runs:
     (ckpt / "a").unlink()
     (ckpt / "b").write_bytes(b"B2")
-    assert epilog.run(run[2]) == 0  # generation 2; keep=1 removes generation 1
+    assert epilog.run(run[2], slurm) == 0  # generation 2; keep=1 removes generation 1
     flushed = state_of(site, env).phase_entries(Phase.FLUSH)[0]
     assert flushed.status is EntryStatus.DONE
     listed = s3_client.list_objects_v2(Bucket=bucket, Prefix="ck/")["Contents"]
@@ -444,7 +480,7 @@ def test_checkpoint_generations_flush_and_restore_across_requeues(
     ]
     for path in ckpt.iterdir():
         path.unlink()  # the next run lands on a node with empty scratch
-    assert prolog.run(run[2]) == 0
+    assert prolog.run(run[2], slurm) == 0
     assert state_of(site, env).phase_entries(Phase.STAGE_IN)[0].status is EntryStatus.DONE
     assert {p.name: p.read_bytes() for p in ckpt.iterdir()} == {"b": b"B2"}
     assert (ckpt / "b").stat().st_uid == uid  # restored as the user
@@ -456,9 +492,9 @@ def test_a_checkpoint_generation_s3_refuses_stays_pending(
     home = site.user_dir(job_user)
     ckpt = _user_tree(home, "ckpt", {"a": b"A"}, pwd.getpwnam(job_user).pw_uid)
     env = hook_env(site, job_user, [f"checkpoint,{ckpt}/,s3://{bucket}/ck/,keep=2"])
-    assert prolog.run(env) == 0
+    assert prolog.run(env, slurm) == 0
     site.write_config(f"http://127.0.0.1:{free_port()}", [bucket])
-    assert epilog.run(env) == 0
+    assert epilog.run(env, slurm) == 0
     assert state_of(site, env).phase_entries(Phase.FLUSH)[0].status is EntryStatus.PENDING
     site.write_config(s3_server.endpoint_url, [bucket])
     assert flush.run({"FSX_STAGE_CONFIG": str(site.config)}) == 0
@@ -478,7 +514,7 @@ def test_s3_down_at_stage_in_holds_the_job(
     home = site.user_dir(job_user)
     slurm.std_out = str(home / "held.out")
     env = hook_env(site, job_user, [f"in,s3://{bucket}/data/,{home}/in/"])
-    assert prolog.run(env) == 0  # not the node's fault, not the user's
+    assert prolog.run(env, slurm) == 0  # not the node's fault, not the user's
     assert [c[0] for c in slurm.calls] == ["comment", "hold"]
     reason = slurm.calls[0][2]
     assert "held (S3 unavailable)" in reason and "scontrol release" in reason
@@ -515,9 +551,9 @@ def test_a_prolog_rerun_after_a_crash_resumes(
 
     monkeypatch.setattr(hook, "run_entry", crash_on_second)
     with pytest.raises(SystemExit):
-        prolog.run(env)
+        prolog.run(env, slurm)
     monkeypatch.setattr(hook, "run_entry", real)
-    assert prolog.run(env) == 0
+    assert prolog.run(env, slurm) == 0
     first, second = state_of(site, env).phase_entries(Phase.STAGE_IN)
     assert (first.status, first.attempts) == (EntryStatus.DONE, 1)  # not redone
     assert (second.status, second.attempts) == (EntryStatus.DONE, 2)
@@ -540,9 +576,9 @@ def test_when_and_a_missing_output_after_a_failed_job(
             f"out,{bad}/,s3://{bucket}/c/,when=failure",
         ],
     )
-    assert prolog.run(env) == 0
+    assert prolog.run(env, slurm) == 0
     slurm.exit_code = "1:0"  # the batch script failed
-    assert epilog.run(env) == 0
+    assert epilog.run(env, slurm) == 0
     state = state_of(site, env)
     assert state.job_succeeded is False
     statuses = [(e.index, e.status, e.error_category) for e in state.phase_entries(Phase.FLUSH)]
@@ -565,7 +601,7 @@ def test_a_symlink_to_a_root_directory_gets_nothing_written(
     protected.mkdir(mode=0o755)
     (home / "in").symlink_to(protected)  # planted by the user before the job
     env = hook_env(site, job_user, [f"in,s3://{bucket}/data/,{home}/in/"])
-    assert prolog.run(env) == 0  # the user's doing: the job fails, the node stays
+    assert prolog.run(env, slurm) == 0  # the user's doing: the job fails, the node stays
     assert [c[0] for c in slurm.calls] == ["comment", "cancel"]
     assert list(protected.iterdir()) == []
     entry = state_of(site, env).entries[0]
@@ -606,7 +642,7 @@ def test_full_scratch_holds_the_job_and_keeps_the_node(
     (small_scratch / "ballast").write_bytes(b"\0" * (6 * MiB))  # another user's files
     slurm.std_out = str(home / "job.out")
     env = hook_env(site, job_user, [f"in,s3://{bucket}/big/blob,{home}/in/"])
-    assert prolog.run(env) == 0  # shared scratch being full is no reason to drain this node
+    assert prolog.run(env, slurm) == 0  # shared scratch being full is no reason to drain this node
     assert [c[0] for c in slurm.calls] == ["comment", "hold"]
     reason = slurm.calls[0][2]
     assert f"held (scratch full): directive 1: s3://{bucket}/big/blob:" in reason
@@ -626,7 +662,7 @@ def test_scratch_with_no_room_at_all_holds_the_job(
     with contextlib.suppress(OSError):
         (small_scratch / "ballast").write_bytes(b"\0" * (9 * MiB))
     env = hook_env(site, job_user, [f"in,s3://{bucket}/k,{home}/in/"])
-    assert prolog.run(env) == 0
+    assert prolog.run(env, slurm) == 0
     assert [c[0] for c in slurm.calls] == ["comment", "hold"]
     assert f"scratch {site.scratch}/ is full (no space left on device)" in slurm.calls[0][2]
 
@@ -639,8 +675,8 @@ def test_an_out_directory_written_without_its_slash_is_flushed_as_the_directory(
     uid = pwd.getpwnam(job_user).pw_uid
     results = _user_tree(home, "results", {"r.txt": b"result"}, uid)
     env = hook_env(site, job_user, [f"out,{results},s3://{bucket}/{dst}"])
-    assert prolog.run(env) == 0
-    assert epilog.run(env) == 0
+    assert prolog.run(env, slurm) == 0
+    assert epilog.run(env, slurm) == 0
     entry = state_of(site, env).phase_entries(Phase.FLUSH)[0]
     assert (entry.status, entry.objects) == (EntryStatus.DONE, 1)
     assert s3_client.get_object(Bucket=bucket, Key=key)["Body"].read() == b"result"
@@ -654,8 +690,8 @@ def test_a_flush_that_fails_is_told_in_the_output_file(
     slurm.std_out = str(home / "job.out")
     env = hook_env(site, job_user, [f"out,{home}/never-written/,s3://{bucket}/r/"])
     job_id = int(env["SLURM_JOB_ID"])
-    assert prolog.run(env) == 0
-    assert epilog.run(env) == 0  # the user's mistake: the node stays in service
+    assert prolog.run(env, slurm) == 0
+    assert epilog.run(env, slurm) == 0  # the user's mistake: the node stays in service
     entry = state_of(site, env).phase_entries(Phase.FLUSH)[0]
     assert entry.status is EntryStatus.FAILED
     expected = (
@@ -670,11 +706,11 @@ def test_a_flush_that_fails_is_told_in_the_output_file(
 def test_a_pending_flush_is_told_too(
     s3_server: Any, site: Site, bucket: str, job_user: str, slurm: SlurmRecorder
 ) -> None:
-    out, env = _started_job_with_results(site, job_user, bucket)
+    out, env = _started_job_with_results(site, job_user, bucket, slurm)
     slurm.std_out = str(out.parent / "job.out")
     job_id = int(env["SLURM_JOB_ID"])
     site.write_config(f"http://127.0.0.1:{free_port()}", [bucket])
-    assert epilog.run(env) == 0
+    assert epilog.run(env, slurm) == 0
     told = (out.parent / "job.out").read_text()
     assert told.startswith(f"fsx-stage: job {job_id}: not all results reached S3: directive 1 ")
     assert "could not " in told and "http://" not in told  # in words, no endpoint URL
@@ -688,11 +724,11 @@ def test_a_released_job_loses_its_stale_held_comment(
     home = site.user_dir(job_user)
     env = hook_env(site, job_user, [f"in,s3://{bucket}/data/,{home}/in/"])
     site.write_config(f"http://127.0.0.1:{free_port()}", [bucket])
-    assert prolog.run(env) == 0
+    assert prolog.run(env, slurm) == 0
     assert [c[0] for c in slurm.calls] == ["comment", "hold"]
     site.write_config(s3_server.endpoint_url, [bucket])
     released = dict(env, SLURM_JOB_RESTART_COUNT="1")  # `scontrol release` runs it again
-    assert prolog.run(released) == 0
+    assert prolog.run(released, slurm) == 0
     assert slurm.calls[2:] == [("comment", int(env["SLURM_JOB_ID"]), "")]
     state = state_of(site, env)
     assert state.prolog.status is HookStatus.DONE and state.admin_comment is None
@@ -708,7 +744,7 @@ def test_a_forgotten_slash_on_an_in_prefix_gets_a_hint(
         job_user,
         [f"in,s3://{bucket}/dataset,{home}/d/", f"in,s3://{bucket}/nothing,{home}/n/"],
     )
-    assert prolog.run(env) == 0
+    assert prolog.run(env, slurm) == 0
     assert [c[0] for c in slurm.calls] == ["comment", "cancel"]
     reason = slurm.calls[0][2]
     assert f"directive 1: s3://{bucket}/dataset: 1 object failed: dataset: not found" in reason
@@ -729,7 +765,7 @@ def test_staged_in_tree_is_private_to_the_user_by_default(
     s3_client.put_object(Bucket=bucket, Key="m/sub/a.txt", Body=b"a")
     home = site.user_dir(job_user)
     env = hook_env(site, job_user, [f"in,s3://{bucket}/m/,{home}/private/"])
-    assert prolog.run(env) == 0
+    assert prolog.run(env, slurm) == 0
     assert _modes(home / "private") == {"sub/": 0o700, "sub/a.txt": 0o600}
 
 
@@ -754,7 +790,7 @@ def test_a_shared_project_root_gets_its_own_umask(
         job_user,
         [f"in,s3://{bucket}/m/,{project}/shared/", f"in,s3://{bucket}/m/,{home}/mine/"],
     )
-    assert prolog.run(env) == 0
+    assert prolog.run(env, slurm) == 0
     assert _modes(project / "shared") == {"sub/": 0o750, "sub/a.txt": 0o640}
     assert _modes(home / "mine") == {"sub/": 0o700, "sub/a.txt": 0o600}
 
@@ -782,18 +818,21 @@ def test_status_shows_live_counts_while_an_entry_stages(
     home = site.user_dir(job_user)
     env = hook_env(site, job_user, [f"in,s3://{bucket}/live/,{home}/live/"])
     outcome: list[int] = []
-    runner = threading.Thread(target=lambda: outcome.append(prolog.run(env)))
+    runner = threading.Thread(target=lambda: outcome.append(prolog.run(env, slurm)))
     runner.start()
-    seen = None
-    while runner.is_alive():
+
+    def live_counts() -> tuple[int, int, str] | None:
         state = state_of(site, env)
         entry = state.entries[0] if state is not None and state.entries else None
         if entry is not None and entry.status is EntryStatus.RUNNING and entry.objects > 0:
-            seen = (entry.objects, entry.bytes, render_status(state))
-        runner.join(0.2)
+            return entry.objects, entry.bytes, render_status(state)
+        return None
+
+    objects, moved, view = wait_until(
+        live_counts, 30, "no live counts were saved while the entry ran"
+    )
+    runner.join(60)
     assert outcome == [0]
-    assert seen is not None, "no live counts were saved while the entry ran"
-    objects, moved, view = seen
     assert 0 < objects < 32 and moved == objects * 4096
     assert f"so far: {objects} objects, " in view and "/s)" in view
     final = state_of(site, env).entries[0]

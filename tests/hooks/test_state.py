@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from fsx_stage.directives import Kind
 from fsx_stage.hooks import atomic
 from fsx_stage.hooks.atomic import LockBusy, write_atomic
 from fsx_stage.hooks.logging import register_secret
@@ -21,6 +22,7 @@ from fsx_stage.hooks.state import (
     StateError,
     StateStore,
 )
+from fsx_stage.plan_entry import Direction
 
 
 @pytest.fixture
@@ -184,3 +186,48 @@ def test_old_state_is_pruned_unless_a_flush_is_pending(store: StateStore) -> Non
     assert store.load(1) is None and not (store.locks_dir / "1.lock").exists()
     assert store.load(2) is not None  # pending flush: kept however old
     assert store.load(3) is not None  # recent
+
+
+# Written by fsx-stage before plan entries carried their direction (main at 1ee7f4d).
+_BEFORE_DIRECTIONS = Path(__file__).parent / "data"
+
+
+def test_a_state_file_written_before_directions_still_loads(store: StateStore) -> None:
+    data = (_BEFORE_DIRECTIONS / "state-before-directions.json").read_bytes()
+    store.path(4242).write_bytes(data)
+    state = store.load(4242)
+    assert state is not None and state.plan is not None
+    assert [(e.kind, e.direction) for e in state.plan.entries] == [
+        (Kind.IN, Direction.DOWNLOAD),
+        (Kind.CHECKPOINT, Direction.UPLOAD),
+        (Kind.OUT, Direction.UPLOAD),
+    ]
+    restore = state.plan.stage_in_entries()[1]  # the checkpoint, restored from S3
+    assert (restore.direction, restore.s3_side) == (Direction.DOWNLOAD, "s3://bkt/ckpt/4242/")
+    assert [(e.phase, e.kind, e.direction) for e in state.entries] == [
+        (Phase.STAGE_IN, "in", Direction.DOWNLOAD),
+        (Phase.STAGE_IN, "checkpoint", Direction.DOWNLOAD),
+        (Phase.FLUSH, "checkpoint", Direction.UPLOAD),
+        (Phase.FLUSH, "out", Direction.UPLOAD),
+    ]
+    assert [e.scratch_side for e in state.entries] == [
+        "/fsx/alice/in/",
+        "/fsx/alice/ckpt/",
+        "/fsx/alice/ckpt/",
+        "/fsx/alice/out/",
+    ]
+    store.save(state)  # and is written back with the directions
+    again = store.load(4242)
+    assert again is not None and again.model_dump() == state.model_dump()
+
+
+def test_a_pending_record_written_before_directions_still_loads(store: StateStore) -> None:
+    pending = PendingStore(store)
+    data = (_BEFORE_DIRECTIONS / "pending-before-directions.json").read_bytes()
+    pending.path(4242).write_bytes(data)
+    record = pending.load(4242)
+    assert record is not None
+    assert [(e.direction, e.s3_side) for e in record.entries] == [
+        (Direction.UPLOAD, "s3://bkt/ckpt/4242/"),
+        (Direction.UPLOAD, "s3://bkt/out/4242/"),
+    ]

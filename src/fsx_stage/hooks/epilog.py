@@ -32,10 +32,10 @@ from fsx_stage.hooks.planning import carry_over, decode_directives, entry_state,
 from fsx_stage.hooks.runtime import (
     EXIT_NODE_FAULT,
     EXIT_OK,
-    TransferSetup,
     run_hook,
 )
-from fsx_stage.hooks.staging import SOURCE_MISSING, remove_as_user, tell_user
+from fsx_stage.hooks.slurmcontrol import SLURM, SlurmControl
+from fsx_stage.hooks.staging import remove_as_user, tell_user
 from fsx_stage.hooks.state import EntryState, EntryStatus, HookRun, HookStatus, JobState, Phase
 from fsx_stage.plan import StagePlan
 
@@ -103,7 +103,7 @@ class Epilog(Hook):
             self.log.error("epilog.bad_plan", error=fault.message)
             return EXIT_OK
         state.directives = texts
-        state.plan = plan.model_dump(mode="json")
+        state.plan = plan
         fresh = self._flush_states(plan, succeeded, requeued)
         state.replace_phase(Phase.FLUSH, carry_over(fresh, state.phase_entries(Phase.FLUSH)))
         store.save(state)
@@ -185,10 +185,7 @@ class Epilog(Hook):
         return states
 
     def _cleanup_paths(self, plan: StagePlan) -> list[str]:
-        paths = []
-        for entry in plan.entries:
-            paths.append(entry.destination if entry.kind is Kind.IN else entry.source)
-        return paths
+        return [entry.scratch_side for entry in plan.entries]
 
     def _flush(self, ctx: HookContext, state: JobState) -> None:
         config = self.rt.config
@@ -202,23 +199,9 @@ class Epilog(Hook):
             return
         setup = self._prepare_transfers(ctx, [e.source for e in todo], need_space=False)
         deadline = self.started + config.timeouts.flush
+        steps = self._steps(state, setup)
         for entry in todo:
-            self._flush_one(state, entry, setup, deadline)
-
-    def _flush_one(
-        self,
-        state: JobState,
-        entry: EntryState,
-        setup: TransferSetup,
-        deadline: float,
-    ) -> None:
-        result = self._transfer(state, entry, setup, deadline)
-        status = result.status
-        if status is EntryStatus.FAILED and result.category != SOURCE_MISSING:
-            # Only a missing source is final at flush; anything else is kept and retried.
-            status = EntryStatus.PENDING
-        ok = status in (EntryStatus.DONE, EntryStatus.SKIPPED)
-        self._finish(state, entry, status, result, "flush.entry", ok=ok)
+            steps.flush(entry, deadline)
 
     def _save_pending(
         self,
@@ -293,7 +276,9 @@ def flush_problem_text(job_id: int, failed: list[EntryState], pending: list[Entr
     return redact(text) + "\n"
 
 
-def run(env: Mapping[str, str]) -> int:
+def run(env: Mapping[str, str], slurm: SlurmControl = SLURM) -> int:
     """The ``fsx-stage epilog`` command."""
     # After a bug the data is still on scratch (the flush was recorded as pending first).
-    return run_hook("epilog", env, lambda rt: Epilog(rt, env).run(), lambda _job, _log: EXIT_OK)
+    return run_hook(
+        "epilog", env, lambda rt: Epilog(rt, env, slurm).run(), lambda _job, _log: EXIT_OK
+    )

@@ -14,21 +14,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from fsx_stage.hooks.atomic import LockBusy
+from fsx_stage.hooks.hook import EntrySteps, prepare_transfers
 from fsx_stage.hooks.logging import EventLog, emergency_log
 from fsx_stage.hooks.outcome import HookFault
 from fsx_stage.hooks.pending import PendingFlush
 from fsx_stage.hooks.privileges import UserCredentials
-from fsx_stage.hooks.runtime import (
-    Runtime,
-    check_scratch,
-    encryption,
-    resolve_credentials,
-    s3_settings,
-    start,
-    transfer_options,
-)
-from fsx_stage.hooks.staging import SOURCE_MISSING, remove_as_user, run_entry
+from fsx_stage.hooks.runtime import Runtime, check_scratch, start
+from fsx_stage.hooks.staging import remove_as_user
 from fsx_stage.hooks.state import EntryState, EntryStatus, Phase
+
+#: A flush uploads: it creates nothing on scratch (the transfer worker's default umask).
+FLUSH_UMASK = 0o077
 
 
 def record_creds(record: PendingFlush) -> UserCredentials:
@@ -66,55 +62,39 @@ def retry(
     """
     log = EventLog(record.job_id)
     config = rt.config
-    creds = creds or record_creds(record)
-    credentials = resolve_credentials(config)
-    s3 = s3_settings(config, credentials)
-    enc = encryption(config)
+    todo = [e for e in record.entries if e.status is not EntryStatus.DONE]
+    setup = prepare_transfers(
+        config, creds or record_creds(record), umask_for=lambda _path: FLUSH_UMASK
+    )
     deadline = time.monotonic() + (config.timeouts.flush if budget_s is None else budget_s)
     record.attempts += 1
     record.last_attempt_at = time.time()
-    owed = [e.source for e in record.entries if e.status is not EntryStatus.DONE]
     try:
         # As in the Epilog: on a node without the scratch tree every source would look
         # deleted, and a deleted source is final: the record would be dropped, unflushed.
-        check_scratch(config, owed, need_space=False)
+        check_scratch(config, [e.source for e in todo], need_space=False)
     except HookFault as exc:
         record.last_error = f"{exc.message}: run flush --pending on a node that mounts it"
         rt.pending.save(record)
         log.warning("flush_pending.scratch_unavailable", error=record.last_error)
         return record
-    errors = []
     generations: list[tuple[int, dict[str, Any]]] = []
-    for entry in record.entries:
-        if entry.status is EntryStatus.DONE:
-            continue
-        entry.start()
-        options = transfer_options(config, enc, filters=entry.filters)
-        result = run_entry(creds, entry, options, s3, deadline - time.monotonic())
-        entry.bytes += result.bytes
-        entry.objects += result.objects
-        entry.skipped_objects = result.skipped
-        if result.generation is not None:
-            generations.append((entry.index, result.generation))
-        # A retry cannot turn a kept flush into a loss: anything not done stays pending,
-        # except a source that is no longer on scratch (nothing left to flush).
-        status = EntryStatus.DONE if result.status is EntryStatus.DONE else EntryStatus.PENDING
-        if result.status is EntryStatus.SKIPPED:
-            status = EntryStatus.SKIPPED
-        elif result.category == SOURCE_MISSING:
-            status = EntryStatus.FAILED
-        entry.finish(status, result.error, result.category)
-        log.info(
-            "flush_pending.entry",
-            index=entry.index,
-            source=entry.source,
-            destination=entry.destination,
-            status=entry.status.value,
-            bytes=result.bytes,
-            error=entry.error,
-        )
-        if entry.error and status is EntryStatus.PENDING:
-            errors.append(f"directive {entry.index}: {entry.error}")
+    steps = EntrySteps(
+        config=config,
+        setup=setup,
+        log=log,
+        # The record on disk keeps saying "pending" until the end: a retry killed midway
+        # leaves it as it was.
+        save=lambda: None,
+        note_generation=lambda index, generation: generations.append((index, generation)),
+    )
+    for entry in todo:
+        steps.flush(entry, deadline, event="flush_pending.entry")
+    errors = [
+        f"directive {e.index}: {e.error}"
+        for e in record.entries
+        if e.status is EntryStatus.PENDING and e.error
+    ]
     record.last_error = "; ".join(errors) or None
     _update_job_state(rt, record.job_id, record.entries, generations)
     if any(e.status is EntryStatus.PENDING for e in record.entries):
@@ -124,7 +104,7 @@ def retry(
         )
         return record
     if record.remove_scratch and record.cleanup:
-        problems = remove_as_user(creds, record.cleanup)
+        problems = remove_as_user(setup.user, record.cleanup)
         log.info("scratch.removed", paths=record.cleanup, problems=problems)
     rt.pending.remove(record.job_id)
     log.info("flush_pending.done", attempts=record.attempts)

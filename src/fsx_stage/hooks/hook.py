@@ -1,14 +1,17 @@
-"""What the Prolog and the Epilog share: the job's context from Slurm, its fresh state,
-and the `Hook` frame (first node only, the job's lock, one entry's transfer as the job user
-with live counts for ``status``, the entry's end saved and logged)."""
+"""What the Prolog, the Epilog and ``flush --pending`` share: the job's context from Slurm,
+its fresh state, the `Hook` frame (first node only, the job's lock) and `EntrySteps` (one
+entry's transfer as the job user with live counts for ``status``, its end saved and logged).
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
-from typing import Literal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
+from fsx_stage.config import SiteConfig
 from fsx_stage.hooks import jobinfo
 from fsx_stage.hooks.jobinfo import HookContext, JobInfoError
 from fsx_stage.hooks.logging import EventLog
@@ -23,17 +26,20 @@ from fsx_stage.hooks.runtime import (
     s3_settings,
     transfer_options,
 )
-from fsx_stage.hooks.staging import EntryResult, run_entry
+from fsx_stage.hooks.slurmcontrol import SLURM, SlurmControl
+from fsx_stage.hooks.staging import SOURCE_MISSING, EntryResult, run_entry
 from fsx_stage.hooks.state import EntryState, EntryStatus, JobState
 from fsx_stage.policy import Policy
 
 
-def context(env: Mapping[str, str], log: EventLog | None = None) -> HookContext:
+def context(
+    env: Mapping[str, str], log: EventLog | None = None, slurm: SlurmControl = SLURM
+) -> HookContext:
     """The job's context: environment first, one ``scontrol show job`` for the rest."""
     job_id = int(env.get("SLURM_JOB_ID", "0") or 0)
     line = None
     try:
-        line = jobinfo.scontrol_show_job(job_id, env)
+        line = slurm.show_job(job_id, env)
     except JobInfoError as exc:
         if log is not None:
             log.warning("scontrol.unavailable", error=str(exc))
@@ -77,14 +83,15 @@ class Hook:
     name = "hook"
     mode: Literal["hooks", "burst_buffer"] = "hooks"  # the JobState.mode this hook writes
 
-    def __init__(self, rt: Runtime, env: Mapping[str, str]) -> None:
+    def __init__(self, rt: Runtime, env: Mapping[str, str], slurm: SlurmControl = SLURM) -> None:
         self.rt = rt
         self.env = env
+        self.slurm = slurm
         self.log = rt.log
         self.started = time.monotonic()
 
     def run(self) -> int:
-        ctx = context(self.env, self.log)
+        ctx = context(self.env, self.log, self.slurm)
         if not jobinfo.is_first_node(ctx, self.env):
             self.log.info(f"{self.name}.skip", reason="not the first node", node=ctx.node_name)
             return EXIT_OK
@@ -108,29 +115,63 @@ class Hook:
     def _prepare_transfers(
         self, ctx: HookContext, scratch_paths: list[str], *, need_space: bool
     ) -> TransferSetup:
-        """The node's part first (scratch usable, S3 credentials, SSE-C key: each a node
-        `HookFault`), then the job user's credentials for the transfer worker."""
+        """Scratch usable first (a node `HookFault`, or `Fault.SCRATCH_FULL`), then the rest
+        (`prepare_transfers`)."""
         config = self.rt.config
         check_scratch(config, scratch_paths, need_space=need_space)
-        credentials = resolve_credentials(config)
-        s3 = s3_settings(config, credentials)
-        enc = encryption(config)
         policy = Policy(config)
-        return TransferSetup(
-            user=user_credentials(ctx),
-            s3=s3,
-            encryption=enc,
+        return prepare_transfers(
+            config,
+            user_credentials(ctx),
             umask_for=lambda path: policy.umask_for(path, ctx.identity),
         )
 
-    def _transfer(
-        self, state: JobState, entry: EntryState, setup: TransferSetup, deadline: float
-    ) -> EntryResult:
-        """Run one entry's transfer as the job user until ``deadline``; the entry keeps
-        its counts, its end is the caller's to judge (`_finish`)."""
+    def _steps(self, state: JobState, setup: TransferSetup) -> EntrySteps:
+        """Entry steps that save ``state`` as they go and note its generations."""
+        return EntrySteps(
+            config=self.rt.config,
+            setup=setup,
+            log=self.log,
+            save=lambda: self.rt.store.save(state),
+            note_generation=lambda index, gen: state.note_generation(index, gen, by=self.name),
+        )
+
+
+def prepare_transfers(
+    config: SiteConfig, user: UserCredentials, *, umask_for: Callable[[str], int]
+) -> TransferSetup:
+    """The node's S3 credentials and SSE-C key (each a node `HookFault` when missing),
+    with the job user's credentials for the transfer worker."""
+    credentials = resolve_credentials(config)
+    return TransferSetup(
+        user=user,
+        s3=s3_settings(config, credentials),
+        encryption=encryption(config),
+        umask_for=umask_for,
+    )
+
+
+@dataclass(frozen=True)
+class EntrySteps:
+    """One entry at a time, as the job user: its transfer, then its end saved and logged.
+
+    The Prolog, the Epilog and ``flush --pending`` run their entries through these steps;
+    ``save`` persists whatever record holds the entries, ``note_generation`` gets the
+    checkpoint generations a step published or restored.
+    """
+
+    config: SiteConfig
+    setup: TransferSetup
+    log: EventLog
+    save: Callable[[], None]
+    note_generation: Callable[[int, dict[str, Any]], None]
+
+    def transfer(self, entry: EntryState, deadline: float) -> EntryResult:
+        """Run one entry's transfer until ``deadline``; the entry keeps this attempt's
+        counts, its end is the caller's to judge (`finish`)."""
         entry.start()
-        self.rt.store.save(state)
-        options = transfer_options(self.rt.config, setup.encryption, filters=entry.filters)
+        self.save()
+        options = transfer_options(self.config, self.setup.encryption, filters=entry.filters)
         saved = time.monotonic()
 
         def live(counts: dict[str, int]) -> None:
@@ -140,8 +181,9 @@ class Hook:
             entry.bytes, entry.objects = counts.get("bytes", 0), counts.get("objects", 0)
             if time.monotonic() - saved >= SAVE_LIVE_EVERY_S:
                 saved = time.monotonic()
-                self.rt.store.save(state)
+                self.save()
 
+        setup = self.setup
         umask = setup.umask_for(entry.destination)
         budget = deadline - time.monotonic()
         result = run_entry(
@@ -150,12 +192,11 @@ class Hook:
         entry.bytes, entry.objects = result.bytes, result.objects
         entry.skipped_objects = result.skipped
         if result.generation is not None:
-            state.note_generation(entry.index, result.generation, by=self.name)
+            self.note_generation(entry.index, result.generation)
         return result
 
-    def _finish(
+    def finish(
         self,
-        state: JobState,
         entry: EntryState,
         status: EntryStatus,
         result: EntryResult,
@@ -165,7 +206,7 @@ class Hook:
     ) -> None:
         """Save the entry's end, then log ``event`` (a warning unless ``ok``)."""
         entry.finish(status, result.error, result.category)
-        self.rt.store.save(state)
+        self.save()
         self.log.event(
             event,
             logging.INFO if ok else logging.WARNING,
@@ -179,3 +220,13 @@ class Hook:
             seconds=entry.duration_s,
             error=entry.error,
         )
+
+    def flush(self, entry: EntryState, deadline: float, event: str = "flush.entry") -> None:
+        """Flush one entry to S3. Nothing kept on scratch is given up: only a source that
+        is gone (`SOURCE_MISSING`) ends as failed, anything else not done stays pending."""
+        result = self.transfer(entry, deadline)
+        status = result.status
+        if status is EntryStatus.FAILED and result.category != SOURCE_MISSING:
+            status = EntryStatus.PENDING
+        ok = status in (EntryStatus.DONE, EntryStatus.SKIPPED)
+        self.finish(entry, status, result, event, ok=ok)

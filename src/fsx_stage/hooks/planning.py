@@ -45,6 +45,7 @@ def entry_state(
         index=entry.index,
         phase=phase,
         kind=str(entry.kind.value),
+        direction=entry.direction,
         source=entry.source,
         destination=entry.destination,
         recursive=entry.is_prefix,

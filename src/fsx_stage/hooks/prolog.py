@@ -20,12 +20,9 @@ from fsx_stage.hooks.logging import EventLog, redact
 from fsx_stage.hooks.outcome import Fault, HookFault, worst
 from fsx_stage.hooks.planning import carry_over, decode_directives, entry_state, plan_job
 from fsx_stage.hooks.privileges import UserCredentials
-from fsx_stage.hooks.runtime import (
-    EXIT_NODE_FAULT,
-    EXIT_OK,
-    run_hook,
-)
-from fsx_stage.hooks.slurmctl import SlurmCommandError, cancel_job, requeue_hold, set_admin_comment
+from fsx_stage.hooks.runtime import EXIT_NODE_FAULT, EXIT_OK, run_hook
+from fsx_stage.hooks.slurmcontrol import SLURM, SlurmControl
+from fsx_stage.hooks.slurmctl import SlurmCommandError
 from fsx_stage.hooks.staging import tell_user
 from fsx_stage.hooks.state import EntryStatus, HookRun, HookStatus, JobState, Phase
 
@@ -59,7 +56,7 @@ class Prolog(Hook):
             texts, directives = decode_directives(raw)
             state.directives = texts
             plan = plan_job(directives, ctx.identity, self.rt.config)
-            state.plan = plan.model_dump(mode="json")
+            state.plan = plan
             fresh = [entry_state(e, Phase.STAGE_IN) for e in plan.stage_in_entries()]
             state.replace_phase(Phase.STAGE_IN, carry_over(fresh, state.entries))
             store.save(state)
@@ -99,13 +96,14 @@ class Prolog(Hook):
         setup = self._prepare_transfers(ctx, [e.destination for e in todo], need_space=True)
         self._protect_pending_checkpoints(ctx, state, setup.user)
         deadline = self.started + config.timeouts.stage_in
+        steps = self._steps(state, setup)
         faults: list[HookFault] = []
         for entry in state.phase_entries(Phase.STAGE_IN):
             if entry.status in (EntryStatus.DONE, EntryStatus.SKIPPED):
                 continue
-            result = self._transfer(state, entry, setup, deadline)
+            result = steps.transfer(entry, deadline)
             ok = result.fault is None
-            self._finish(state, entry, result.status, result, "stage_in.entry", ok=ok)
+            steps.finish(entry, result.status, result, "stage_in.entry", ok=ok)
             if result.fault is not None:
                 faults.append(
                     HookFault(
@@ -122,7 +120,7 @@ class Prolog(Hook):
     def _clear_comment(self, ctx: HookContext, state: JobState) -> None:
         """The job runs now: an earlier "held" comment would only mislead."""
         try:
-            set_admin_comment(ctx.job_id, "", self.env)
+            self.slurm.set_admin_comment(ctx.job_id, "", self.env)
         except SlurmCommandError as exc:
             self.log.warning("prolog.cannot_comment", error=str(exc))
             return
@@ -175,13 +173,13 @@ class Prolog(Hook):
         )
         self.log.info("prolog.user_told", files=written)
         try:
-            set_admin_comment(ctx.job_id, reason, self.env)
+            self.slurm.set_admin_comment(ctx.job_id, reason, self.env)
             state.admin_comment = reason
             store.save(state)
             if held:
-                requeue_hold(ctx.job_id, self.env)
+                self.slurm.requeue_hold(ctx.job_id, self.env)
             else:
-                cancel_job(ctx.job_id, self.env)
+                self.slurm.cancel_job(ctx.job_id, self.env)
         except SlurmCommandError as exc:
             # The job must not run without its data: as a last resort let Slurm requeue it.
             self.log.error("prolog.cannot_stop_job", error=str(exc))
@@ -191,25 +189,27 @@ class Prolog(Hook):
         return EXIT_OK
 
 
-def run(env: Mapping[str, str]) -> int:
+def run(env: Mapping[str, str], slurm: SlurmControl = SLURM) -> int:
     """The ``fsx-stage prolog`` command."""
     # A bug must not let the job run without its data: stop the job, keep the node.
     return run_hook(
         "prolog",
         env,
-        lambda rt: Prolog(rt, env).run(),
-        lambda job_id, log: _stop_after_internal_error(job_id, env, log),
+        lambda rt: Prolog(rt, env, slurm).run(),
+        lambda job_id, log: _stop_after_internal_error(job_id, env, log, slurm),
     )
 
 
-def _stop_after_internal_error(job_id: int | None, env: Mapping[str, str], log: EventLog) -> int:
+def _stop_after_internal_error(
+    job_id: int | None, env: Mapping[str, str], log: EventLog, slurm: SlurmControl
+) -> int:
     if job_id is None:
         return EXIT_NODE_FAULT
     try:
-        set_admin_comment(
+        slurm.set_admin_comment(
             job_id, "fsx-stage: internal error while staging in; see the node's log", env
         )
-        cancel_job(job_id, env)
+        slurm.cancel_job(job_id, env)
     except SlurmCommandError as exc:
         log.error("prolog.cannot_stop_job", error=str(exc))
         return EXIT_NODE_FAULT

@@ -32,6 +32,7 @@ from fsx_stage.hooks.privileges import (
 )
 from fsx_stage.hooks.state import EntryState, EntryStatus
 from fsx_stage.plan import DEFAULT_KEEP
+from fsx_stage.plan_entry import Direction
 from fsx_stage.transfer import (
     S3Settings,
     TransferEvent,
@@ -127,6 +128,7 @@ class LiveCounts:
 def _transfer_in_child(
     src: str,
     dst: str,
+    direction: Direction,
     recursive: bool,
     options: TransferOptions,
     s3: S3Settings,
@@ -137,11 +139,12 @@ def _transfer_in_child(
     checkpoint, kept as generations (publish, or restore from S3)."""
     check_installation()
     isolate_aws_settings()
-    if not src.startswith("s3://") and not os.path.lexists(src):
+    upload = direction is Direction.UPLOAD
+    if upload and not os.path.lexists(src):
         # Checked here, as the user: a path the user cannot see does not exist for them.
         return {"usage_error": f"{src}: no such file or directory"}
     local = Path(src)
-    if not src.startswith("s3://") and not recursive and local.is_dir() and not local.is_symlink():
+    if upload and not recursive and local.is_dir() and not local.is_symlink():
         # `out,/fsx/u/results,s3://b/r/` (planned as DST `s3://b/r/results`) with results a
         # directory: its `/` was forgotten. It is copied as itself, to the prefix DST/.
         recursive = True
@@ -179,7 +182,7 @@ def _transfer_in_child(
     if generation is not None:
         reply["generation"] = generation
     missing = summary.failures and all(f.category == "not_found" for f in summary.failures)
-    if missing and src.startswith("s3://") and not recursive and not src.endswith("/"):
+    if missing and not upload and not recursive and not src.endswith("/"):
         reply["hint"] = prefix_hint(src, s3)
     return reply
 
@@ -275,8 +278,7 @@ def interpret(
             skipped=counts.skipped,
         )
     nothing_listed = summary.objects_done + summary.objects_skipped == 0
-    is_download = entry.source.startswith("s3://")
-    if nothing_listed and entry.recursive and is_download and not entry.optional:
+    if nothing_listed and entry.recursive and entry.is_download and not entry.optional:
         return EntryResult(
             EntryStatus.FAILED,
             fault=Fault.USER,
@@ -314,6 +316,7 @@ def run_entry(
             _transfer_in_child,
             entry.source,
             entry.destination,
+            entry.direction,
             entry.recursive,
             options,
             s3,

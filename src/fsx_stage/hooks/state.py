@@ -17,11 +17,13 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from fsx_stage.filters import Filter
 from fsx_stage.hooks.atomic import ensure_dir, locked, write_atomic
 from fsx_stage.hooks.logging import redact
+from fsx_stage.plan import StagePlan
+from fsx_stage.plan_entry import Direction, Sides, with_direction
 
 
 class Phase(StrEnum):
@@ -47,12 +49,13 @@ class HookStatus(StrEnum):
     NODE_FAULT = "node_fault"  # the hook exited non-zero: Slurm drains the node
 
 
-class EntryState(BaseModel):
+class EntryState(Sides, BaseModel):
     """One directive's transfer in one phase."""
 
     index: int
     phase: Phase
     kind: str
+    direction: Direction
     source: str
     destination: str
     recursive: bool = False
@@ -70,6 +73,11 @@ class EntryState(BaseModel):
     duration_s: float | None = None
     error: str | None = None
     error_category: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def legacy_direction(cls, data: Any) -> Any:
+        return with_direction(data)
 
     def start(self) -> None:
         self.status = EntryStatus.RUNNING
@@ -130,7 +138,7 @@ class JobState(BaseModel):
     # burst buffer (stage-in while pending, flush after release; see docs/modes.md).
     mode: Literal["hooks", "burst_buffer"] = "hooks"
     directives: list[str] = Field(default_factory=list)
-    plan: dict[str, Any] | None = None
+    plan: StagePlan | None = None  # None: not planned yet (or the directives were refused)
     failure_reason: str | None = None
     admin_comment: str | None = None  # what fsx-stage last set as the job's AdminComment
     job_succeeded: bool | None = None
