@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict
 
 from fsx_stage.durations import EXPECTED as DURATION_EXPECTED
 from fsx_stage.durations import DurationError, parse_duration
-from fsx_stage.filters import Filter, FilterAction
+from fsx_stage.filters import Filter, FilterAction, patterns
 from fsx_stage.patterns import find_pattern_error
 from fsx_stage.s3url import S3Url, S3UrlError
 
@@ -75,11 +75,11 @@ class Directive(BaseModel):
 
     @property
     def include(self) -> tuple[str, ...]:
-        return tuple(f.pattern for f in self.filters if f.action is FilterAction.INCLUDE)
+        return patterns(self.filters, FilterAction.INCLUDE)
 
     @property
     def exclude(self) -> tuple[str, ...]:
-        return tuple(f.pattern for f in self.filters if f.action is FilterAction.EXCLUDE)
+        return patterns(self.filters, FilterAction.EXCLUDE)
 
 
 def printable(text: str) -> str:

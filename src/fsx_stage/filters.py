@@ -37,6 +37,11 @@ class Filter:
         return fnmatchcase(relative, self.pattern)
 
 
+def patterns(filters: Iterable[Filter], action: FilterAction) -> tuple[str, ...]:
+    """The patterns of ``filters`` with ``action``, in order."""
+    return tuple(f.pattern for f in filters if f.action is action)
+
+
 def selects(relative: str, filters: Iterable[Filter]) -> bool:
     """Whether ``relative`` (a key or path below the prefix) passes ``filters``."""
     selected = True

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from fsx_stage.directives import Kind, When
-from fsx_stage.filters import Filter, FilterAction, selects
+from fsx_stage.filters import Filter, FilterAction, patterns, selects
 from fsx_stage.s3url import is_s3_url
 
 
@@ -95,11 +95,11 @@ class PlanEntry(Sides, BaseModel):
 
     @property
     def include(self) -> tuple[str, ...]:
-        return tuple(f.pattern for f in self.filters if f.action is FilterAction.INCLUDE)
+        return patterns(self.filters, FilterAction.INCLUDE)
 
     @property
     def exclude(self) -> tuple[str, ...]:
-        return tuple(f.pattern for f in self.filters if f.action is FilterAction.EXCLUDE)
+        return patterns(self.filters, FilterAction.EXCLUDE)
 
     def selects(self, relative: str) -> bool:
         """Whether a key/path relative to the source prefix passes the filters."""
