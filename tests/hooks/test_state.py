@@ -11,7 +11,6 @@ import pytest
 from fsx_stage.directives import Kind
 from fsx_stage.hooks import atomic
 from fsx_stage.hooks.atomic import LockBusy, write_atomic
-from fsx_stage.hooks.logging import register_secret
 from fsx_stage.hooks.pending import PendingFlush, PendingStore
 from fsx_stage.hooks.state import (
     EntryState,
@@ -23,6 +22,7 @@ from fsx_stage.hooks.state import (
     StateStore,
 )
 from fsx_stage.plan_entry import Direction
+from fsx_stage.redaction import register_secret
 
 
 @pytest.fixture

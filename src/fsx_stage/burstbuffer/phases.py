@@ -36,12 +36,13 @@ from fsx_stage.hooks.atomic import LockBusy, ensure_dir, locked, remove_durably,
 from fsx_stage.hooks.epilog import Epilog
 from fsx_stage.hooks.hook import context, is_same_run
 from fsx_stage.hooks.jobinfo import HookContext, JobInfoError
-from fsx_stage.hooks.logging import emergency_log, redact
+from fsx_stage.hooks.logging import emergency_log
 from fsx_stage.hooks.outcome import Fault, HookFault
 from fsx_stage.hooks.prolog import Prolog
 from fsx_stage.hooks.runtime import EXIT_NODE_FAULT, Runtime, start
 from fsx_stage.hooks.state import EntryStatus, HookStatus, JobState, Phase
 from fsx_stage.plan import StagePlan
+from fsx_stage.redaction import redact
 
 SLOT_POLL_S = 1.0
 FLUSH_RETRY_S = 5.0  # between flush attempts within [burst_buffer] flush_wait

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from fsx_stage.hooks.logging import redact
 from fsx_stage.hooks.slurmctl import one_line
+from fsx_stage.redaction import redact
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ resolved through the same chain (the config's profile and credentials file, then
 standard AWS chain). Without one, as ``fsx-stage cp`` does: the user's standard AWS
 environment (``AWS_ENDPOINT_URL``, ``AWS_PROFILE``, ``~/.aws``, the instance role). Where
 the credentials came from is printed, never their values; every line printed goes through
-the hooks' redactor.
+fsx_stage.redaction.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from fsx_stage.cli.transfer_summary import human_bytes
 from fsx_stage.config import SiteConfig
 from fsx_stage.plan import StagePlan
 from fsx_stage.probe import EntryProbe, ProbeReport, probe_plan
+from fsx_stage.redaction import redact
 from fsx_stage.transfer import S3Settings, StaticCredentials, TransferOptions
 
 #: ``check --probe`` found data missing, no room on scratch, or a missing bucket.
@@ -67,7 +68,7 @@ def probe(plan: StagePlan, config: SiteConfig | None) -> ProbeOutcome:
     try:
         setup = probe_setup(config)
     except ProbeUnavailable as exc:
-        return ProbeOutcome(None, None, _safe(str(exc)))
+        return ProbeOutcome(None, None, redact(str(exc)))
     s3 = dataclasses.replace(setup.s3, max_attempts=min(setup.s3.max_attempts, PROBE_ATTEMPTS))
     return ProbeOutcome(setup, probe_plan(plan, s3, setup.options))
 
@@ -133,12 +134,6 @@ def _endpoint_text(url: str | None) -> str:
     return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
 
 
-def _safe(text: str) -> str:
-    from fsx_stage.hooks.logging import redact
-
-    return redact(text)
-
-
 # -- output -------------------------------------------------------------------------------
 
 
@@ -158,16 +153,16 @@ def print_outcome(outcome: ProbeOutcome, script: Path, lines: list[int], human: 
         widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
         for row in rows:
             cells = zip(row, widths, strict=True)
-            print(_safe("  ".join(cell.ljust(w) for cell, w in cells).rstrip()))
+            print(redact("  ".join(cell.ljust(w) for cell, w in cells).rstrip()))
         for entry in outcome.report.entries:
             for note in entry.notes:
-                print(_safe(f"  {entry.index} (line {lines[entry.index - 1]}): {note}"))
+                print(redact(f"  {entry.index} (line {lines[entry.index - 1]}): {note}"))
     for entry in outcome.report.entries:
         where = f"{script}:{lines[entry.index - 1]}"
         for problem in entry.problems:
-            print(_safe(f"{where}: {entry.url}: {problem}"), file=sys.stderr)
+            print(redact(f"{where}: {entry.url}: {problem}"), file=sys.stderr)
         for unknown in entry.unknown:
-            print(_safe(f"{where}: {entry.url}: cannot tell: {unknown}"), file=sys.stderr)
+            print(redact(f"{where}: {entry.url}: cannot tell: {unknown}"), file=sys.stderr)
 
 
 def _row(entry: EntryProbe, lines: list[int]) -> list[str]:
@@ -217,7 +212,7 @@ def json_report(outcome: ProbeOutcome, lines: list[int]) -> dict[str, Any]:
 
 def _safe_json(value: Any) -> Any:
     if isinstance(value, str):
-        return _safe(value)
+        return redact(value)
     if isinstance(value, list):
         return [_safe_json(v) for v in value]
     if isinstance(value, dict):

@@ -25,7 +25,6 @@ from fsx_stage.directives import Kind
 from fsx_stage.hooks import jobinfo
 from fsx_stage.hooks.hook import Hook, fresh_state, user_credentials
 from fsx_stage.hooks.jobinfo import HookContext
-from fsx_stage.hooks.logging import redact
 from fsx_stage.hooks.outcome import Fault, HookFault
 from fsx_stage.hooks.pending import PendingFlush
 from fsx_stage.hooks.planning import carry_over, decode_directives, entry_state, plan_job
@@ -38,6 +37,7 @@ from fsx_stage.hooks.slurmcontrol import SLURM, SlurmControl
 from fsx_stage.hooks.staging import remove_as_user, tell_user
 from fsx_stage.hooks.state import EntryState, EntryStatus, HookRun, HookStatus, JobState, Phase
 from fsx_stage.plan import StagePlan
+from fsx_stage.redaction import redact
 
 _JOB_NOT_RUN = (HookStatus.FAILED_JOB, HookStatus.NODE_FAULT)
 

@@ -4,10 +4,8 @@ Every event is one line: a JSON object with ``event``, ``job_id`` and the event'
 written to syslog (the default), a file, or stderr. A hook's own stdout/stderr are seen by
 no one, so this log is where an administrator learns why a hook did what it did.
 
-Secrets never reach the log: `REDACTOR` knows the secret values this process resolved
-(registered with `register_secret` as soon as they are read) and the shapes of credentials
-(``aws_secret_access_key=...``, presigned-URL signatures, access key ids); a
-`RedactingFilter` on every handler rewrites each record before it is formatted.
+Secrets never reach the log: a `RedactingFilter` on every handler rewrites each record
+with `fsx_stage.redaction.REDACTOR` before it is formatted.
 """
 
 from __future__ import annotations
@@ -16,81 +14,16 @@ import json
 import logging
 import logging.handlers
 import os
-import re
 import socket
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from fsx_stage.redaction import REDACTOR, Redactor
+
 LOGGER_NAME = "fsx_stage"
 SYSLOG_SOCKET = "/dev/log"
-MASK = "***"
-
-_SECRET_SHAPES: tuple[tuple[re.Pattern[str], str], ...] = (
-    # key=value / key: value / "key": "value" for names that hold secrets.
-    (
-        re.compile(
-            r"(?i)(?<![a-z0-9])((?:[a-z0-9]+[_-])*(?:secret_?(?:access_?)?key|session_?token|"
-            r"security_?token|customer_?key|password|passwd|authorization))"
-            r"(\"?\s*[=:]\s*\"?)([^\s\"',;&]+)"
-        ),
-        r"\1\2" + MASK,
-    ),
-    # Query-string credentials of presigned URLs.
-    (re.compile(r"(?i)(X-Amz-(?:Signature|Security-Token|Credential)=)[^&\s\"']+"), r"\1" + MASK),
-    # SigV4 Authorization header values.
-    (re.compile(r"(?i)(Signature=)[0-9a-f]{16,}"), r"\1" + MASK),
-    # Access key ids: keep the kind (AKIA long-term, ASIA temporary), hide the rest.
-    (re.compile(r"\b(AKIA|ASIA)[A-Z0-9]{12,}\b"), r"\1" + MASK),
-)
-
-
-class Redactor:
-    """Removes registered secret values and credential-shaped text from strings."""
-
-    def __init__(self) -> None:
-        self._secrets: set[str] = set()
-        self._lock = threading.Lock()
-
-    def register(self, secret: str | None) -> None:
-        # Very short values would mask innocent text everywhere; real secrets are long.
-        if secret and len(secret) >= 6:
-            with self._lock:
-                self._secrets.add(secret)
-
-    def redact(self, text: str) -> str:
-        with self._lock:
-            secrets = sorted(self._secrets, key=len, reverse=True)
-        for secret in secrets:
-            if secret in text:
-                text = text.replace(secret, MASK)
-        for pattern, replacement in _SECRET_SHAPES:
-            text = pattern.sub(replacement, text)
-        return text
-
-    def redact_value(self, value: Any) -> Any:
-        """Redact strings nested in JSON-like values."""
-        if isinstance(value, str):
-            return self.redact(value)
-        if isinstance(value, dict):
-            return {k: self.redact_value(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [self.redact_value(v) for v in value]
-        return value
-
-
-REDACTOR = Redactor()
-
-
-def register_secret(secret: str | None) -> None:
-    """Make sure ``secret`` is masked wherever it would appear in a log line."""
-    REDACTOR.register(secret)
-
-
-def redact(text: str) -> str:
-    return REDACTOR.redact(text)
 
 
 class RedactingFilter(logging.Filter):

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fsx_stage.hooks.logging import redact
+from fsx_stage.redaction import redact
 
 _PR_SET_PDEATHSIG = 1
 _KILL_GRACE_S = 5.0

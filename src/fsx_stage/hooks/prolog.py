@@ -16,7 +16,7 @@ from fsx_stage.agent import periodic
 from fsx_stage.hooks import flush
 from fsx_stage.hooks.hook import Hook, fresh_state, is_same_run, user_credentials
 from fsx_stage.hooks.jobinfo import HookContext
-from fsx_stage.hooks.logging import EventLog, redact
+from fsx_stage.hooks.logging import EventLog
 from fsx_stage.hooks.outcome import Fault, HookFault, worst
 from fsx_stage.hooks.planning import carry_over, decode_directives, entry_state, plan_job
 from fsx_stage.hooks.privileges import UserCredentials
@@ -25,6 +25,7 @@ from fsx_stage.hooks.slurmcontrol import SLURM, SlurmControl
 from fsx_stage.hooks.slurmctl import SlurmCommandError
 from fsx_stage.hooks.staging import tell_user
 from fsx_stage.hooks.state import EntryStatus, HookRun, HookStatus, JobState, Phase
+from fsx_stage.redaction import redact
 
 
 class Prolog(Hook):

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from fsx_stage.config import ConfigError, SiteConfig, config_path, load_config
 from fsx_stage.filters import Filter
 from fsx_stage.hooks.jobinfo import JobInfoError
-from fsx_stage.hooks.logging import EventLog, emergency_log, register_secret, setup_logging
+from fsx_stage.hooks.logging import EventLog, emergency_log, setup_logging
 from fsx_stage.hooks.outcome import Fault, HookFault
 from fsx_stage.hooks.pending import PendingStore
 from fsx_stage.hooks.privileges import UserCredentials
@@ -140,10 +140,8 @@ def resolve_credentials_and_source(config: SiteConfig) -> tuple[StaticCredential
 
 
 def static_credentials(frozen: ReadOnlyCredentials) -> StaticCredentials:
-    """botocore's frozen credentials as the transfer core takes them; their secret parts are
-    registered for redaction first, so no log line or message can carry them."""
-    register_secret(frozen.secret_key)
-    register_secret(frozen.token)
+    """botocore's frozen credentials as the transfer core takes them (as `Secret`s: registered
+    for redaction, so no log line or message can carry them)."""
     return StaticCredentials(
         access_key_id=frozen.access_key,
         secret_access_key=Secret(frozen.secret_key),
@@ -177,7 +175,6 @@ def encryption(config: SiteConfig) -> Encryption:
             raise HookFault(Fault.NODE, f"SSE-C key file unreadable: {exc.strerror}") from None
         # The file holds the 32 key bytes, or their base64 text.
         key = base64.b64encode(raw).decode() if len(raw) == 32 else raw.decode("latin-1").strip()
-        register_secret(key)
         try:
             return Encryption(mode="sse-c", customer_key=Secret(key))
         except ValueError:

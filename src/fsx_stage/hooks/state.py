@@ -21,9 +21,9 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from fsx_stage.filters import Filter
 from fsx_stage.hooks.atomic import ensure_dir, locked, write_atomic
-from fsx_stage.hooks.logging import redact
 from fsx_stage.plan import StagePlan
 from fsx_stage.plan_entry import Direction, Sides, with_direction
+from fsx_stage.redaction import redact
 
 
 class Phase(StrEnum):

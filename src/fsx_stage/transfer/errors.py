@@ -25,6 +25,7 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
+from fsx_stage.redaction import redact
 from fsx_stage.transfer.models import FailureCategory
 
 T = TypeVar("T")
@@ -128,7 +129,16 @@ def client_error_code(exc: ClientError) -> str:
 
 
 def classify(exc: BaseException) -> tuple[FailureCategory, str]:
-    """The failure category and a message that carries no secrets."""
+    """The failure category and a message that carries no secrets.
+
+    Every message goes through the redactor: botocore's and the HTTP stack's texts may quote a
+    parameter's value (an SSE-C key) or a signed URL.
+    """
+    category, text = _classify(exc)
+    return category, redact(text)
+
+
+def _classify(exc: BaseException) -> tuple[FailureCategory, str]:
     if isinstance(exc, BaseExceptionGroup):  # the ranges of one object (a TaskGroup)
         found = [classify(leaf) for leaf in _leaves(exc)]
         return min(found, key=lambda pair: _GROUP_ORDER.index(pair[0]), default=("other", ""))

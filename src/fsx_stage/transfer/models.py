@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from fsx_stage.filters import Filter
+from fsx_stage.redaction import register_secret
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -40,7 +41,8 @@ EncryptionMode = Literal["none", "sse-s3", "sse-kms", "sse-c"]
 
 
 class Secret:
-    """A secret string: ``**********`` wherever it is shown (repr, str, logs, errors)."""
+    """A secret string: ``**********`` wherever it is shown (repr, str), and its value is
+    registered with the process's redactor, so no log line or failure reason can carry it."""
 
     __slots__ = ("_value",)
 
@@ -48,6 +50,7 @@ class Secret:
         if not isinstance(value, str):
             raise TypeError("a Secret holds a str")
         self._value = value
+        register_secret(value)
 
     def get_secret_value(self) -> str:
         return self._value
@@ -67,8 +70,9 @@ class Secret:
     def __getstate__(self) -> str:
         return self._value
 
-    def __setstate__(self, state: str) -> None:
+    def __setstate__(self, state: str) -> None:  # in a worker process: registered there too
         self._value = state
+        register_secret(state)
 
 
 def _check(owner: object, name: str, ok: bool, expected: str) -> None:
