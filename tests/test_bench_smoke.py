@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from tests.bench import measure as measure_module
+from tests.bench.history import HAND_WRITTEN, history_path
 from tests.bench.measure import measure
 from tests.bench.runner import rotated
 from tests.bench.tools import FsxStage, S5cmd
@@ -59,6 +60,8 @@ def test_measure_sees_the_memory_of_the_process_tree(
 @pytest.mark.s3
 def test_quick_bench_reports_every_workload_with_s5cmd(tmp_path: Path) -> None:
     report = tmp_path / "bench.md"
+    hand_written = f"{HAND_WRITTEN}\n\n## Measured by hand\n\nkept\n"
+    report.write_text(f"# an older report\n\n{hand_written}")
     done = subprocess.run(
         [sys.executable, "-m", "tests.bench", "--quick", "--reps", "1",
          "--tools", "fsx-stage,s5cmd", "--hook-runs", "3", "--output", str(report)],
@@ -77,3 +80,5 @@ def test_quick_bench_reports_every_workload_with_s5cmd(tmp_path: Path) -> None:
         # fsx-stage has numbers or says why not; never an empty or fake row
         assert re.search(r"^\| fsx-stage \| (\d+\.\d\d \||not available: )", section, re.M)
     assert "| no-op Prolog" in text
+    assert text.endswith("\n" + hand_written) and "an older report" not in text
+    assert not history_path(report).exists()  # a quick run is no one's "before"

@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from tests.bench import history
+from tests.bench.history import Snapshot, comparison, history_path
 from tests.bench.report import Context, load_average, render, render_scaling
 from tests.bench.runner import Bench, noop_hook_ms
 from tests.bench.tools import FsxStage, Tool, discover, write_aws_config
@@ -90,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
             results = [bench.run(w, tools, args.reps) for w in chosen]
             scaling = _scaling(bench, found, chosen, args)
             hook_ms, hook_note = _hook(args.hook_runs if not args.quick else 5)
+            fsx_version = next((t.version for t in tools if t.name == "fsx-stage"), "")
+            after = Snapshot.of(results, fsx_version, f"{load_start} -> {load_average()}")
+            before = history.load(history_path(args.output))
             ctx = Context(
                 quick=args.quick,
                 reps=args.reps,
@@ -99,14 +104,20 @@ def main(argv: list[str] | None = None) -> int:
                 hook_ms=hook_ms,
                 hook_note=hook_note,
                 load_start=load_start,
+                before_after=comparison(before, after) if not args.quick else [],
             )
             report = render(results, ctx) + render_scaling(scaling)
+            kept = history.hand_written(args.output)
+            report += ("\n" + kept) if kept else ""
     finally:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(server_dir, ignore_errors=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(report)
     print(f"report written to {args.output}")
+    if not (args.quick or args.tools or args.workloads):  # a full run: the next one's "before"
+        history.save(history_path(args.output), after)
+        print(f"medians kept in {history_path(args.output)}")
     return 0
 
 

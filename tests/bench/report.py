@@ -31,6 +31,7 @@ class Context:
     hook_ms: list[float] | None
     hook_note: str
     load_start: str
+    before_after: list[str]  # the comparison with the previous full run (history.comparison)
 
 
 def load_average() -> str:
@@ -180,6 +181,7 @@ def render(results: list[WorkloadResult], ctx: Context) -> str:
         "## Targets",
         "",
         *_targets(results, ctx),
+        *ctx.before_after,
         "## Machine",
         "",
         "| | |",
@@ -236,6 +238,8 @@ def render(results: list[WorkloadResult], ctx: Context) -> str:
         "per core here) and multipart ones for their size; s5cmd checks nothing. This is "
         "most of fsx-stage's CPU in W5 (3.4 GB hashed on the same 2 cores as the server). "
         "Objects written by current AWS SDKs carry a CRC64NVME, checked at ~35 GB/s.",
+        "- Before and after: a full run keeps its medians in docs/benchmarks.json; the next "
+        "full run's report compares itself with them (section \"Before and after\").",
         "",
         "## Results",
         "",
