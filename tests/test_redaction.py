@@ -96,3 +96,12 @@ def test_failure_reasons_never_carry_an_sse_c_key() -> None:
         assert raw not in reason, (type(failure), reason)
     Secret(SSE_C_KEY)  # a registered key is masked whatever the text around it
     assert SSE_C_KEY not in classify(OSError(f"cannot send {SSE_C_KEY}"))[1]
+
+
+def test_the_agent_never_answers_a_user_with_a_secret() -> None:
+    from fsx_stage.agent.protocol import Reply
+
+    Secret(SSE_C_KEY)
+    reply = Reply(state="failed", error=f"PUT refused: SSECustomerKey={SSE_C_KEY}")
+    assert reply.error is not None and SSE_C_KEY not in reply.error
+    assert SSE_C_KEY not in Reply.model_validate_json(reply.model_dump_json()).model_dump_json()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from fsx_stage.redaction import redact
 
 MAX_LINE = 4096  # a request or reply longer than this is refused
 DEFAULT_SOCKET = "/run/fsx-stage/agent.sock"
@@ -32,6 +34,12 @@ class Reply(BaseModel):
 
     state: Literal["published", "queued", "refused", "failed", "timeout"]
     error: str | None = None
+
+    @field_validator("error")
+    @classmethod
+    def _no_secret(cls, error: str | None) -> str | None:
+        """The root agent answers a job's user: never with a secret the agent holds."""
+        return None if error is None else redact(error)
 
     @property
     def ok(self) -> bool:
