@@ -239,7 +239,7 @@ def render(results: list[WorkloadResult], ctx: Context) -> str:
         "most of fsx-stage's CPU in W5 (3.4 GB hashed on the same 2 cores as the server). "
         "Objects written by current AWS SDKs carry a CRC64NVME, checked at ~35 GB/s.",
         "- Before and after: a full run keeps its medians in docs/benchmarks.json; the next "
-        "full run's report compares itself with them (section \"Before and after\").",
+        'full run\'s report compares itself with them (section "Before and after").',
         "",
         "## Results",
         "",
