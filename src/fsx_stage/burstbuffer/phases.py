@@ -235,10 +235,8 @@ def paths_text(plan: StagePlan) -> str:
 def write_paths(rt: Runtime, state: JobState) -> None:
     if state.plan is None:
         return
-    plan = StagePlan.model_validate(state.plan)
-    directory = rt.config.burst_buffer.paths_dir
-    ensure_dir(directory, 0o755)
-    write_atomic(paths_file(rt, state.job_id), paths_text(plan).encode(), mode=0o644)
+    ensure_dir(rt.config.burst_buffer.paths_dir, 0o755)
+    write_atomic(paths_file(rt, state.job_id), paths_text(state.plan).encode(), mode=0o644)
 
 
 # -- concurrency ---------------------------------------------------------------------------
