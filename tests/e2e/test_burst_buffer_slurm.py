@@ -30,7 +30,14 @@ from tests.testbed.faultproxy import FaultProxy
 from tests.testbed.ports import free_port
 
 from fsx_stage.hooks.pending import PendingStore
-from fsx_stage.hooks.state import EntryStatus, HookStatus, JobState, Phase, StateStore
+from fsx_stage.hooks.state import (
+    EntryState,
+    EntryStatus,
+    HookStatus,
+    JobState,
+    Phase,
+    StateStore,
+)
 
 pytestmark = pytest.mark.slurm
 
@@ -601,14 +608,16 @@ def _results_job(bb: BBBed, prefix: str) -> tuple[int, dict[str, bytes], Path]:
 
 def _assert_flushed_once(
     bb: BBBed, store: StateStore, prefix: str, job_id: int, bodies: dict[str, bytes]
-) -> None:
-    """Every result in S3 once, complete; the flush DONE; no pending record."""
+) -> EntryState:
+    """Every result in S3 once, complete; the flush DONE; no pending record. Returns the
+    flush entry (its counts are those of the attempt that finished it)."""
     _assert_results_once(bb, prefix, job_id, bodies)
     state = store.load(job_id)
     assert state is not None and state.epilog.status is HookStatus.DONE
     [entry] = state.phase_entries(Phase.FLUSH)
-    assert entry.status is EntryStatus.DONE and entry.objects == len(bodies)
+    assert entry.status is EntryStatus.DONE
     assert PendingStore(store).load(job_id) is None
+    return entry
 
 
 def _wait_no_staging(job_id: int, phase: str, timeout: float = 90) -> None:
@@ -651,7 +660,8 @@ def test_slurmctld_killed_during_data_out_flushes_every_result_once(bb: BBBed) -
         bb.proxy.set_faults()
     assert final[-1][0]["JobState"] == "COMPLETED", bb.show_job(job_id)
     assert "fsx-stage" not in bb.squeue_reason(job_id)
-    _assert_flushed_once(bb, store, prefix, job_id, bodies)
+    entry = _assert_flushed_once(bb, store, prefix, job_id, bodies)
+    assert (entry.attempts, entry.objects) == (1, len(bodies))  # the rerun sent nothing
     _wait_no_staging(job_id, "data_out")  # the orphaned run ends too
 
 
@@ -690,7 +700,8 @@ def test_slurmctld_killed_before_saving_the_stage_out_the_flush_completes_and_st
         _wait_no_staging(job_id, "data_out")  # the orphaned run finished its flush
     finally:
         bb.proxy.set_faults()
-    _assert_flushed_once(bb, store, prefix, job_id, bodies)
+    entry = _assert_flushed_once(bb, store, prefix, job_id, bodies)
+    assert (entry.attempts, entry.objects) == (1, len(bodies))
     time.sleep(5)  # Slurm would have run data_out (and ended the job) by now
     assert bb.record(job_id)["JobState"] == "STAGE_OUT", bb.show_job(job_id)
     slurm_conf = f"SLURM_CONF={bb.cluster.env['SLURM_CONF']}"
@@ -726,11 +737,21 @@ def test_staging_process_killed_during_data_out_the_teardown_finishes_the_flush(
         assert pids
         for pid in pids:
             os.kill(pid, 9)
-        samples = bb.watch(job_id, lambda r: r["JobState"] not in ("COMPLETING", "STAGE_OUT"))
+        flush_when_released: list[HookStatus] = []
+
+        def released(record: dict[str, str]) -> bool:
+            if record["JobState"] in ("COMPLETING", "STAGE_OUT"):
+                return False
+            state = store.load(job_id)
+            flush_when_released.append(state.epilog.status if state else HookStatus.NOT_RUN)
+            return True
+
+        final = bb.watch(job_id, released)[-1][0]
     finally:
         bb.proxy.set_faults()
-    final = samples[-1][0]
     assert final["JobState"] == "COMPLETED", bb.show_job(job_id)
-    _assert_flushed_once(bb, store, prefix, job_id, bodies)
+    assert flush_when_released == [HookStatus.DONE]  # never COMPLETED with results missing
+    entry = _assert_flushed_once(bb, store, prefix, job_id, bodies)
+    assert entry.attempts == 2  # the killed run, then the teardown's
     scratch = bb.scratch / bb.user / str(job_id) / "out"
     assert sorted(p.name for p in scratch.iterdir()) == sorted(bodies)  # nothing torn
