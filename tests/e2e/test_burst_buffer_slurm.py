@@ -568,10 +568,14 @@ while [ ! -e {flag} ]; do sleep 0.2; done
 """
 
 
-def _flushing(store: StateStore, job_id: int) -> Callable[[dict[str, str]], bool]:
+def _flushing(
+    store: StateStore, job_id: int, also: Callable[[JobState], bool] = lambda _state: True
+) -> Callable[[dict[str, str]], bool]:
+    """A `BBBed.watch` test: the job's flush is running (and ``also`` holds for its state)."""
+
     def test(_record: dict[str, str]) -> bool:
         state = store.load(job_id)
-        return state is not None and state.epilog.status is HookStatus.RUNNING
+        return state is not None and state.epilog.status is HookStatus.RUNNING and also(state)
 
     return test
 
@@ -584,25 +588,37 @@ def _assert_results_once(bb: BBBed, prefix: str, job_id: int, bodies: dict[str, 
         assert got["Body"].read() == body, name
 
 
+def _stage_out_saved(cluster: SlurmCluster, state: JobState) -> bool:
+    """slurmctld saved the job in stage-out (``job_state``, within seconds of a change): a
+    SIGKILL before that recovers the job as it was before it ran, and runs it again."""
+    started = state.epilog.started_at
+    return started is not None and _saved_after(cluster, "job_state", started)
+
+
 def _stage_out_recovered(cluster: SlurmCluster, state: JobState) -> bool:
-    """A SIGKILLed slurmctld will run data_out again for this job once restarted: its burst
-    buffer record is in ``burst_buffer_lua_state`` (written after the stage-in created it;
-    22.05 saves that file every 30 s at most, from slurmctld's start) and its job record
-    shows it in stage-out (``job_state``, saved within seconds of a change)."""
+    """A SIGKILLed slurmctld will run data_out again for this job once restarted: its job
+    is saved in stage-out and its burst buffer record is in ``burst_buffer_lua_state``
+    (written after the stage-in created it; 22.05 saves that file every 30 s at most, from
+    slurmctld's start)."""
+    started = state.prolog.started_at
     return (
-        state.prolog.started_at is not None
-        and state.epilog.started_at is not None
-        and _saved_after(cluster, "burst_buffer_lua_state", state.prolog.started_at)
-        and _saved_after(cluster, "job_state", state.epilog.started_at)
+        started is not None
+        and _saved_after(cluster, "burst_buffer_lua_state", started)
+        and _stage_out_saved(cluster, state)
     )
 
 
-def _results_job(bb: BBBed, prefix: str) -> tuple[int, dict[str, bytes], Path]:
-    """A job writing six random results, waiting for the returned flag before it ends."""
+def _results_job(
+    bb: BBBed, prefix: str, put_latency_s: float
+) -> tuple[int, dict[str, bytes], Path]:
+    """A running job writing six random results, waiting for the returned flag before it
+    ends; from now on every PUT through the proxy waits ``put_latency_s``."""
+    assert bb.proxy is not None
     bodies = {f"o{i}.bin": os.urandom(48 * 1024) for i in range(6)}
     flag = bb.scratch / bb.user / f"go-{uuid.uuid4().hex[:8]}"
     job_id = bb.submit(_write_results_script(bb, prefix, bodies, flag))
     bb.watch(job_id, lambda r: r["JobState"] == "RUNNING")
+    bb.proxy.set_faults(latency_s=put_latency_s, latency_rate=1.0, methods={"PUT"})
     return job_id, bodies, flag
 
 
@@ -635,23 +651,15 @@ def test_slurmctld_killed_during_data_out_flushes_every_result_once(bb: BBBed) -
     assert bb.proxy is not None
     prefix = f"ctld-out-{uuid.uuid4().hex[:6]}"
     store = StateStore(bb.site.state_dir)
-    job_id, bodies, flag = _results_job(bb, prefix)
-    bb.proxy.set_faults(latency_s=10.0, latency_rate=1.0, methods={"PUT"})
     try:
+        job_id, bodies, flag = _results_job(bb, prefix, put_latency_s=10.0)
         state = store.load(job_id)
         assert state is not None and state.prolog.started_at is not None
         started = state.prolog.started_at
         bb.watch(job_id, lambda r: _saved_after(bb.cluster, "burst_buffer_lua_state", started))
         flag.touch()
 
-        def recoverable(_record: dict[str, str]) -> bool:
-            state = store.load(job_id)
-            return (
-                state is not None
-                and state.epilog.status is HookStatus.RUNNING
-                and _stage_out_recovered(bb.cluster, state)
-            )
-
+        recoverable = _flushing(store, job_id, lambda s: _stage_out_recovered(bb.cluster, s))
         bb.watch(job_id, recoverable, timeout=90)
         assert _staging_pids(job_id, "data_out")
         _kill_and_restart_slurmctld(bb.cluster)
@@ -678,21 +686,10 @@ def test_slurmctld_killed_before_saving_the_stage_out_the_flush_completes_and_st
     _kill_and_restart_slurmctld(bb.cluster)  # its 30 s state-save clock starts now
     prefix = f"ctld-lost-{uuid.uuid4().hex[:6]}"
     store = StateStore(bb.site.state_dir)
-    job_id, bodies, flag = _results_job(bb, prefix)
-    bb.proxy.set_faults(latency_s=6.0, latency_rate=1.0, methods={"PUT"})
     try:
+        job_id, bodies, flag = _results_job(bb, prefix, put_latency_s=6.0)
         flag.touch()
-
-        def stage_out_saved(_record: dict[str, str]) -> bool:
-            state = store.load(job_id)
-            return (
-                state is not None
-                and state.epilog.status is HookStatus.RUNNING
-                and state.epilog.started_at is not None
-                and _saved_after(bb.cluster, "job_state", state.epilog.started_at)
-            )
-
-        bb.watch(job_id, stage_out_saved, timeout=60)
+        bb.watch(job_id, _flushing(store, job_id, lambda s: _stage_out_saved(bb.cluster, s)))
         state = store.load(job_id)
         assert state is not None and state.prolog.started_at is not None
         assert not _saved_after(bb.cluster, "burst_buffer_lua_state", state.prolog.started_at)
@@ -727,9 +724,8 @@ def test_staging_process_killed_during_data_out_the_teardown_finishes_the_flush(
     assert bb.proxy is not None
     prefix = f"kill-out-{uuid.uuid4().hex[:6]}"
     store = StateStore(bb.site.state_dir)
-    job_id, bodies, flag = _results_job(bb, prefix)
-    bb.proxy.set_faults(latency_s=6.0, latency_rate=1.0, methods={"PUT"})
     try:
+        job_id, bodies, flag = _results_job(bb, prefix, put_latency_s=6.0)
         flag.touch()
         bb.watch(job_id, _flushing(store, job_id), timeout=60)
         time.sleep(2)  # PUTs under way
