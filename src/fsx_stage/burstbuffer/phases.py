@@ -203,7 +203,9 @@ def teardown(rt: Runtime, env: Mapping[str, str], *, hurry: bool) -> Verdict:
 def finish_interrupted_flush(rt: Runtime, env: Mapping[str, str]) -> Verdict:
     """A ``data_out`` killed before its verdict left the flush RUNNING; Slurm 22.05 then
     tears the job down (``Flags=TeardownFailure``) with the job still in STAGE_OUT, so the
-    teardown finishes the flush (entries already in S3 are not sent again)."""
+    teardown finishes the flush (entries already in S3 are not sent again). The killed run
+    recorded what it owed as pending before it sent anything: a teardown killed in turn
+    (``OtherTimeout``) leaves the rest to ``flush --pending``."""
     state = rt.store.load(int(env["SLURM_JOB_ID"]))
     if state is None or state.epilog.status is not HookStatus.RUNNING:
         return OK
