@@ -1,10 +1,10 @@
-"""A job Slurm 22.05 shows in STAGE_OUT although its flush is done.
+"""A job Slurm shows in STAGE_OUT although its flush is done (22.05 and 24.11 alike).
 
 slurmctld recovers a job's stage-out after a restart only from the job's record in
-``burst_buffer_lua_state``, which 22.05 writes at most every 30 s. Killed (SIGKILL, a
+``burst_buffer_lua_state``, written at most every 30 s. Killed (SIGKILL, a
 crash) before that save, the restarted slurmctld shows the job ``STAGE_OUT`` and never
 runs ``data_out`` again, while the orphaned ``fsx-stage bb data_out`` finishes the flush
-anyway. Slurm has no command that ends such a job (observed: ``scancel [--hurry]`` is
+anyway. Slurm has no command that ends such a job (observed on 22.05: ``scancel [--hurry]`` is
 ignored, ``scontrol release``/``update`` answer "already finished", ``requeue`` runs the
 job again); it drops the record ``MinJobAge`` seconds after the job ended, and it already
 counts the stage-out as done (``afterburstbuffer`` dependents start). docs/modes.md.
