@@ -58,17 +58,26 @@ local function capture(command)
 	return output
 end
 
--- Run `fsx-stage bb PHASE JOBID [EXTRA]` through sudo; return slurm.SUCCESS or slurm.ERROR
--- and a message ("BUSY" for a phase still in progress).
+-- The command line of `fsx-stage bb PHASE [JOBID] [EXTRA]` through sudo.
+local function bb_command(phase, id, extra)
+	local command = string.format("sudo -n %s bb %s", FSX_STAGE_BB, phase)
+	if id ~= nil then
+		command = string.format("%s %d", command, id)
+	end
+	if extra ~= nil then
+		command = command .. " " .. extra
+	end
+	return command
+end
+
+-- Run `fsx-stage bb PHASE JOBID [EXTRA]`; return slurm.SUCCESS or slurm.ERROR and a
+-- message ("BUSY" for a phase still in progress).
 local function run(phase, job_id, extra)
 	local id = tonumber(job_id)
 	if id == nil then
 		return slurm.ERROR, "fsx-stage: bad job id " .. tostring(job_id)
 	end
-	local command = string.format("sudo -n %s bb %s %d", FSX_STAGE_BB, phase, id)
-	if extra ~= nil then
-		command = command .. " " .. extra
-	end
+	local command = bb_command(phase, id, extra)
 	local output = capture(command)
 	if output == nil then
 		return slurm.ERROR, "fsx-stage bb " .. phase .. ": cannot run " .. command
@@ -85,15 +94,23 @@ local function run(phase, job_id, extra)
 	return slurm.ERROR, "fsx-stage bb " .. phase .. ": no verdict (see slurmctld log)"
 end
 
+-- The hook of one phase: every asynchronous hook takes the job id first (22.05 and
+-- 24.x alike; the other arguments come from SlurmUser and are not used).
+local function phase_hook(phase)
+	return function(job_id, ...)
+		return run(phase, job_id)
+	end
+end
+
+-- A hook with nothing to do in this mode.
+local function nothing_to_do(...)
+	return slurm.SUCCESS
+end
+
 -- Instant hooks (inside slurmctld, locks held): no fork, no network.
 
-function slurm_bb_job_process(job_script, uid, gid, job_info)
-	return slurm.SUCCESS
-end
-
-function slurm_bb_pools(...)
-	return slurm.SUCCESS
-end
+slurm_bb_job_process = nothing_to_do
+slurm_bb_pools = nothing_to_do
 
 function slurm_bb_paths(job_id, job_script, path_file, uid, gid, job_info)
 	local id = tonumber(job_id)
@@ -117,37 +134,14 @@ end
 
 -- Asynchronous hooks (slurmscriptd's child, as SlurmUser).
 
-function slurm_bb_setup(job_id, uid, gid, pool, bb_size, job_script, job_info)
-	return slurm.SUCCESS
-end
-
-function slurm_bb_data_in(job_id, job_script, uid, gid, job_info)
-	return run("data_in", job_id)
-end
-
-function slurm_bb_test_data_in(job_id, job_script, uid, gid, job_info)
-	return run("test_data_in", job_id)
-end
-
-function slurm_bb_real_size(job_id, uid, gid, job_info)
-	return slurm.SUCCESS
-end
-
-function slurm_bb_pre_run(job_id, job_script, uid, gid, job_info)
-	return slurm.SUCCESS
-end
-
-function slurm_bb_post_run(job_id, job_script, uid, gid, job_info)
-	return slurm.SUCCESS
-end
-
-function slurm_bb_data_out(job_id, job_script, uid, gid, job_info)
-	return run("data_out", job_id)
-end
-
-function slurm_bb_test_data_out(job_id, job_script, uid, gid, job_info)
-	return run("test_data_out", job_id)
-end
+slurm_bb_setup = nothing_to_do
+slurm_bb_data_in = phase_hook("data_in")
+slurm_bb_test_data_in = phase_hook("test_data_in")
+slurm_bb_real_size = nothing_to_do
+slurm_bb_pre_run = nothing_to_do
+slurm_bb_post_run = nothing_to_do
+slurm_bb_data_out = phase_hook("data_out")
+slurm_bb_test_data_out = phase_hook("test_data_out")
 
 function slurm_bb_job_teardown(job_id, job_script, hurry, uid, gid, job_info)
 	if hurry == "true" or hurry == true then
@@ -161,14 +155,10 @@ function slurm_bb_get_status(...)
 	local job = nil
 	for i = 1, #args do
 		if tonumber(args[i]) ~= nil then
-			job = args[i]
+			job = tonumber(args[i])
 		end
 	end
-	local command = string.format("sudo -n %s bb status", FSX_STAGE_BB)
-	if job ~= nil then
-		command = string.format("%s %d", command, tonumber(job))
-	end
-	local output = capture(command)
+	local output = capture(bb_command("status", job))
 	if output == nil then
 		return slurm.ERROR, "fsx-stage: cannot run fsx-stage bb status"
 	end

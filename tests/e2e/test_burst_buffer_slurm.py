@@ -30,7 +30,14 @@ from tests.testbed.faultproxy import FaultProxy
 from tests.testbed.ports import free_port
 
 from fsx_stage.hooks.pending import PendingStore
-from fsx_stage.hooks.state import EntryStatus, HookStatus, Phase, StateStore
+from fsx_stage.hooks.state import (
+    EntryState,
+    EntryStatus,
+    HookStatus,
+    JobState,
+    Phase,
+    StateStore,
+)
 
 pytestmark = pytest.mark.slurm
 
@@ -561,10 +568,14 @@ while [ ! -e {flag} ]; do sleep 0.2; done
 """
 
 
-def _flushing(store: StateStore, job_id: int) -> Callable[[dict[str, str]], bool]:
+def _flushing(
+    store: StateStore, job_id: int, also: Callable[[JobState], bool] = lambda _state: True
+) -> Callable[[dict[str, str]], bool]:
+    """A `BBBed.watch` test: the job's flush is running (and ``also`` holds for its state)."""
+
     def test(_record: dict[str, str]) -> bool:
         state = store.load(job_id)
-        return state is not None and state.epilog.status is HookStatus.RUNNING
+        return state is not None and state.epilog.status is HookStatus.RUNNING and also(state)
 
     return test
 
@@ -577,28 +588,79 @@ def _assert_results_once(bb: BBBed, prefix: str, job_id: int, bodies: dict[str, 
         assert got["Body"].read() == body, name
 
 
-@pytest.mark.xfail(
-    strict=False,  # 24.11 may rerun data_out: the run reports XPASS there
-    reason="Slurm 22.05 (observed): a job whose burst buffer record was not yet in "
-    "burst_buffer_lua_state (saved every 30 s at most) is recovered in STAGE_OUT and "
-    "data_out is never run again; the job stays STAGE_OUT (docs/modes.md)",
-)
-def test_slurmctld_killed_during_data_out_flushes_every_result_once(bb: BBBed) -> None:
-    """SIGKILL of slurmctld while data_out sends results: the restarted slurmctld runs the
-    stage-out again; the second run waits for the first under the job's lock and finds the
-    flush done. Every result lands once, complete; the job ends COMPLETED."""
+def _stage_out_saved(cluster: SlurmCluster, state: JobState) -> bool:
+    """slurmctld saved the job in stage-out (``job_state``, within seconds of a change): a
+    SIGKILL before that recovers the job as it was before it ran, and runs it again."""
+    started = state.epilog.started_at
+    return started is not None and _saved_after(cluster, "job_state", started)
+
+
+def _stage_out_recovered(cluster: SlurmCluster, state: JobState) -> bool:
+    """A SIGKILLed slurmctld will run data_out again for this job once restarted: its job
+    is saved in stage-out and its burst buffer record is in ``burst_buffer_lua_state``
+    (written after the stage-in created it; 22.05 saves that file every 30 s at most, from
+    slurmctld's start)."""
+    started = state.prolog.started_at
+    return (
+        started is not None
+        and _saved_after(cluster, "burst_buffer_lua_state", started)
+        and _stage_out_saved(cluster, state)
+    )
+
+
+def _results_job(
+    bb: BBBed, prefix: str, put_latency_s: float
+) -> tuple[int, dict[str, bytes], Path]:
+    """A running job writing six random results, waiting for the returned flag before it
+    ends; from now on every PUT through the proxy waits ``put_latency_s``."""
     assert bb.proxy is not None
-    prefix = f"ctld-out-{uuid.uuid4().hex[:6]}"
     bodies = {f"o{i}.bin": os.urandom(48 * 1024) for i in range(6)}
     flag = bb.scratch / bb.user / f"go-{uuid.uuid4().hex[:8]}"
     job_id = bb.submit(_write_results_script(bb, prefix, bodies, flag))
-    store = StateStore(bb.site.state_dir)
     bb.watch(job_id, lambda r: r["JobState"] == "RUNNING")
-    bb.proxy.set_faults(latency_s=8.0, latency_rate=1.0, methods={"PUT"})
+    bb.proxy.set_faults(latency_s=put_latency_s, latency_rate=1.0, methods={"PUT"})
+    return job_id, bodies, flag
+
+
+def _assert_flushed_once(
+    bb: BBBed, store: StateStore, prefix: str, job_id: int, bodies: dict[str, bytes]
+) -> EntryState:
+    """Every result in S3 once, complete; the flush DONE; no pending record. Returns the
+    flush entry (its counts are those of the attempt that finished it)."""
+    _assert_results_once(bb, prefix, job_id, bodies)
+    state = store.load(job_id)
+    assert state is not None and state.epilog.status is HookStatus.DONE
+    [entry] = state.phase_entries(Phase.FLUSH)
+    assert entry.status is EntryStatus.DONE
+    assert PendingStore(store).load(job_id) is None
+    return entry
+
+
+def _wait_no_staging(job_id: int, phase: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while _staging_pids(job_id, phase):
+        assert time.monotonic() < deadline, f"fsx-stage bb {phase} {job_id} still runs"
+        time.sleep(0.5)
+
+
+def test_slurmctld_killed_during_data_out_flushes_every_result_once(bb: BBBed) -> None:
+    """SIGKILL of slurmctld while data_out sends results, once slurmctld saved the job's
+    burst buffer record: the restarted slurmctld runs the stage-out again; the second
+    data_out waits for the first under the job's lock and finds the flush done. Every
+    result lands once, complete; the job ends COMPLETED."""
+    assert bb.proxy is not None
+    prefix = f"ctld-out-{uuid.uuid4().hex[:6]}"
+    store = StateStore(bb.site.state_dir)
     try:
+        job_id, bodies, flag = _results_job(bb, prefix, put_latency_s=10.0)
+        state = store.load(job_id)
+        assert state is not None and state.prolog.started_at is not None
+        started = state.prolog.started_at
+        bb.watch(job_id, lambda r: _saved_after(bb.cluster, "burst_buffer_lua_state", started))
         flag.touch()
-        bb.watch(job_id, _flushing(store, job_id), timeout=90)
-        time.sleep(3)  # slurmctld saves the job's STAGE_OUT state
+
+        recoverable = _flushing(store, job_id, lambda s: _stage_out_recovered(bb.cluster, s))
+        bb.watch(job_id, recoverable, timeout=90)
         assert _staging_pids(job_id, "data_out")
         _kill_and_restart_slurmctld(bb.cluster)
         final = bb.watch(job_id, lambda r: r["JobState"] in ("COMPLETED", "FAILED"), timeout=240)
@@ -606,13 +668,86 @@ def test_slurmctld_killed_during_data_out_flushes_every_result_once(bb: BBBed) -
         bb.proxy.set_faults()
     assert final[-1][0]["JobState"] == "COMPLETED", bb.show_job(job_id)
     assert "fsx-stage" not in bb.squeue_reason(job_id)
-    _assert_results_once(bb, prefix, job_id, bodies)
-    state = store.load(job_id)
-    assert state is not None and state.epilog.status is HookStatus.DONE
-    [entry] = state.phase_entries(Phase.FLUSH)
-    assert entry.status is EntryStatus.DONE and entry.objects == len(bodies)
-    assert PendingStore(store).load(job_id) is None
-    deadline = time.monotonic() + 60
-    while _staging_pids(job_id, "data_out"):  # the orphaned run ends too
-        assert time.monotonic() < deadline
-        time.sleep(0.5)
+    entry = _assert_flushed_once(bb, store, prefix, job_id, bodies)
+    assert (entry.attempts, entry.objects) == (1, len(bodies))  # the rerun sent nothing
+    _wait_no_staging(job_id, "data_out")  # the orphaned run ends too
+
+
+def test_slurmctld_killed_before_saving_the_stage_out_the_flush_completes_and_status_says_so(
+    bb: BBBed,
+) -> None:
+    """SIGKILL of slurmctld during data_out before it saved the job's burst buffer record
+    (a job shorter than 22.05's 30 s state save): Slurm shows the job STAGE_OUT and never
+    runs data_out again (its limitation; no command ends the job, docs/modes.md). The
+    orphaned data_out still finishes the flush, and ``fsx-stage status`` says that the
+    results are all in S3 and that nothing is left to do. Slurm counts the stage-out as
+    done: an ``afterburstbuffer`` dependent starts."""
+    assert bb.proxy is not None
+    _kill_and_restart_slurmctld(bb.cluster)  # its 30 s state-save clock starts now
+    prefix = f"ctld-lost-{uuid.uuid4().hex[:6]}"
+    store = StateStore(bb.site.state_dir)
+    try:
+        job_id, bodies, flag = _results_job(bb, prefix, put_latency_s=6.0)
+        flag.touch()
+        bb.watch(job_id, _flushing(store, job_id, lambda s: _stage_out_saved(bb.cluster, s)))
+        state = store.load(job_id)
+        assert state is not None and state.prolog.started_at is not None
+        assert not _saved_after(bb.cluster, "burst_buffer_lua_state", state.prolog.started_at)
+        _kill_and_restart_slurmctld(bb.cluster)
+        _wait_no_staging(job_id, "data_out")  # the orphaned run finished its flush
+    finally:
+        bb.proxy.set_faults()
+    entry = _assert_flushed_once(bb, store, prefix, job_id, bodies)
+    assert (entry.attempts, entry.objects) == (1, len(bodies))
+    time.sleep(5)  # Slurm would have run data_out (and ended the job) by now
+    assert bb.record(job_id)["JobState"] == "STAGE_OUT", bb.show_job(job_id)
+    slurm_conf = f"SLURM_CONF={bb.cluster.env['SLURM_CONF']}"
+    status = bb.as_user(slurm_conf, bb.fsx_stage, "status", str(job_id))
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert f"job {job_id} shows STAGE_OUT but its flush is done" in status.stdout
+    assert "no command ends it" in status.stdout, status.stdout
+    cancel = bb.cluster.user_command(bb.user, ["/usr/bin/scancel", "--hurry", str(job_id)])
+    assert cancel.returncode == 0, cancel.stderr
+    dependent = bb.submit("#!/bin/sh\necho dependent\n", f"--dependency=afterburstbuffer:{job_id}")
+    bb.watch(dependent, lambda r: r["JobState"] == "COMPLETED", timeout=60)
+    assert bb.record(job_id)["JobState"] == "STAGE_OUT"  # scancel --hurry changed nothing
+    _assert_flushed_once(bb, store, prefix, job_id, bodies)
+
+
+def test_staging_process_killed_during_data_out_the_teardown_finishes_the_flush(
+    bb: BBBed,
+) -> None:
+    """SIGKILL of ``fsx-stage bb data_out`` while it PUTs (slowed): the lua gets no verdict,
+    Slurm 22.05 fails the stage-out and runs the teardown (``Flags=TeardownFailure``) with
+    the job still STAGE_OUT; the teardown finishes the flush. The job ends COMPLETED only
+    with every result in S3 once, complete, no pending record."""
+    assert bb.proxy is not None
+    prefix = f"kill-out-{uuid.uuid4().hex[:6]}"
+    store = StateStore(bb.site.state_dir)
+    try:
+        job_id, bodies, flag = _results_job(bb, prefix, put_latency_s=6.0)
+        flag.touch()
+        bb.watch(job_id, _flushing(store, job_id), timeout=60)
+        time.sleep(2)  # PUTs under way
+        pids = _staging_pids(job_id, "data_out")
+        assert pids
+        for pid in pids:
+            os.kill(pid, 9)
+        flush_when_released: list[HookStatus] = []
+
+        def released(record: dict[str, str]) -> bool:
+            if record["JobState"] in ("COMPLETING", "STAGE_OUT"):
+                return False
+            state = store.load(job_id)
+            flush_when_released.append(state.epilog.status if state else HookStatus.NOT_RUN)
+            return True
+
+        final = bb.watch(job_id, released)[-1][0]
+    finally:
+        bb.proxy.set_faults()
+    assert final["JobState"] == "COMPLETED", bb.show_job(job_id)
+    assert flush_when_released == [HookStatus.DONE]  # never COMPLETED with results missing
+    entry = _assert_flushed_once(bb, store, prefix, job_id, bodies)
+    assert entry.attempts == 2  # the killed run, then the teardown's
+    scratch = bb.scratch / bb.user / str(job_id) / "out"
+    assert sorted(p.name for p in scratch.iterdir()) == sorted(bodies)  # nothing torn

@@ -1,18 +1,24 @@
 """The burst_buffer mode's pure parts: the verdict contract, the paths file, the
-partition rule and reading directives from a stored batch script."""
+partition rule, reading directives from a stored batch script, and when a flush counts
+as done for a job Slurm still shows in STAGE_OUT."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 import pytest
 
 from fsx_stage.burstbuffer.phases import paths_text
 from fsx_stage.burstbuffer.slurmjob import script_directives
+from fsx_stage.burstbuffer.stuck import flush_done
 from fsx_stage.burstbuffer.verdict import BUSY, OK, Verdict
 from fsx_stage.config import BurstBufferConfig
 from fsx_stage.directives import parse_directives
 from fsx_stage.hooks.outcome import Fault, HookFault
+from fsx_stage.hooks.state import EntryState, EntryStatus, HookRun, HookStatus, JobState, Phase
 from fsx_stage.job import JobIdentity
 from fsx_stage.plan import build_plan
+from fsx_stage.plan_entry import Direction
 
 
 def test_verdict_lines_and_exit_codes() -> None:
@@ -75,3 +81,36 @@ def test_a_malformed_script_header_is_the_users_error() -> None:
         script_directives('#!/bin/sh\n#SBATCH --fsx-stage "in,s3://b/x\n')
     assert caught.value.fault is Fault.USER
     assert "batch script line 2" in caught.value.message
+
+
+def _flushed(
+    epilog: HookStatus, entry: EntryStatus, mode: Literal["hooks", "burst_buffer"] = "burst_buffer"
+) -> JobState:
+    state = JobState(job_id=9, user="alice", uid=1000, gid=1000, mode=mode)
+    state.epilog = HookRun(status=epilog)
+    state.entries = [
+        EntryState(
+            index=1,
+            phase=Phase.FLUSH,
+            kind="out",
+            direction=Direction.UPLOAD,
+            source="/fsx/alice/9/out/",
+            destination="s3://b/o/",
+            status=entry,
+        )
+    ]
+    return state
+
+
+@pytest.mark.parametrize(
+    ("state", "done"),
+    [
+        (_flushed(HookStatus.DONE, EntryStatus.DONE), True),
+        (_flushed(HookStatus.DONE, EntryStatus.SKIPPED), True),
+        (_flushed(HookStatus.DONE, EntryStatus.PENDING), False),  # S3 still owed
+        (_flushed(HookStatus.RUNNING, EntryStatus.RUNNING), False),  # orphan still sending
+        (_flushed(HookStatus.DONE, EntryStatus.DONE, mode="hooks"), False),  # the Epilog's
+    ],
+)
+def test_a_flush_is_done_only_when_it_ended_owing_nothing(state: JobState, done: bool) -> None:
+    assert flush_done(state) is done

@@ -13,9 +13,10 @@
   site's timer) sends the data later. A replayed data_out retries what is pending.
 - ``test_data_in`` / ``test_data_out`` (24.05+): answer from the saved state; ``BUSY``
   while a run of the phase holds the job.
-- ``teardown``: forgets the job's paths file. ``--hurry`` (``scancel --hurry``, no
-  data_out): every result of a job that ran is recorded pending, untouched on scratch, for
-  ``fsx-stage flush --pending``.
+- ``teardown``: forgets the job's paths file; finishes a flush whose ``data_out`` was
+  killed (no verdict: 22.05 tears such a job down, still in STAGE_OUT). ``--hurry``
+  (``scancel --hurry``, no data_out): every result of a job that ran and is not in S3 yet
+  is recorded pending, untouched on scratch, for ``fsx-stage flush --pending``.
 
 Every phase is idempotent under the job's lock: slurmctld replays them after a restart.
 At most ``[burst_buffer] max_jobs`` stage-ins and flushes run at once on this host.
@@ -192,9 +193,25 @@ def test_data_out(rt: Runtime, env: Mapping[str, str]) -> Verdict:
 def teardown(rt: Runtime, env: Mapping[str, str], *, hurry: bool) -> Verdict:
     job_id = int(env["SLURM_JOB_ID"])
     remove_durably(paths_file(rt, job_id))
-    if hurry and context(env).node_list:  # the job ran (a node list): its results count
+    if not context(env).node_list:  # the job never ran: no results
+        return OK
+    if hurry:
         Flush(rt, env, hurry=True).run()
-    return OK
+        return OK
+    return finish_interrupted_flush(rt, env)
+
+
+def finish_interrupted_flush(rt: Runtime, env: Mapping[str, str]) -> Verdict:
+    """A ``data_out`` killed before its verdict left the flush RUNNING; Slurm 22.05 then
+    tears the job down (``Flags=TeardownFailure``) with the job still in STAGE_OUT, so the
+    teardown finishes the flush (entries already in S3 are not sent again). The killed run
+    recorded what it owed as pending before it sent anything: a teardown killed in turn
+    (``OtherTimeout``) leaves the rest to ``flush --pending``."""
+    state = rt.store.load(int(env["SLURM_JOB_ID"]))
+    if state is None or state.epilog.status is not HookStatus.RUNNING:
+        return OK
+    rt.log.info("bb.teardown.resume_flush")
+    return data_out(rt, env)
 
 
 def flush_verdict(rt: Runtime, job_id: int) -> Verdict:
@@ -236,10 +253,8 @@ def paths_text(plan: StagePlan) -> str:
 def write_paths(rt: Runtime, state: JobState) -> None:
     if state.plan is None:
         return
-    plan = StagePlan.model_validate(state.plan)
-    directory = rt.config.burst_buffer.paths_dir
-    ensure_dir(directory, 0o755)
-    write_atomic(paths_file(rt, state.job_id), paths_text(plan).encode(), mode=0o644)
+    ensure_dir(rt.config.burst_buffer.paths_dir, 0o755)
+    write_atomic(paths_file(rt, state.job_id), paths_text(state.plan).encode(), mode=0o644)
 
 
 # -- concurrency ---------------------------------------------------------------------------

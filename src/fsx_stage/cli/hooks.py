@@ -103,8 +103,14 @@ def _status(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     if args.json:
         print(json.dumps(state.model_dump(mode="json"), indent=2))
-    else:
-        print(render_status(state))
+        return status_exit(state)
+    print(render_status(state))
+    if state.mode == "burst_buffer":
+        from fsx_stage.burstbuffer.stuck import release_hint
+
+        hint = release_hint(state)
+        if hint is not None:
+            print(hint)
     return status_exit(state)
 
 
