@@ -19,11 +19,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from fsx_stage.direction import Direction
+from fsx_stage.directives import Kind
 from fsx_stage.filters import Filter
 from fsx_stage.hooks.atomic import ensure_dir, locked, write_atomic
 from fsx_stage.hooks.logging import redact
 from fsx_stage.plan import StagePlan
-from fsx_stage.plan_entry import Direction, Sides, with_direction
+from fsx_stage.plan_entry import Sides, with_direction
 
 
 class Phase(StrEnum):
@@ -54,7 +56,7 @@ class EntryState(Sides, BaseModel):
 
     index: int
     phase: Phase
-    kind: str
+    kind: Kind
     direction: Direction
     source: str
     destination: str

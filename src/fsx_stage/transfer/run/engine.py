@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 
 import uvloop
 
+from fsx_stage.direction import Direction
 from fsx_stage.transfer.errors import classify
 from fsx_stage.transfer.models import (
     S3Settings,
@@ -69,7 +70,7 @@ async def transfer_async(
         collector.summary.failures.append(
             TransferFailure(
                 key=(src if isinstance(src, str) else " ".join(src))
-                if route.direction == "download"
+                if route.direction is Direction.DOWNLOAD
                 else dst,
                 reason=reason,
                 category=category,
