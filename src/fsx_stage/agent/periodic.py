@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from fsx_stage.hooks.atomic import ensure_dir, remove_durably, write_atomic
 from fsx_stage.hooks.state import HookStatus, JobState, StateStore
-from fsx_stage.plan import StagePlan
 
 
 class Registration(BaseModel):
@@ -44,8 +43,7 @@ def every_entries(state: JobState) -> dict[int, int]:
     """Directive index -> seconds between flushes, for the job's ``every=`` checkpoints."""
     if state.plan is None:
         return {}
-    plan = StagePlan.model_validate(state.plan)
-    return {e.index: e.every for e in plan.entries if e.every is not None}
+    return {e.index: e.every for e in state.plan.entries if e.every is not None}
 
 
 def register(store: StateStore, state: JobState) -> bool:
