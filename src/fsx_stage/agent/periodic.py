@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from fsx_stage.clock import SYSTEM_CLOCK, Clock
 from fsx_stage.hooks.atomic import ensure_dir, remove_durably, write_atomic
 from fsx_stage.hooks.state import HookStatus, JobState, StateStore
 
@@ -96,12 +97,12 @@ def is_over(record: Registration, state: JobState | None) -> bool:
 
 
 def due_entries(
-    state: JobState, last_attempt: dict[int, float], now: float | None = None
+    state: JobState, last_attempt: dict[int, float], clock: Clock = SYSTEM_CLOCK
 ) -> list[int]:
     """The ``every=`` entries whose next flush is due: ``every`` seconds after the latest
     of the stage-in's end, the entry's newest generation of this run, and the agent's
     last attempt (a failed flush is retried at the next period, not at once)."""
-    now = time.time() if now is None else now
+    now = clock.now()
     start = state.prolog.finished_at or state.prolog.started_at or now
     due = []
     for index, every in every_entries(state).items():

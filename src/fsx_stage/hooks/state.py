@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from fsx_stage.clock import SYSTEM_CLOCK, Clock
 from fsx_stage.direction import Direction
 from fsx_stage.directives import Kind
 from fsx_stage.filters import Filter
@@ -234,10 +235,10 @@ class StateStore:
         except ValidationError as exc:
             raise StateError(f"state file {self.path(job_id)} is unreadable: {exc}") from exc
 
-    def prune(self, older_than_s: float, keep: set[int], now: float | None = None) -> list[int]:
+    def prune(self, older_than_s: float, keep: set[int], clock: Clock = SYSTEM_CLOCK) -> list[int]:
         """Remove the state (and lock) of jobs untouched for ``older_than_s`` seconds,
         except the ids in ``keep`` (jobs with a pending flush). Returns the removed ids."""
-        limit = (time.time() if now is None else now) - older_than_s
+        limit = clock.now() - older_than_s
         removed = []
         for path in self.jobs_dir.glob("*.json"):
             if not path.stem.isdigit() or int(path.stem) in keep:
