@@ -26,7 +26,6 @@ from tests.checkpoints.layout import newest_generation
 from tests.hooks.sitecfg import Site, make_site
 from tests.testbed.cluster import SlurmCluster
 from tests.testbed.demo import SITE_CONFIG_LOCK
-from tests.testbed.ports import free_port
 from tests.testbed.seaweed import READER_ACCESS_KEY, READER_SECRET_KEY
 from tests.testbed.wait import wait_until
 
@@ -61,7 +60,7 @@ class Bed:
     @contextlib.contextmanager
     def s3_down(self) -> Iterator[None]:
         """The hooks see S3 unreachable (a port nobody listens on) until the block ends."""
-        self.site.write_config(f"http://127.0.0.1:{free_port()}", [self.bucket], workers=2)
+        self.site.write_unreachable_config([self.bucket], workers=2)
         try:
             yield
         finally:
