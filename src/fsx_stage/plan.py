@@ -14,10 +14,11 @@ from collections.abc import Sequence
 from pydantic import BaseModel, ConfigDict
 
 from fsx_stage.config import SiteConfig
+from fsx_stage.direction import Direction
 from fsx_stage.directives import Directive, Kind, When, printable
 from fsx_stage.job import JobIdentity
 from fsx_stage.patterns import expand
-from fsx_stage.plan_entry import Direction, PlanEntry
+from fsx_stage.plan_entry import PlanEntry, direction_of
 from fsx_stage.policy import Policy, PolicyError, normalise_path
 from fsx_stage.s3url import S3Url, S3UrlError, is_s3_url
 
@@ -126,7 +127,7 @@ def _entry(index: int, directive: Directive, values: dict[str, str]) -> PlanEntr
         index=index,
         directive=directive.text,
         kind=directive.kind,
-        direction=Direction.of_kind(directive.kind),
+        direction=direction_of(directive.kind),
         source=source,
         destination=destination,
         when=directive.when,

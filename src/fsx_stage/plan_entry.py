@@ -1,41 +1,31 @@
 """One planned transfer and its direction, from the directive to the transfer worker.
 
-The direction is decided once, when the directive is planned (`Direction.of_kind`): every
+The direction is decided once, when the directive is planned (`direction_of`): every
 later step asks the entry which side is S3 and which is scratch instead of looking at
 the URLs again.
 """
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from fsx_stage.direction import Direction
 from fsx_stage.directives import Kind, When
 from fsx_stage.filters import Filter, FilterAction, patterns, selects
-from fsx_stage.s3url import is_s3_url
 
 
-class Direction(StrEnum):
-    DOWNLOAD = "download"  # S3 to scratch: stage-in, checkpoint restore
-    UPLOAD = "upload"  # scratch to S3: results, checkpoint flush
-
-    @classmethod
-    def of_kind(cls, kind: Kind) -> Direction:
-        """A directive's direction as written (a checkpoint restore is its reverse)."""
-        return cls.DOWNLOAD if kind is Kind.IN else cls.UPLOAD
-
-    def reverse(self) -> Direction:
-        return Direction.UPLOAD if self is Direction.DOWNLOAD else Direction.DOWNLOAD
+def direction_of(kind: Kind) -> Direction:
+    """A directive's direction as written (a checkpoint restore is its reverse)."""
+    return Direction.DOWNLOAD if kind is Kind.IN else Direction.UPLOAD
 
 
 def with_direction(data: Any) -> Any:
     """A record saved before entries carried their direction (state files, pending
     flushes of earlier versions): its direction is the one its source implies."""
     if isinstance(data, dict) and "direction" not in data and "source" in data:
-        source = str(data["source"])
-        return {**data, "direction": Direction.DOWNLOAD if is_s3_url(source) else Direction.UPLOAD}
+        return {**data, "direction": Direction.of_source(str(data["source"]))}
     return data
 
 

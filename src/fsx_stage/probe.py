@@ -203,7 +203,7 @@ def _dry_run(
 
     if entry.kind is Kind.CHECKPOINT and entry.keep is not None:
         return checkpoint_generation(
-            entry.source, entry.destination, entry.keep, options, s3, None, counts
+            entry.source, entry.destination, entry.direction, entry.keep, options, s3, None, counts
         ).summary
     return transfer(
         entry.source,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.testbed.clock import FakeClock
+
 from fsx_stage.agent import periodic
 from fsx_stage.directives import parse_directive
 from fsx_stage.hooks.state import HookRun, HookStatus, JobState, StateStore
@@ -45,18 +47,18 @@ def test_only_jobs_with_every_are_registered_for_their_host(tmp_path: Path) -> N
 def test_an_entry_is_due_every_seconds_after_the_start_or_its_last_generation() -> None:
     state = job_state(EVERY, ONLY_AT_END)
     assert periodic.every_entries(state) == {1: 60}
-    assert periodic.due_entries(state, {}, now=1059.0) == []
-    assert periodic.due_entries(state, {}, now=1060.0) == [1]
+    assert periodic.due_entries(state, {}, FakeClock(1059.0)) == []
+    assert periodic.due_entries(state, {}, FakeClock(1060.0)) == [1]
     state.note_generation(1, {"generation": 1, "created_at": 1070.0}, by="agent request")
-    assert periodic.due_entries(state, {}, now=1100.0) == []  # a request resets the period
-    assert periodic.due_entries(state, {}, now=1130.0) == [1]
-    assert periodic.due_entries(state, {1: 1125.0}, now=1130.0) == []  # a failed attempt
+    assert periodic.due_entries(state, {}, FakeClock(1100.0)) == []  # a request resets the period
+    assert periodic.due_entries(state, {}, FakeClock(1130.0)) == [1]
+    assert periodic.due_entries(state, {1: 1125.0}, FakeClock(1130.0)) == []  # a failed attempt
 
 
 def test_a_restored_generation_does_not_count_as_this_runs_flush() -> None:
     state = job_state(EVERY)
     state.note_generation(1, {"generation": 4, "created_at": 5000.0, "restored": True}, by="prolog")
-    assert periodic.due_entries(state, {}, now=1060.0) == [1]
+    assert periodic.due_entries(state, {}, FakeClock(1060.0)) == [1]
 
 
 def test_a_registration_ends_with_its_run_not_before() -> None:

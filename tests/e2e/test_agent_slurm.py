@@ -48,34 +48,72 @@ def _manifests(bed: Bed, prefix: str) -> list[str]:
 
 
 def _wait_for(bed: Bed, job_id: int, path: Path, timeout: float = 120) -> str:
-    deadline = time.monotonic() + timeout
-    while not path.exists() or "rc=" not in path.read_text():
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"{path} never written: {bed.show_job(job_id)} {bed.output(job_id)}"
-            )
-        time.sleep(0.2)
-    return path.read_text()
+    """The text of ``path`` once the job wrote its ``rc=`` line."""
+    return wait_until(
+        lambda: path.exists() and "rc=" in (text := path.read_text()) and text,
+        timeout,
+        lambda: f"{path} never written: {bed.show_job(job_id)} {bed.output(job_id)}",
+    )
+
+
+def _checkpoint_job(
+    bed: Bed, tag: str, options: str, body: str, *, agent: AgentServer | None = None
+) -> tuple[int, str, Path]:
+    """Submit a job whose checkpoint is ``{scratch}/USER/{tag}-JOBID/`` (``$d`` in
+    ``body``, created first) to ``s3://BUCKET/{tag}/JOBID/``, with ``options`` (``keep=2``,
+    ``every=3s``); ``agent``: its socket is the job's. Returns (job id, prefix, ``$d``'s parent)."""
+    work = bed.scratch / bed.user
+    socket = f"export FSX_STAGE_AGENT_SOCKET={agent.socket_path}\n" if agent else ""
+    directive = f"checkpoint,{bed.scratch}/%u/{tag}-%j/,s3://{bed.bucket}/{tag}/%j/,{options}"
+    job_id = bed.submit(
+        f"#!/bin/sh\n#SBATCH --fsx-stage={directive}\n"
+        f"{socket}d={work}/{tag}-$SLURM_JOB_ID\nmkdir -p $d\n{body}"
+    )
+    return job_id, f"{tag}/{job_id}/", work
+
+
+def _wait_for_generations(
+    bed: Bed, agent: AgentServer, job_id: int, prefix: str, count: int = 2
+) -> None:
+    """Wait until the agent published ``count`` generations of the job's checkpoint."""
+    wait_until(
+        lambda: len(_manifests(bed, prefix)) >= count,
+        90,
+        lambda: (bed.show_job(job_id), agent.log.read_text()),
+        interval=0.5,
+    )
+
+
+@contextlib.contextmanager
+def _every_allowed_from_2s(bed: Bed) -> Iterator[None]:
+    """The site allows ``every=`` down to 2 s while the block runs (the default is 5 min)."""
+    bed.live_config(extra='\n[checkpoints]\nmin_every = "2s"\n')
+    try:
+        yield
+    finally:
+        bed.live_config()
+
+
+def _end(bed: Bed, job_id: int) -> None:
+    bed.cancel(job_id)
+    bed.wait_epilog(job_id)
 
 
 def test_checkpoint_wait_inside_the_job_returns_once_the_manifest_is_in_s3(
     bed: Bed, agent: AgentServer
 ) -> None:
-    work = bed.scratch / bed.user
-    job_id = bed.submit(
-        f"""#!/bin/sh
-#SBATCH --fsx-stage=checkpoint,{bed.scratch}/%u/ag-%j/,s3://{bed.bucket}/ag/%j/,keep=2
-export FSX_STAGE_AGENT_SOCKET={agent.socket_path}
-d={work}/ag-$SLURM_JOB_ID
-mkdir -p $d
-echo "step 1" > $d/state
+    job_id, prefix, work = _checkpoint_job(
+        bed,
+        "ag",
+        "keep=2",
+        f"""echo "step 1" > $d/state
 {bed.fsx_stage} checkpoint --wait --timeout 60 > $d.first 2>&1; echo "rc=$?" >> $d.first
 echo "step 2" > $d/state
 {bed.fsx_stage} checkpoint --wait --timeout 60 > $d.second 2>&1; echo "rc=$?" >> $d.second
 sleep 30
-"""
+""",
+        agent=agent,
     )
-    prefix = f"ag/{job_id}/"
     first = _wait_for(bed, job_id, work / f"ag-{job_id}.first")
     assert "rc=0" in first and "published" in first, first
     # The agent answered only after the manifest was written: it is in S3 now.
@@ -121,26 +159,22 @@ sleep 30
         check=False,
     )
     assert other.returncode == 1 and "belongs to another user" in other.stderr
-    subprocess.run(["/usr/bin/scancel", str(job_id)], env=bed.cluster.command_env(), check=False)
-    bed.wait_epilog(job_id)
+    _end(bed, job_id)
 
 
 def test_an_agent_killed_mid_flush_resumes_its_queue_and_never_half_publishes(
     bed: Bed, agent: AgentServer
 ) -> None:
-    work = bed.scratch / bed.user
-    job_id = bed.submit(
-        f"""#!/bin/sh
-#SBATCH --fsx-stage=checkpoint,{bed.scratch}/%u/ak-%j/,s3://{bed.bucket}/ak/%j/,keep=2
-export FSX_STAGE_AGENT_SOCKET={agent.socket_path}
-d={work}/ak-$SLURM_JOB_ID
-mkdir -p $d
-for i in 1 2 3 4 5 6 7 8; do head -c 4000000 /dev/urandom > $d/part-$i; done
+    job_id, prefix, work = _checkpoint_job(
+        bed,
+        "ak",
+        "keep=2",
+        f"""for i in 1 2 3 4 5 6 7 8; do head -c 4000000 /dev/urandom > $d/part-$i; done
 {bed.fsx_stage} checkpoint > $d.req 2>&1; echo "rc=$?" >> $d.req
 sleep 60
-"""
+""",
+        agent=agent,
     )
-    prefix = f"ak/{job_id}/"
     assert "rc=0" in (req := _wait_for(bed, job_id, work / f"ak-{job_id}.req")), req
     queued = bed.site.state_dir / "agent" / "queue" / f"{job_id}.json"
     assert queued.exists()  # the request is on disk before the agent answers "queued"
@@ -158,35 +192,25 @@ sleep 60
         key = f"{prefix}.fsx-stage/gen/{stored_in[f'part-{i}']}/part-{i}"
         data = bed.client.get_object(Bucket=bed.bucket, Key=key)["Body"].read()
         assert data == (work / f"ak-{job_id}" / f"part-{i}").read_bytes()
-    subprocess.run(["/usr/bin/scancel", str(job_id)], env=bed.cluster.command_env(), check=False)
-    bed.wait_epilog(job_id)
+    _end(bed, job_id)
 
 
 def test_every_publishes_generations_while_the_job_runs(bed: Bed, agent: AgentServer) -> None:
     """``every=3s`` (the test site allows 2 s): the agent publishes generations while the
     job writes, each one a complete manifest naming the file's content of that moment;
     ``status`` lists them; the Epilog's final flush is the last generation."""
-    bed.live_config(extra='\n[checkpoints]\nmin_every = "2s"\n')
-    work = bed.scratch / bed.user
-    try:
-        job_id = bed.submit(
-            f"""#!/bin/sh
-#SBATCH --fsx-stage=checkpoint,{bed.scratch}/%u/ev-%j/,s3://{bed.bucket}/ev/%j/,every=3s
-d={work}/ev-$SLURM_JOB_ID
-mkdir -p $d
-i=0
+    with _every_allowed_from_2s(bed):
+        job_id, prefix, _work = _checkpoint_job(
+            bed,
+            "ev",
+            "every=3s",
+            """i=0
 while [ $i -lt 40 ]; do
   i=$((i+1)); echo "step $i" > $d/state.tmp; mv $d/state.tmp $d/state; sleep 0.5
 done
-"""
+""",
         )
-        prefix = f"ev/{job_id}/"
-        wait_until(
-            lambda: len(_manifests(bed, prefix)) >= 2,
-            90,
-            lambda: (bed.show_job(job_id), agent.log.read_text()),
-            interval=0.5,
-        )
+        _wait_for_generations(bed, agent, job_id, prefix)
         assert bed.cluster.job(job_id)["JobState"] == "RUNNING"  # published while it runs
         for key in _manifests(bed, prefix):
             manifest = json.loads(bed.client.get_object(Bucket=bed.bucket, Key=key)["Body"].read())
@@ -210,8 +234,6 @@ done
         registration = bed.site.state_dir / "agent" / "periodic" / f"{job_id}.json"
         # The agent drops the registration once the Epilog began.
         wait_until(lambda: not registration.exists(), 10, f"{registration} still there")
-    finally:
-        bed.live_config()
 
 
 def _kill_job_and_slurmd(bed: Bed, job_id: int) -> None:
@@ -260,12 +282,7 @@ done
 """
         )
         prefix = f"ek/{job_id}/"
-        wait_until(
-            lambda: len(_manifests(bed, prefix)) >= 2,
-            90,
-            lambda: (bed.show_job(job_id), agent.log.read_text()),
-            interval=0.5,
-        )
+        _wait_for_generations(bed, agent, job_id, prefix)
         _kill_job_and_slurmd(bed, job_id)
         shutil.rmtree(work / f"ek-{job_id}")  # the rerun may land on a node without it
         bed.cluster.restart_daemon("slurmd")
@@ -319,31 +336,22 @@ def test_a_writer_rewriting_files_in_place_never_publishes_or_restores_a_torn_fi
     while the agent flushes ``every=2s``; every published generation's files are one
     version each with the manifest's checksums, and a second job restoring the prefix
     while the writer runs gets exactly one generation's files."""
-    bed.live_config(extra='\n[checkpoints]\nmin_every = "2s"\n')
-    work = bed.scratch / bed.user
     size = 262144
-    try:
-        writer = bed.submit(
-            f"""#!/bin/sh
-#SBATCH --fsx-stage=checkpoint,{bed.scratch}/%u/ew-%j/,s3://{bed.bucket}/ew/%j/,every=2s,keep=50
-d={work}/ew-$SLURM_JOB_ID
-mkdir -p $d
-i=0
+    with _every_allowed_from_2s(bed):
+        writer, prefix, work = _checkpoint_job(
+            bed,
+            "ew",
+            "every=2s,keep=50",
+            f"""i=0
 end=$(($(date +%s) + 25))
 while [ $(date +%s) -lt $end ]; do
   i=$((i+1))
   for f in f0 f1 f2; do head -c {size} /dev/zero | tr '\\0' "$((i % 10))" > $d/$f; done
   sleep 0.1
 done
-"""
+""",
         )
-        prefix = f"ew/{writer}/"
-        wait_until(
-            lambda: len(_manifests(bed, prefix)) >= 2,
-            90,
-            lambda: (bed.show_job(writer), agent.log.read_text()),
-            interval=0.5,
-        )
+        _wait_for_generations(bed, agent, writer, prefix)
         reader = bed.submit(
             f"""#!/bin/sh
 #SBATCH --fsx-stage=checkpoint,{bed.scratch}/%u/er-%j/,s3://{bed.bucket}/{prefix},keep=50
@@ -365,5 +373,3 @@ echo "rc=$?" >> {work}/er-$SLURM_JOB_ID.sums
         got = dict(reversed(line.split()) for line in sums.splitlines()[:3])
         assert got == checked[restored[-1].generation]  # exactly that generation's files
         assert sums.splitlines()[3:6] == ["0", "0", "0"], sums  # each file one version
-    finally:
-        bed.live_config()

@@ -7,6 +7,7 @@ these tests write is the cluster's ``fsx-stage.toml`` (restored afterwards).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import pwd
@@ -25,7 +26,6 @@ from tests.checkpoints.layout import newest_generation
 from tests.hooks.sitecfg import Site, make_site
 from tests.testbed.cluster import SlurmCluster
 from tests.testbed.demo import SITE_CONFIG_LOCK
-from tests.testbed.ports import free_port
 from tests.testbed.seaweed import READER_ACCESS_KEY, READER_SECRET_KEY
 from tests.testbed.wait import wait_until
 
@@ -57,11 +57,42 @@ class Bed:
     def live_config(self, **kwargs: Any) -> None:
         self.site.write_config(self.s3.endpoint_url, [self.bucket], workers=2, **kwargs)
 
-    def dead_config(self) -> None:
-        self.site.write_config(f"http://127.0.0.1:{free_port()}", [self.bucket], workers=2)
+    @contextlib.contextmanager
+    def s3_down(self) -> Iterator[None]:
+        """The hooks see S3 unreachable (a port nobody listens on) until the block ends."""
+        self.site.write_unreachable_config([self.bucket], workers=2)
+        try:
+            yield
+        finally:
+            self.live_config()
 
     def submit(self, script: str, *extra: str) -> int:
         return self.cluster.submit(script, self.user, list(extra))
+
+    def run_job(
+        self, script: str, *extra: str, ends: str = "COMPLETED", timeout: float = 90
+    ) -> tuple[int, JobState]:
+        """Submit ``script``, wait until Slurm reports it ``ends`` and its Epilog is done."""
+        job_id = self.submit(script, *extra)
+        record = self.cluster.wait(job_id, timeout=timeout)
+        assert record["JobState"] == ends, self.show_job(job_id)
+        return job_id, self.wait_epilog(job_id)
+
+    def cancel(self, job_id: int) -> None:
+        subprocess.run(
+            ["/usr/bin/scancel", str(job_id)], env=self.cluster.command_env(), check=False
+        )
+
+    def flush_pending(self, job_id: int) -> None:
+        """``fsx-stage flush --pending --job`` as root, as an admin runs it; it must succeed."""
+        flush = subprocess.run(
+            [self.fsx_stage, "flush", "--pending", "--job", str(job_id)],
+            env={**os.environ, "FSX_STAGE_CONFIG": str(self.site.config)},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert flush.returncode == 0, flush.stdout + flush.stderr
 
     def state(self, job_id: int) -> JobState | None:
         return StateStore(self.site.state_dir).load(job_id)
@@ -164,18 +195,16 @@ def test_job_stages_in_computes_and_flushes_out(bed: Bed) -> None:
     for name, text in {"a.txt": "one two", "b.txt": "three four five", "c.txt": "six"}.items():
         bed.client.put_object(Bucket=bed.bucket, Key=f"data/{name}", Body=text.encode())
     work = f"{bed.scratch}/%u/%j"
-    job_id = bed.submit(
+    job_id, state = bed.run_job(
         f"""#!/bin/sh
 #SBATCH --fsx-stage=in,s3://{bed.bucket}/data/,{work}/in/
 #SBATCH --fsx-stage=out,{work}/out/,s3://{bed.bucket}/results/%j/
 cd {bed.scratch}/$(id -un)/$SLURM_JOB_ID
 mkdir out
 for f in in/*.txt; do wc -w < "$f" | tr -d ' ' > "out/$(basename "$f" .txt).count"; done
-"""
+""",
+        timeout=120,
     )
-    record = bed.cluster.wait(job_id, timeout=120)
-    assert record["JobState"] == "COMPLETED", bed.show_job(job_id)
-    state = bed.wait_epilog(job_id)
     assert state.prolog.status is HookStatus.DONE and state.epilog.status is HookStatus.DONE
     results = _objects(bed, f"results/{job_id}/")
     assert results == {
@@ -196,7 +225,7 @@ for f in in/*.txt; do wc -w < "$f" | tr -d ' ' > "out/$(basename "$f" .txt).coun
 
 
 def test_job_killed_by_its_time_limit_still_flushes_its_checkpoint(bed: Bed) -> None:
-    job_id = bed.submit(
+    job_id, state = bed.run_job(
         f"""#!/bin/sh
 #SBATCH --time=0:05
 #SBATCH --fsx-stage=checkpoint,{bed.scratch}/%u/ckpt-%j/,s3://{bed.bucket}/ckpt/%j/
@@ -204,11 +233,10 @@ d={bed.scratch}/$(id -un)/ckpt-$SLURM_JOB_ID
 mkdir -p $d
 echo "step 1 of a long run" > $d/state
 sleep 600
-"""
+""",
+        ends="TIMEOUT",
+        timeout=150,
     )
-    record = bed.cluster.wait(job_id, timeout=150)
-    assert record["JobState"] == "TIMEOUT"
-    state = bed.wait_epilog(job_id)
     assert state.job_succeeded is False
     assert newest_generation(bed.client, bed.bucket, f"ckpt/{job_id}/") == {
         "state": b"step 1 of a long run\n"
@@ -282,20 +310,14 @@ def test_missing_object_fails_the_job_not_the_node(bed: Bed) -> None:
 
 
 def test_flush_during_s3_outage_is_kept_then_completed(bed: Bed) -> None:
-    bed.dead_config()
-    try:
-        job_id = bed.submit(
+    with bed.s3_down():
+        job_id, state = bed.run_job(
             f"""#!/bin/sh
 #SBATCH --fsx-stage=out,{bed.scratch}/%u/out-%j/,s3://{bed.bucket}/kept/%j/
 d={bed.scratch}/$(id -un)/out-$SLURM_JOB_ID
 mkdir -p $d && echo precious > $d/result.txt
 """
         )
-        record = bed.cluster.wait(job_id, timeout=90)
-        assert record["JobState"] == "COMPLETED", bed.show_job(job_id)
-        state = bed.wait_epilog(job_id)
-    finally:
-        bed.live_config()
     assert state.epilog.status is HookStatus.DONE  # exit 0: the node is not drained
     bed.assert_node_in_service()
     kept = bed.scratch / bed.user / f"out-{job_id}" / "result.txt"
@@ -303,14 +325,7 @@ mkdir -p $d && echo precious > $d/result.txt
     assert (bed.site.state_dir / "pending" / f"{job_id}.json").exists()
     status = bed.as_user(bed.fsx_stage, "status", str(job_id))
     assert "pending" in status.stdout, status.stdout + status.stderr
-    flush = subprocess.run(
-        [bed.fsx_stage, "flush", "--pending", "--job", str(job_id)],
-        env={**os.environ, "FSX_STAGE_CONFIG": str(bed.site.config)},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert flush.returncode == 0, flush.stdout + flush.stderr
+    bed.flush_pending(job_id)
     assert _objects(bed, f"kept/{job_id}/") == {f"kept/{job_id}/result.txt": b"precious\n"}
     assert not (bed.site.state_dir / "pending" / f"{job_id}.json").exists()
 
@@ -322,29 +337,20 @@ def test_s3_refusing_the_flush_keeps_it_pending(bed: Bed) -> None:
         f"aws_secret_access_key = {READER_SECRET_KEY}\n"
     )
     try:
-        job_id = bed.submit(
+        job_id, state = bed.run_job(
             f"""#!/bin/sh
 #SBATCH --fsx-stage=out,{bed.scratch}/%u/ro-%j/,s3://{bed.bucket}/ro/%j/
 d={bed.scratch}/$(id -un)/ro-$SLURM_JOB_ID
 mkdir -p $d && echo kept > $d/r.txt
 """
         )
-        assert bed.cluster.wait(job_id, timeout=90)["JobState"] == "COMPLETED"
-        state = bed.wait_epilog(job_id)
     finally:
         bed.site.credentials.write_text(admin)
     entry = state.phase_entries(Phase.FLUSH)[0]
     assert (entry.status, entry.error_category) == (EntryStatus.PENDING, "access_denied")
     assert (bed.scratch / bed.user / f"ro-{job_id}" / "r.txt").read_text() == "kept\n"
     bed.assert_node_in_service()
-    flush = subprocess.run(
-        [bed.fsx_stage, "flush", "--pending", "--job", str(job_id)],
-        env={**os.environ, "FSX_STAGE_CONFIG": str(bed.site.config)},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert flush.returncode == 0, flush.stdout + flush.stderr
+    bed.flush_pending(job_id)
     assert _objects(bed, f"ro/{job_id}/") == {f"ro/{job_id}/r.txt": b"kept\n"}
 
 
@@ -365,9 +371,7 @@ def test_scratch_not_mounted_drains_the_node(bed: Bed) -> None:
     finally:
         unmounted.rename(bed.scratch)
         if job_id:
-            subprocess.run(
-                ["/usr/bin/scancel", str(job_id)], env=bed.cluster.command_env(), check=False
-            )
+            bed.cancel(job_id)
         bed.cluster.ensure_node_usable()
 
 
@@ -410,14 +414,12 @@ def _admin_comment(bed: Bed, job_id: int) -> str:
 
 
 def test_a_flush_that_failed_shows_in_the_output_file_and_status(bed: Bed) -> None:
-    job_id = bed.submit(
+    job_id, state = bed.run_job(
         f"""#!/bin/sh
 #SBATCH --fsx-stage=out,{bed.scratch}/%u/never-%j/,s3://{bed.bucket}/never/%j/
 echo computed
 """
     )
-    assert bed.cluster.wait(job_id, timeout=90)["JobState"] == "COMPLETED"
-    state = bed.wait_epilog(job_id)
     assert state.phase_entries(Phase.FLUSH)[0].status is EntryStatus.FAILED
     bed.assert_node_in_service()
     expected = f"fsx-stage: job {job_id}: not all results reached S3: directive 1 failed:"
@@ -428,15 +430,13 @@ echo computed
 
 
 def test_an_out_directory_written_without_its_slash_reaches_s3(bed: Bed) -> None:
-    job_id = bed.submit(
+    job_id, state = bed.run_job(
         f"""#!/bin/sh
 #SBATCH --fsx-stage=out,{bed.scratch}/%u/%j/results,s3://{bed.bucket}/noslash/%j/
 d={bed.scratch}/$(id -un)/$SLURM_JOB_ID/results
 mkdir -p $d && echo 42 > $d/answer.txt
 """
     )
-    assert bed.cluster.wait(job_id, timeout=90)["JobState"] == "COMPLETED"
-    state = bed.wait_epilog(job_id)
     assert state.phase_entries(Phase.FLUSH)[0].status is EntryStatus.DONE
     assert _objects(bed, f"noslash/{job_id}/") == {f"noslash/{job_id}/results/answer.txt": b"42\n"}
     assert bed.as_user(bed.fsx_stage, "status", str(job_id)).returncode == 0
@@ -444,45 +444,30 @@ mkdir -p $d && echo 42 > $d/answer.txt
 
 
 def test_a_pending_flush_shows_in_the_output_file_and_status(bed: Bed) -> None:
-    bed.dead_config()
-    try:
-        job_id = bed.submit(
+    with bed.s3_down():
+        job_id, _state = bed.run_job(
             f"""#!/bin/sh
 #SBATCH --fsx-stage=out,{bed.scratch}/%u/pend-%j/,s3://{bed.bucket}/pend/%j/
 d={bed.scratch}/$(id -un)/pend-$SLURM_JOB_ID
 mkdir -p $d && echo later > $d/r.txt
 """
         )
-        assert bed.cluster.wait(job_id, timeout=90)["JobState"] == "COMPLETED"
-        bed.wait_epilog(job_id)
-    finally:
-        bed.live_config()
     told = bed.output(job_id)
     assert "directive 1 pending: " in told and "fsx-stage flush --pending" in told
     assert "http://" not in told  # no endpoint URLs: what failed, in words
     assert bed.as_user(bed.fsx_stage, "status", str(job_id)).returncode == 3
-    flush = subprocess.run(
-        [bed.fsx_stage, "flush", "--pending", "--job", str(job_id)],
-        env={**os.environ, "FSX_STAGE_CONFIG": str(bed.site.config)},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert flush.returncode == 0, flush.stdout + flush.stderr
+    bed.flush_pending(job_id)
     assert bed.as_user(bed.fsx_stage, "status", str(job_id)).returncode == 0
 
 
 def test_a_held_job_released_after_the_outage_loses_its_held_comment(bed: Bed) -> None:
     bed.client.put_object(Bucket=bed.bucket, Key="held/in.txt", Body=b"x")
-    bed.dead_config()
-    try:
+    with bed.s3_down():
         job_id = bed.submit(
             f"#!/bin/sh\n#SBATCH --fsx-stage=in,s3://{bed.bucket}/held/,{bed.scratch}/%u/h-%j/\n"
             "true\n"
         )
         record = bed.cluster.wait(job_id, timeout=90)
-    finally:
-        bed.live_config()
     assert record["JobState"] == "SPECIAL_EXIT", bed.show_job(job_id)  # requeued held
     assert "held (S3 unavailable)" in _admin_comment(bed, job_id)
     bed.cluster.scontrol("release", str(job_id))
@@ -521,9 +506,7 @@ def test_full_scratch_holds_the_job_and_keeps_the_node(bed: Bed) -> None:
         bed.assert_node_in_service()  # one user filling shared scratch drains no node
     finally:
         if job_id:
-            subprocess.run(
-                ["/usr/bin/scancel", str(job_id)], env=bed.cluster.command_env(), check=False
-            )
+            bed.cancel(job_id)
         subprocess.run(["umount", "-l", str(bed.scratch)], check=False)
         bed.live_config()
         bed.cluster.ensure_node_usable()

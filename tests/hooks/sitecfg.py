@@ -8,6 +8,9 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from tests.testbed.ports import free_port
 
 
 @dataclass
@@ -78,6 +81,10 @@ read_timeout = 20
         )
         self.config.chmod(0o644)
         return self.config
+
+    def write_unreachable_config(self, buckets: list[str], **options: Any) -> Path:
+        """The config with an S3 endpoint nobody listens on: an S3 outage for the hooks."""
+        return self.write_config(f"http://127.0.0.1:{free_port()}", buckets, **options)
 
     def cleanup(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

@@ -23,7 +23,6 @@ import pytest
 from tests.checkpoints.layout import checkpoint_object, newest_generation
 from tests.hooks.sitecfg import Site, make_site
 from tests.testbed.cluster import private_interpreter_dir
-from tests.testbed.ports import free_port
 from tests.testbed.wait import wait_until
 
 from fsx_stage.directives import encode_spank_values
@@ -108,6 +107,15 @@ def hook_env(
 
 def state_of(site: Site, env: dict[str, str]) -> Any:
     return StateStore(site.state_dir).load(int(env["SLURM_JOB_ID"]))
+
+
+def pending_store(site: Site) -> PendingStore:
+    return PendingStore(StateStore(site.state_dir))
+
+
+def flush_pending(site: Site) -> int:
+    """``fsx-stage flush --pending`` (every job's pending record); its exit status."""
+    return flush.run({"FSX_STAGE_CONFIG": str(site.config)})
 
 
 def test_stage_in_compute_flush_out(
@@ -253,19 +261,19 @@ def test_flush_during_an_outage_is_kept_and_completed_later(
         os.chown(p, uid, -1)
     env = hook_env(site, job_user, [f"checkpoint,{ckpt}/,s3://{bucket}/ckpt/"])
     assert prolog.run(env, slurm) == 0  # nothing to restore yet
-    site.write_config(f"http://127.0.0.1:{free_port()}", [bucket], scratch_after_flush="remove")
+    site.write_unreachable_config([bucket], scratch_after_flush="remove")
     assert epilog.run(env, slurm) == 0  # an S3 outage never takes the node down
     job_id = int(env["SLURM_JOB_ID"])
-    pending = PendingStore(StateStore(site.state_dir))
+    pending = pending_store(site)
     record = pending.load(job_id)
     assert record is not None and record.remove_scratch
     assert [e.status for e in record.entries] == [EntryStatus.PENDING]
     assert (ckpt / "step-1").read_bytes() == b"state" * 100  # data untouched
     assert state_of(site, env).phase_entries(Phase.FLUSH)[0].status is EntryStatus.PENDING
 
-    assert flush.run({"FSX_STAGE_CONFIG": str(site.config)}) == 1  # still down
+    assert flush_pending(site) == 1  # still down
     site.write_config(s3_server.endpoint_url, [bucket], scratch_after_flush="remove")
-    assert flush.run({"FSX_STAGE_CONFIG": str(site.config)}) == 0
+    assert flush_pending(site) == 0
     assert checkpoint_object(s3_client, bucket, "ckpt/", "step-1") == b"state" * 100
     assert pending.load(job_id) is None
     assert state_of(site, env).phase_entries(Phase.FLUSH)[0].status is EntryStatus.DONE
@@ -289,15 +297,15 @@ def test_flush_pending_on_a_node_without_the_scratch_keeps_the_record(
     # unmounted file system); a deleted source is final, so without the Epilog's scratch
     # check the record would be dropped and the results never flushed.
     out, env = _started_job_with_results(site, job_user, bucket, slurm)
-    site.write_config(f"http://127.0.0.1:{free_port()}", [bucket])
+    site.write_unreachable_config([bucket])
     assert epilog.run(env, slurm) == 0
     job_id = int(env["SLURM_JOB_ID"])
-    pending = PendingStore(StateStore(site.state_dir))
+    pending = pending_store(site)
     site.write_config(s3_server.endpoint_url, [bucket])
     away = site.scratch.with_name(site.scratch.name + ".away")
     site.scratch.rename(away)
     try:
-        assert flush.run({"FSX_STAGE_CONFIG": str(site.config)}) == 1
+        assert flush_pending(site) == 1
         record = pending.load(job_id)
         assert record is not None and [e.status for e in record.entries] == [EntryStatus.PENDING]
         assert "is not available on this node" in (record.last_error or "")
@@ -305,7 +313,7 @@ def test_flush_pending_on_a_node_without_the_scratch_keeps_the_record(
     finally:
         away.rename(site.scratch)
     assert (out / "r.txt").read_bytes() == b"result"  # untouched
-    assert flush.run({"FSX_STAGE_CONFIG": str(site.config)}) == 0
+    assert flush_pending(site) == 0
     assert s3_client.get_object(Bucket=bucket, Key="out/r.txt")["Body"].read() == b"result"
     assert pending.load(job_id) is None
 
@@ -314,17 +322,17 @@ def test_a_pending_flush_records_and_logs_its_entry_as_the_epilog_does(
     s3_server: Any, site: Site, bucket: str, job_user: str, slurm: SlurmRecorder
 ) -> None:
     _out, env = _started_job_with_results(site, job_user, bucket, slurm)
-    site.write_config(f"http://127.0.0.1:{free_port()}", [bucket])
+    site.write_unreachable_config([bucket])
     assert epilog.run(env, slurm) == 0
     site.write_config(s3_server.endpoint_url, [bucket])
     # An epilog whose budget ran out midway records the bytes it moved: a retry counts
     # its own attempt (sync sends everything not in S3 yet), as the epilog does.
-    pending = PendingStore(StateStore(site.state_dir))
+    pending = pending_store(site)
     record = pending.load(int(env["SLURM_JOB_ID"]))
     assert record is not None
     record.entries[0].bytes, record.entries[0].objects = 4, 0
     pending.save(record)
-    assert flush.run({"FSX_STAGE_CONFIG": str(site.config)}) == 0
+    assert flush_pending(site) == 0
     entry = state_of(site, env).phase_entries(Phase.FLUSH)[0]
     assert (entry.status, entry.bytes, entry.objects) == (EntryStatus.DONE, len(b"result"), 1)
     (epilog_line,) = _events(site, "flush.entry")
@@ -371,12 +379,12 @@ def test_an_epilog_killed_midway_leaves_its_flush_pending(
     with pytest.raises(SystemExit):
         epilog.run(env, slurm)
     monkeypatch.setattr(hook, "run_entry", staging.run_entry)
-    record = PendingStore(StateStore(site.state_dir)).load(int(env["SLURM_JOB_ID"]))
+    record = pending_store(site).load(int(env["SLURM_JOB_ID"]))
     assert record is not None
     assert [(e.status, e.error) for e in record.entries] == [
         (EntryStatus.PENDING, "flush interrupted")
     ]
-    assert flush.run({"FSX_STAGE_CONFIG": str(site.config)}) == 0
+    assert flush_pending(site) == 0
     assert s3_client.get_object(Bucket=bucket, Key="out/r.txt")["Body"].read() == b"result"
 
 
@@ -386,7 +394,7 @@ def test_no_credentials_at_flush_keeps_the_results_pending_and_drains(
     out, env = _started_job_with_results(site, job_user, bucket, slurm)
     site.credentials.unlink()
     assert epilog.run(env, slurm) == 1  # the node's fault: Slurm drains it
-    record = PendingStore(StateStore(site.state_dir)).load(int(env["SLURM_JOB_ID"]))
+    record = pending_store(site).load(int(env["SLURM_JOB_ID"]))
     assert record is not None
     assert [e.status for e in record.entries] == [EntryStatus.PENDING]
     assert "credentials unavailable" in (record.entries[0].error or "")
@@ -402,7 +410,7 @@ def test_an_exhausted_flush_budget_keeps_the_rest_pending(
     assert epilog.run(env, slurm) == 0
     entry = state_of(site, env).phase_entries(Phase.FLUSH)[0]
     assert entry.status is EntryStatus.PENDING and entry.error_category == "timeout"
-    assert PendingStore(StateStore(site.state_dir)).load(int(env["SLURM_JOB_ID"])) is not None
+    assert pending_store(site).load(int(env["SLURM_JOB_ID"])) is not None
 
 
 def test_each_checkpoint_flush_across_a_requeue_is_a_whole_generation(
@@ -451,7 +459,7 @@ def test_a_pending_checkpoint_is_not_overwritten_by_an_older_restore(
     restore = state_of(site, env).phase_entries(Phase.STAGE_IN)[0]
     assert restore.status is EntryStatus.SKIPPED and "waiting to be flushed" in restore.error
     fault_proxy.set_faults()
-    assert flush.run({"FSX_STAGE_CONFIG": str(site.config)}) == 0
+    assert flush_pending(site) == 0
     assert checkpoint_object(s3_client, bucket, "ck/", "a") == b"v2, further along"
 
 
@@ -493,11 +501,11 @@ def test_a_checkpoint_generation_s3_refuses_stays_pending(
     ckpt = _user_tree(home, "ckpt", {"a": b"A"}, pwd.getpwnam(job_user).pw_uid)
     env = hook_env(site, job_user, [f"checkpoint,{ckpt}/,s3://{bucket}/ck/,keep=2"])
     assert prolog.run(env, slurm) == 0
-    site.write_config(f"http://127.0.0.1:{free_port()}", [bucket])
+    site.write_unreachable_config([bucket])
     assert epilog.run(env, slurm) == 0
     assert state_of(site, env).phase_entries(Phase.FLUSH)[0].status is EntryStatus.PENDING
     site.write_config(s3_server.endpoint_url, [bucket])
-    assert flush.run({"FSX_STAGE_CONFIG": str(site.config)}) == 0
+    assert flush_pending(site) == 0
     body = s3_client.get_object(Bucket=bucket, Key="ck/.fsx-stage/gen/1/a")["Body"].read()
     assert body == b"A"
     s3_client.head_object(Bucket=bucket, Key="ck/.fsx-stage/manifests/1.json")
@@ -510,7 +518,7 @@ def test_a_checkpoint_generation_s3_refuses_stays_pending(
 def test_s3_down_at_stage_in_holds_the_job(
     site: Site, bucket: str, job_user: str, slurm: SlurmRecorder
 ) -> None:
-    site.write_config(f"http://127.0.0.1:{free_port()}", [bucket])
+    site.write_unreachable_config([bucket])
     home = site.user_dir(job_user)
     slurm.std_out = str(home / "held.out")
     env = hook_env(site, job_user, [f"in,s3://{bucket}/data/,{home}/in/"])
@@ -587,7 +595,7 @@ def test_when_and_a_missing_output_after_a_failed_job(
         (2, EntryStatus.SKIPPED, None),
         (3, EntryStatus.DONE, None),
     ]
-    assert PendingStore(StateStore(site.state_dir)).load(int(env["SLURM_JOB_ID"])) is None
+    assert pending_store(site).load(int(env["SLURM_JOB_ID"])) is None
     keys = {o["Key"] for o in s3_client.list_objects_v2(Bucket=bucket).get("Contents", [])}
     assert keys == {"c/b"}
 
@@ -709,7 +717,7 @@ def test_a_pending_flush_is_told_too(
     out, env = _started_job_with_results(site, job_user, bucket, slurm)
     slurm.std_out = str(out.parent / "job.out")
     job_id = int(env["SLURM_JOB_ID"])
-    site.write_config(f"http://127.0.0.1:{free_port()}", [bucket])
+    site.write_unreachable_config([bucket])
     assert epilog.run(env, slurm) == 0
     told = (out.parent / "job.out").read_text()
     assert told.startswith(f"fsx-stage: job {job_id}: not all results reached S3: directive 1 ")
@@ -723,7 +731,7 @@ def test_a_released_job_loses_its_stale_held_comment(
     s3_client.put_object(Bucket=bucket, Key="data/a", Body=b"a")
     home = site.user_dir(job_user)
     env = hook_env(site, job_user, [f"in,s3://{bucket}/data/,{home}/in/"])
-    site.write_config(f"http://127.0.0.1:{free_port()}", [bucket])
+    site.write_unreachable_config([bucket])
     assert prolog.run(env, slurm) == 0
     assert [c[0] for c in slurm.calls] == ["comment", "hold"]
     site.write_config(s3_server.endpoint_url, [bucket])

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from fsx_stage.direction import Direction
 from fsx_stage.directives import Kind
 from fsx_stage.hooks import atomic
 from fsx_stage.hooks.atomic import LockBusy, write_atomic
@@ -21,7 +22,6 @@ from fsx_stage.hooks.state import (
     StateError,
     StateStore,
 )
-from fsx_stage.plan_entry import Direction
 from fsx_stage.redaction import register_secret
 
 

@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from tests.testbed.clock import FakeClock
 
 from fsx_stage.cli import main
+from fsx_stage.cli.hooks import render_status
 from fsx_stage.hooks.state import (
     EntryState,
     EntryStatus,
@@ -65,6 +67,23 @@ def test_status_shows_each_entry(store: StateStore, capsys: pytest.CaptureFixtur
     assert "3.0 MiB" in row
     assert "/fsx/u/ckpt/ -> s3://b/ckpt/" in out
     assert "error: 1 object failed: step-9: InternalError (HTTP 500)" in out
+
+
+def test_a_running_entry_shows_what_it_moved_so_far_and_its_rate() -> None:
+    entry = EntryState(
+        index=1,
+        phase=Phase.STAGE_IN,
+        kind="in",
+        source="s3://b/data/",
+        destination="/fsx/u/data/",
+        status=EntryStatus.RUNNING,
+        bytes=40 * 1024 * 1024,
+        objects=7,
+        started_at=1000.0,
+    )
+    state = JobState(job_id=5, user="u", uid=1001, gid=1001, entries=[entry])
+    text = render_status(state, FakeClock(1020.0))
+    assert "so far: 7 objects, 40.0 MiB in 20 s (2.0 MiB/s)" in text
 
 
 def test_status_json_is_the_state(store: StateStore, capsys: pytest.CaptureFixture[str]) -> None:
@@ -126,7 +145,7 @@ def test_status_rejects_what_is_not_a_job_id(
 def test_pruned_array_task_leaves_no_alias(store: StateStore) -> None:
     _array_task_state(store, job_id=18, array_job_id=15, task=2)
     assert store.array_task_job_id(15, 2) == 18
-    assert 18 in store.prune(0.0, keep=set(), now=10**12)
+    assert 18 in store.prune(0.0, keep=set(), clock=FakeClock(10.0**12))
     assert store.array_task_job_id(15, 2) is None
 
 

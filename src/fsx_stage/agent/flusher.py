@@ -22,7 +22,7 @@ from fsx_stage.hooks.runtime import (
 )
 from fsx_stage.hooks.staging import run_entry
 from fsx_stage.hooks.state import EntryStatus, HookStatus, JobState, Phase
-from fsx_stage.plan import PlanEntry, StagePlan
+from fsx_stage.plan import PlanEntry
 
 LOCK_POLL_S = 0.2
 
@@ -42,11 +42,13 @@ def running_state(rt: Runtime, job_id: int) -> JobState:
 
 
 def checkpoint_entries(state: JobState, indexes: list[int] | None = None) -> list[PlanEntry]:
-    """The job's checkpoint entries (those of ``indexes`` only, when given)."""
-    plan = StagePlan.model_validate(state.plan)
+    """The job's checkpoint entries (those of ``indexes`` only, when given; none when
+    the job was not planned)."""
+    if state.plan is None:
+        return []
     return [
         e
-        for e in plan.entries
+        for e in state.plan.entries
         if e.kind is Kind.CHECKPOINT and (indexes is None or e.index in indexes)
     ]
 

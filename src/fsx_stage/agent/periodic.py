@@ -18,9 +18,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from fsx_stage.clock import SYSTEM_CLOCK, Clock
 from fsx_stage.hooks.atomic import ensure_dir, remove_durably, write_atomic
 from fsx_stage.hooks.state import HookStatus, JobState, StateStore
-from fsx_stage.plan import StagePlan
 
 
 class Registration(BaseModel):
@@ -44,8 +44,7 @@ def every_entries(state: JobState) -> dict[int, int]:
     """Directive index -> seconds between flushes, for the job's ``every=`` checkpoints."""
     if state.plan is None:
         return {}
-    plan = StagePlan.model_validate(state.plan)
-    return {e.index: e.every for e in plan.entries if e.every is not None}
+    return {e.index: e.every for e in state.plan.entries if e.every is not None}
 
 
 def register(store: StateStore, state: JobState) -> bool:
@@ -98,12 +97,12 @@ def is_over(record: Registration, state: JobState | None) -> bool:
 
 
 def due_entries(
-    state: JobState, last_attempt: dict[int, float], now: float | None = None
+    state: JobState, last_attempt: dict[int, float], clock: Clock = SYSTEM_CLOCK
 ) -> list[int]:
     """The ``every=`` entries whose next flush is due: ``every`` seconds after the latest
     of the stage-in's end, the entry's newest generation of this run, and the agent's
     last attempt (a failed flush is retried at the next period, not at once)."""
-    now = time.time() if now is None else now
+    now = clock.now()
     start = state.prolog.finished_at or state.prolog.started_at or now
     due = []
     for index, every in every_entries(state).items():

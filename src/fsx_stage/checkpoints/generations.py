@@ -32,7 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fsx_stage.direction import Direction
 from fsx_stage.filters import Filter, FilterAction, selects
+from fsx_stage.s3url import S3Url
 from fsx_stage.transfer import (
     S3Settings,
     TransferEvent,
@@ -146,12 +148,6 @@ class GenerationResult:
             "removed": self.removed_generations,
             "restored": self.restored,
         }
-
-
-def split_s3(url: str) -> tuple[str, str]:
-    """``s3://bucket/prefix/`` -> (bucket, ``prefix/``); the prefix always ends in ``/``."""
-    bucket, _, prefix = url.removeprefix("s3://").partition("/")
-    return bucket, (prefix.rstrip("/") + "/") if prefix.strip("/") else ""
 
 
 class _Store:
@@ -271,8 +267,8 @@ class Generations:
 
     def __init__(self, destination: str, s3: S3Settings) -> None:
         self.url = destination.rstrip("/") + "/"
-        bucket, prefix = split_s3(self.url)
-        self.store = _Store(s3, bucket, prefix)
+        url = S3Url.parse(self.url)
+        self.store = _Store(s3, url.bucket, url.key)
         self.s3 = s3
 
     def listing(self) -> tuple[list[int], set[int]]:
@@ -487,18 +483,19 @@ class Generations:
 def checkpoint_generation(
     src: str,
     dst: str,
+    direction: Direction,
     keep: int,
     options: TransferOptions,
     s3: S3Settings,
     cancel: threading.Event | None,
     on_event: Callable[[TransferEvent], None] | None = None,
 ) -> GenerationResult:
-    """The hooks' step for a checkpoint: restore when ``src`` is in S3, else publish. A
+    """The hooks' step for a checkpoint: restore (a download), else publish. A
     generation that could not be published, or S3 refusing the listing or the manifest,
     is a failure in the summary (the flush stays pending). ``on_event`` sees a restore's
     transfer events."""
     try:
-        if src.startswith("s3://"):
+        if direction is Direction.DOWNLOAD:
             return Generations(src, s3).restore(dst, options, cancel, on_event)
         return Generations(dst, s3).publish(src, options, keep, cancel)
     except GenerationError as exc:

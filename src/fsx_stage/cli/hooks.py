@@ -17,6 +17,7 @@ import time
 from typing import Any, NamedTuple
 
 from fsx_stage.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from fsx_stage.clock import SYSTEM_CLOCK, Clock
 from fsx_stage.config import ConfigError, config_path, load_config
 from fsx_stage.hooks.state import EntryStatus, HookStatus, JobState, StateError, StateStore
 
@@ -200,7 +201,7 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
-def render_status(state: JobState, now: float | None = None) -> str:
+def render_status(state: JobState, clock: Clock = SYSTEM_CLOCK) -> str:
     """The human view of a job's state: hooks, then one block per entry."""
     name = f"job {state.job_id}"
     if state.array_job_id is not None and state.array_task_id is not None:
@@ -233,7 +234,7 @@ def render_status(state: JobState, now: float | None = None) -> str:
         )
         lines.append(f"    {entry.source} -> {entry.destination}")
         if entry.status is EntryStatus.RUNNING and entry.started_at:
-            elapsed = max((time.time() if now is None else now) - entry.started_at, 1e-3)
+            elapsed = max(clock.now() - entry.started_at, 1e-3)
             lines.append(
                 f"    so far: {entry.objects} objects, {_size(entry.bytes)} in {elapsed:.0f} s"
                 f" ({_size(int(entry.bytes / elapsed))}/s)"

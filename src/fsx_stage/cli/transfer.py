@@ -17,7 +17,8 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, TextIO
 
 from fsx_stage import sizes
-from fsx_stage.s3url import S3UrlError, is_s3_url
+from fsx_stage.direction import Direction
+from fsx_stage.s3url import S3UrlError
 
 if TYPE_CHECKING:  # the engine (aiobotocore, aiohttp) is imported only when a copy runs
     from fsx_stage.transfer import Encryption, TransferEvent, TransferSummary
@@ -434,7 +435,7 @@ def _dryrun_printer(
 
     def emit(event: TransferEvent) -> None:
         if event.kind == "deleted":
-            download = route.direction == "download"
+            download = route.direction is Direction.DOWNLOAD
             gone = f"{root}/{event.key}" if download else f"s3://{route.bucket}/{event.key}"
             print(f"(dryrun) delete: {gone}")
             return
@@ -445,7 +446,7 @@ def _dryrun_printer(
         url = f"s3://{route.bucket}/{event.key}"
         line = (
             f"download: {url} to {path}"
-            if route.direction == "download"
+            if route.direction is Direction.DOWNLOAD
             else (f"upload: {path} to {url}")
         )
         print(f"(dryrun) {line}")
@@ -469,9 +470,11 @@ def _report(args: argparse.Namespace, summary: TransferSummary, planned: Sequenc
     elif summary.ok and not (summary.objects_done or summary.objects_skipped or planned):
         lines.append(transfer_summary.empty_source(args.src))
     elif args.dryrun:
-        lines.append(transfer_summary.dryrun_line(summary, is_s3_url(args.src[0]), planned))
+        lines.append(
+            transfer_summary.dryrun_line(summary, Direction.of_source(args.src[0]), planned)
+        )
     else:
-        lines.append(transfer_summary.totals_line(summary, is_s3_url(args.src[0])))
+        lines.append(transfer_summary.totals_line(summary, Direction.of_source(args.src[0])))
     for line in lines:
         print(prefix + line, file=sys.stderr)
     return EXIT_OK if summary.ok else EXIT_FAILED

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from fsx_stage.direction import Direction
 from fsx_stage.s3url import is_s3_url
 
 if TYPE_CHECKING:
@@ -25,23 +26,26 @@ def human_bytes(amount: float) -> str:
     raise AssertionError("unreachable")
 
 
-def totals_line(summary: TransferSummary, download: bool) -> str:
+_PAST = {Direction.DOWNLOAD: "downloaded", Direction.UPLOAD: "uploaded"}
+
+
+def totals_line(summary: TransferSummary, direction: Direction) -> str:
     """``downloaded 2,000 objects, 125.0 MiB in 0.8 s (156 MiB/s); 3 unchanged; 2 failed``."""
     elapsed = max(summary.elapsed_s, 1e-3)
     rate = human_bytes(summary.bytes_done / elapsed)
     count = summary.objects_done
     line = (
-        f"{'downloaded' if download else 'uploaded'} {count:,} object{'s' * (count != 1)}, "
+        f"{_PAST[direction]} {count:,} object{'s' * (count != 1)}, "
         f"{human_bytes(summary.bytes_done)} in {summary.elapsed_s:.1f} s ({rate}/s)"
     )
     return line + _tail(summary, deleted="deleted")
 
 
-def dryrun_line(summary: TransferSummary, download: bool, planned: Sequence[int]) -> str:
+def dryrun_line(summary: TransferSummary, direction: Direction, planned: Sequence[int]) -> str:
     """``(dryrun) would download 3 objects, 1.0 KiB; 2 unchanged``."""
     count = len(planned)
     line = (
-        f"(dryrun) would {'download' if download else 'upload'} {count:,} "
+        f"(dryrun) would {direction} {count:,} "
         f"object{'s' * (count != 1)}, {human_bytes(sum(planned))}"
     )
     return line + _tail(summary, deleted="to be deleted")

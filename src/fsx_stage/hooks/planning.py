@@ -44,7 +44,7 @@ def entry_state(
     return EntryState(
         index=entry.index,
         phase=phase,
-        kind=str(entry.kind.value),
+        kind=entry.kind,
         direction=entry.direction,
         source=entry.source,
         destination=entry.destination,

@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping
 
 from fsx_stage.agent import periodic
+from fsx_stage.directives import Kind
 from fsx_stage.hooks import flush
 from fsx_stage.hooks.hook import Hook, fresh_state, is_same_run, user_credentials
 from fsx_stage.hooks.jobinfo import HookContext
@@ -144,7 +145,7 @@ class Prolog(Hook):
             return
         waiting = {e.source for e in record.entries if e.status is not EntryStatus.DONE}
         for entry in state.phase_entries(Phase.STAGE_IN):
-            if entry.kind == "checkpoint" and entry.destination in waiting:
+            if entry.kind is Kind.CHECKPOINT and entry.destination in waiting:
                 entry.status = EntryStatus.SKIPPED
                 entry.error = "newer checkpoint on scratch is still waiting to be flushed"
         self.rt.store.save(state)

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from fsx_stage.checkpoints.generations import checkpoint_generation
+from fsx_stage.direction import Direction
+from fsx_stage.directives import Kind
 from fsx_stage.hooks.outcome import Fault, classify_failure, worst
 from fsx_stage.hooks.privileges import (
     UserCredentials,
@@ -32,7 +34,6 @@ from fsx_stage.hooks.privileges import (
 )
 from fsx_stage.hooks.state import EntryState, EntryStatus
 from fsx_stage.plan import DEFAULT_KEEP
-from fsx_stage.plan_entry import Direction
 from fsx_stage.transfer import (
     S3Settings,
     TransferEvent,
@@ -170,7 +171,7 @@ def _transfer_in_child(
                 on_event=LiveCounts(),
             )
         else:
-            result = checkpoint_generation(src, dst, keep, options, s3, cancel)
+            result = checkpoint_generation(src, dst, direction, keep, options, s3, cancel)
             summary, generation = result.summary, result.record()
     except TransferUsageError as exc:
         return {"usage_error": str(exc)}
@@ -321,7 +322,7 @@ def run_entry(
             options,
             s3,
             soft,
-            (entry.keep or DEFAULT_KEEP) if entry.kind == "checkpoint" else None,
+            (entry.keep or DEFAULT_KEEP) if entry.kind is Kind.CHECKPOINT else None,
             timeout=budget_s,
             umask=umask,
             on_progress=on_progress,

@@ -19,10 +19,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from fsx_stage.clock import SYSTEM_CLOCK, Clock
+from fsx_stage.direction import Direction
+from fsx_stage.directives import Kind
 from fsx_stage.filters import Filter
 from fsx_stage.hooks.atomic import ensure_dir, locked, write_atomic
 from fsx_stage.plan import StagePlan
-from fsx_stage.plan_entry import Direction, Sides, with_direction
+from fsx_stage.plan_entry import Sides, with_direction
 from fsx_stage.redaction import redact
 
 
@@ -54,7 +57,7 @@ class EntryState(Sides, BaseModel):
 
     index: int
     phase: Phase
-    kind: str
+    kind: Kind
     direction: Direction
     source: str
     destination: str
@@ -232,10 +235,10 @@ class StateStore:
         except ValidationError as exc:
             raise StateError(f"state file {self.path(job_id)} is unreadable: {exc}") from exc
 
-    def prune(self, older_than_s: float, keep: set[int], now: float | None = None) -> list[int]:
+    def prune(self, older_than_s: float, keep: set[int], clock: Clock = SYSTEM_CLOCK) -> list[int]:
         """Remove the state (and lock) of jobs untouched for ``older_than_s`` seconds,
         except the ids in ``keep`` (jobs with a pending flush). Returns the removed ids."""
-        limit = (time.time() if now is None else now) - older_than_s
+        limit = clock.now() - older_than_s
         removed = []
         for path in self.jobs_dir.glob("*.json"):
             if not path.stem.isdigit() or int(path.stem) in keep:

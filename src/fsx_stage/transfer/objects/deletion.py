@@ -14,6 +14,7 @@ import functools
 import os
 from collections.abc import Callable
 
+from fsx_stage.direction import Direction
 from fsx_stage.filters import selects
 from fsx_stage.transfer.errors import classify
 from fsx_stage.transfer.local import safefs
@@ -30,7 +31,7 @@ async def delete_extra(ctx: Context, route: Route, root_fd: int, seen: set[str])
         return selects(relative, filters)
 
     report: Callable[[TransferEvent], None] = ctx.report
-    if route.direction == "download":
+    if route.direction is Direction.DOWNLOAD:
         if root_fd < 0:
             return
 

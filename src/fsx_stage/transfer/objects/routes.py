@@ -6,12 +6,10 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
+from fsx_stage.direction import Direction
 from fsx_stage.s3url import S3Url, is_s3_url
 from fsx_stage.transfer.objects.context import ObjectTransfer
-
-Direction = Literal["download", "upload"]
 
 
 class TransferUsageError(ValueError):
@@ -44,15 +42,15 @@ def resolve(src: str | Sequence[str], dst: str, recursive: bool) -> Route:
         url = S3Url.parse(src)
         if recursive:
             prefix = url.key if url.is_prefix else url.key + "/"
-            return Route("download", url.bucket, dst, (), prefix)
+            return Route(Direction.DOWNLOAD, url.bucket, dst, (), prefix)
         if url.is_prefix:
             raise TransferUsageError(f"{src} is a prefix: add --recursive to copy what is under it")
         name = url.key.rsplit("/", 1)[-1]
         if dst.endswith("/") or Path(dst).is_dir():
-            return Route("download", url.bucket, dst, (ObjectTransfer(url.key, name),), "")
+            return Route(Direction.DOWNLOAD, url.bucket, dst, (ObjectTransfer(url.key, name),), "")
         root, _, leaf = dst.rpartition("/")
         return Route(
-            "download",
+            Direction.DOWNLOAD,
             url.bucket,
             root or ("/" if dst.startswith("/") else "."),
             (ObjectTransfer(url.key, leaf),),
@@ -64,14 +62,14 @@ def resolve(src: str | Sequence[str], dst: str, recursive: bool) -> Route:
         if os.path.lexists(src) and not Path(src).is_dir():
             raise TransferUsageError(f"{src} is not a directory (needed with --recursive)")
         prefix = url.key if url.is_prefix else url.key + "/"
-        return Route("upload", url.bucket, src, (), prefix)
+        return Route(Direction.UPLOAD, url.bucket, src, (), prefix)
     if Path(src).is_dir() and not Path(src).is_symlink():
         raise TransferUsageError(f"{src} is a directory: add --recursive to copy its contents")
     path = src.rstrip("/")
     root, _, name = path.rpartition("/")
     key = url.key + name if url.is_prefix else url.key
     return Route(
-        "upload",
+        Direction.UPLOAD,
         url.bucket,
         root or ("/" if path.startswith("/") else "."),
         (ObjectTransfer(key, name),),
@@ -109,4 +107,4 @@ def _resolve_list(sources: list[str], dst: str, recursive: bool) -> Route:
                 f"{named[name].key} and {url.key} would both be written to {dst.rstrip('/')}/{name}"
             )
         named[name] = ObjectTransfer(url.key, name)
-    return Route("download", bucket, dst, tuple(named.values()), "")
+    return Route(Direction.DOWNLOAD, bucket, dst, tuple(named.values()), "")

@@ -6,10 +6,12 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, ParamSpec, TypeVar
 
 import uvloop
 
+from fsx_stage.direction import Direction
 from fsx_stage.transfer.errors import classify
 from fsx_stage.transfer.models import (
     S3Settings,
@@ -22,6 +24,9 @@ from fsx_stage.transfer.objects.routes import Route, TransferUsageError, resolve
 from fsx_stage.transfer.run.mover import SummaryCollector, run_here
 
 __all__ = ["TransferUsageError", "resolve", "transfer", "transfer_async"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def _worker_count(route: Route, options: TransferOptions) -> int:
@@ -69,7 +74,7 @@ async def transfer_async(
         collector.summary.failures.append(
             TransferFailure(
                 key=(src if isinstance(src, str) else " ".join(src))
-                if route.direction == "download"
+                if route.direction is Direction.DOWNLOAD
                 else dst,
                 reason=reason,
                 category=category,
@@ -88,19 +93,14 @@ async def _watch(cancel: threading.Event, run: asyncio.Future[None]) -> None:
     run.cancel()
 
 
-def transfer(
-    src: str | Sequence[str],
-    dst: str,
-    *,
-    recursive: bool,
-    options: TransferOptions,
-    s3: S3Settings,
-    on_event: Callable[[TransferEvent], None] | None = None,
-    cancel: threading.Event | None = None,
-) -> TransferSummary:
-    """Synchronous :func:`transfer_async`, on a uvloop event loop."""
-    return uvloop.run(
-        transfer_async(
-            src, dst, recursive=recursive, options=options, s3=s3, on_event=on_event, cancel=cancel
-        )
-    )
+def _on_uvloop(function: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, R]:
+    """``function`` run to its end on a new uvloop event loop: its parameters, blocking."""
+
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        return uvloop.run(function(*args, **kwargs))
+
+    run.__doc__ = f"Synchronous :func:`{function.__name__}`, on a uvloop event loop."
+    return run
+
+
+transfer = _on_uvloop(transfer_async)

@@ -8,6 +8,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import cast
 
+from fsx_stage.direction import Direction
 from fsx_stage.filters import selects
 from fsx_stage.transfer.errors import RetryPolicy, classify
 from fsx_stage.transfer.local import posixmeta, safefs
@@ -22,7 +23,7 @@ from fsx_stage.transfer.models import (
 )
 from fsx_stage.transfer.objects import deletion, download, dryrun, upload
 from fsx_stage.transfer.objects.context import Context, ObjectTransfer
-from fsx_stage.transfer.objects.routes import Direction, Route
+from fsx_stage.transfer.objects.routes import Route
 from fsx_stage.transfer.objects.sources import list_objects, walk_tree
 from fsx_stage.transfer.s3.choose import open_store
 
@@ -69,9 +70,11 @@ class Mover:
         self.root_fd = root_fd
         self.move: Callable[[Context, int, ObjectTransfer], Awaitable[tuple[EventKind, int]]]
         if ctx.options.dryrun:
-            self.move = dryrun.plan_download if direction == "download" else dryrun.plan_upload
+            self.move = (
+                dryrun.plan_download if direction is Direction.DOWNLOAD else dryrun.plan_upload
+            )
         else:
-            self.move = download.download if direction == "download" else upload.upload
+            self.move = download.download if direction is Direction.DOWNLOAD else upload.upload
         self.slots = asyncio.Semaphore(ctx.options.concurrency)
         self.tasks: set[asyncio.Task[None]] = set()
         self.on_free = on_free  # called whenever a slot frees up
@@ -123,7 +126,7 @@ async def items_to_transfer(
     def keep(relative: str) -> bool:
         return selects(relative, filters)
 
-    if route.direction == "download":
+    if route.direction is Direction.DOWNLOAD:
         listing = list_objects(ctx.store, route.prefix, ctx.retry, keep)
         async for item in listing:
             yield item
@@ -163,12 +166,12 @@ async def process_context(
 
 def open_root(route: Route, dry: bool = False) -> int:
     """The destination root's fd; -1 for a dry run whose download root does not exist."""
-    if dry and route.direction == "download":
+    if dry and route.direction is Direction.DOWNLOAD:
         try:
             return safefs.open_root(route.local_root, create=False)
         except FileNotFoundError:
             return -1
-    return safefs.open_root(route.local_root, create=route.direction == "download")
+    return safefs.open_root(route.local_root, create=route.direction is Direction.DOWNLOAD)
 
 
 async def run_here(

@@ -35,11 +35,30 @@ class _Stop(Exception):
 
 
 class _Range:
-    """One range in flight: what the loop needs to stop its thread."""
+    """One range in flight: the signed request, where its bytes go, and what the loop
+    needs to stop its thread."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        target: str,
+        headers: Mapping[str, str],
+        fd: int,
+        first: int,
+        last: int,
+        digest: Digest | None,
+        report: Callable[[int], None],
+    ) -> None:
+        self.target, self.headers = target, dict(headers)
+        self.fd, self.first, self.last = fd, first, last
+        self.digest, self.report = digest, report
         self.stopped = False
         self.sock: socket.socket | None = None
+
+    def failure(self, exc: http.client.HTTPException | OSError) -> Exception:
+        """What a socket error means: the range was stopped, or the network failed."""
+        if self.stopped:
+            return _Stop()
+        return TransferError(f"{type(exc).__name__}: {exc}", "network")
 
     def stop(self) -> None:
         self.stopped = True
@@ -91,14 +110,12 @@ class ThreadedRanges:
         if not self._warm:
             self._start_threads()
         loop = asyncio.get_running_loop()
-        state = _Range()
 
         def report(amount: int) -> None:
             loop.call_soon_threadsafe(progress, amount)
 
-        future = loop.run_in_executor(
-            self._pool, self._fetch, state, target, dict(headers), fd, first, last, digest, report
-        )
+        state = _Range(target, headers, fd, first, last, digest, report)
+        future = loop.run_in_executor(self._pool, self._fetch, state)
         try:
             await asyncio.shield(future)
         except asyncio.CancelledError:
@@ -146,39 +163,21 @@ class ThreadedRanges:
                 self._connections.remove(conn)
         self._local.conn = None
 
-    def _fetch(
-        self,
-        state: _Range,
-        target: str,
-        headers: dict[str, str],
-        fd: int,
-        first: int,
-        last: int,
-        digest: Digest | None,
-        report: Callable[[int], None],
-    ) -> None:
+    def _fetch(self, state: _Range) -> None:
         try:
-            self._fetch_on_connection(state, target, headers, fd, first, last, digest, report)
+            self._receive(state)
         except BaseException:
             self._drop()  # a connection in an unknown state is never reused
             raise
 
-    def _fetch_on_connection(
-        self,
-        state: _Range,
-        target: str,
-        headers: dict[str, str],
-        fd: int,
-        first: int,
-        last: int,
-        digest: Digest | None,
-        report: Callable[[int], None],
-    ) -> None:
+    def _receive(self, state: _Range) -> None:
         if state.stopped:
             raise _Stop
+        first, last = state.first, state.last
+        fd, digest, report = state.fd, state.digest, state.report  # locals in the hot loop
         want = last + 1 - first
         try:
-            response = self._request(state, target, headers)
+            response = self._request(state)
             if response.status >= 300:
                 raw = response.read(_ERROR_BODY_LIMIT)
                 raise self._error(response.status, response.reason, raw, "GetObject")
@@ -188,9 +187,7 @@ class ThreadedRanges:
             if not span.startswith(f"bytes {first}-{last}/"):
                 raise TransferError(f"unexpected range in the reply: {span!r}", "network")
         except (http.client.HTTPException, OSError) as exc:
-            if state.stopped:
-                raise _Stop from None
-            raise TransferError(f"{type(exc).__name__}: {exc}", "network") from None
+            raise state.failure(exc) from None
         buffer = bytearray(min(BUFFER, want))
         view = memoryview(buffer)
         offset = reported = first
@@ -201,9 +198,7 @@ class ThreadedRanges:
             try:
                 got = response.readinto(view[: min(len(view), end - offset)])
             except (http.client.HTTPException, OSError) as exc:
-                if state.stopped:
-                    raise _Stop from None
-                raise TransferError(f"{type(exc).__name__}: {exc}", "network") from None
+                raise state.failure(exc) from None
             if not got:
                 raise TransferError(f"truncated body: {offset - first} of {want} bytes", "network")
             chunk = view[:got]
@@ -219,9 +214,7 @@ class ThreadedRanges:
         if response.length is None and response.read(1):  # a chunked reply ran over
             raise TransferError(f"range overrun: more than {want} bytes", "network")
 
-    def _request(
-        self, state: _Range, target: str, headers: dict[str, str], method: str = "GET"
-    ) -> http.client.HTTPResponse:
+    def _request(self, state: _Range) -> http.client.HTTPResponse:
         """Send the request; a kept-alive connection the server has closed meanwhile is
         replaced once, silently, as long as nothing of the reply has arrived."""
         kept: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
@@ -230,8 +223,8 @@ class ThreadedRanges:
             conn = self._connection()
             state.sock = conn.sock
             try:
-                conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
-                for name, value in headers.items():
+                conn.putrequest("GET", state.target, skip_host=True, skip_accept_encoding=True)
+                for name, value in state.headers.items():
                     conn.putheader(name, value)
                 conn.endheaders()
                 return conn.getresponse()
