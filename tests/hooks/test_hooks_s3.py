@@ -503,7 +503,9 @@ def test_a_checkpoint_generation_s3_refuses_stays_pending(
     assert prolog.run(env, slurm) == 0
     site.write_unreachable_config([bucket])
     assert epilog.run(env, slurm) == 0
-    assert state_of(site, env).phase_entries(Phase.FLUSH)[0].status is EntryStatus.PENDING
+    [entry] = state_of(site, env).phase_entries(Phase.FLUSH)
+    assert entry.status is EntryStatus.PENDING and entry.error_category == "network"
+    assert entry.error and "http://" not in entry.error, entry.error  # worded, no endpoint URL
     site.write_config(s3_server.endpoint_url, [bucket])
     assert flush_pending(site) == 0
     body = s3_client.get_object(Bucket=bucket, Key="ck/.fsx-stage/gen/1/a")["Body"].read()

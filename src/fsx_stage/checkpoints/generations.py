@@ -43,6 +43,7 @@ from fsx_stage.transfer import (
     TransferSummary,
     transfer,
 )
+from fsx_stage.transfer.errors import classify
 from fsx_stage.transfer.s3.botocore_client import create_client
 
 META = ".fsx-stage/"
@@ -503,9 +504,8 @@ def checkpoint_generation(
     except OSError:
         raise
     except Exception as exc:  # botocore/aiohttp: S3 did not answer or refused
-        failure = TransferFailure(
-            key=dst, reason=f"{type(exc).__name__}: {exc}", category="network"
-        )
+        category, reason = classify(exc)  # worded as every transfer failure, no secret
+        failure = TransferFailure(key=dst, reason=reason, category=category)
     return GenerationResult(None, TransferSummary(failures=[failure]))
 
 
