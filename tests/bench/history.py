@@ -34,7 +34,7 @@ class Snapshot(BaseModel):
             fsx_stage_version=version,
             load=load,
             medians={
-                wr.workload.id: {r.tool: round(r.median_s, 3) for r in wr.results if r.ok}
+                wr.workload.id: {r.tool: round(r.median_s, 4) for r in wr.results if r.ok}
                 for wr in results
             },
         )
