@@ -24,7 +24,7 @@ from fsx_stage.cli.transfer_summary import human_bytes
 from fsx_stage.config import SiteConfig
 from fsx_stage.plan import StagePlan
 from fsx_stage.probe import EntryProbe, ProbeReport, probe_plan
-from fsx_stage.redaction import redact
+from fsx_stage.redaction import REDACTOR, redact
 from fsx_stage.transfer import S3Settings, StaticCredentials, TransferOptions
 
 #: ``check --probe`` found data missing, no room on scratch, or a missing bucket.
@@ -204,17 +204,7 @@ def json_report(outcome: ProbeOutcome, lines: list[int]) -> dict[str, Any]:
         "credentials": setup.credentials,
     }
     report["entries"] = [
-        {"line": lines[e.index - 1], **_safe_json(e.model_dump(mode="json"))}
+        {"line": lines[e.index - 1], **REDACTOR.redact_value(e.model_dump(mode="json"))}
         for e in outcome.report.entries
     ]
     return report
-
-
-def _safe_json(value: Any) -> Any:
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, list):
-        return [_safe_json(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _safe_json(v) for k, v in value.items()}
-    return value
