@@ -140,7 +140,7 @@ def classify(exc: BaseException) -> tuple[FailureCategory, str]:
 
 def _classify(exc: BaseException) -> tuple[FailureCategory, str]:
     if isinstance(exc, BaseExceptionGroup):  # the ranges of one object (a TaskGroup)
-        found = [classify(leaf) for leaf in _leaves(exc)]
+        found = [_classify(leaf) for leaf in _leaves(exc)]
         return min(found, key=lambda pair: _GROUP_ORDER.index(pair[0]), default=("other", ""))
     if isinstance(exc, TransferError):
         return exc.category, exc.reason
