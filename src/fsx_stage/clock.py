@@ -12,22 +12,10 @@ class Clock(Protocol):
         """Seconds since the epoch (timestamps kept in state files and manifests)."""
         ...
 
-    def monotonic(self) -> float:
-        """Seconds on a clock that never goes back (durations, deadlines, throttles)."""
-        ...
-
-    def sleep(self, seconds: float) -> None: ...
-
 
 class SystemClock:
     def now(self) -> float:
         return time.time()
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    def sleep(self, seconds: float) -> None:
-        time.sleep(seconds)
 
 
 SYSTEM_CLOCK: Clock = SystemClock()
