@@ -28,6 +28,7 @@ from tests.testbed.cluster import ClusterError, SlurmCluster
 from tests.testbed.demo import SITE_CONFIG_LOCK
 from tests.testbed.faultproxy import FaultProxy
 from tests.testbed.ports import free_port
+from tests.testbed.wait import wait_until
 
 from fsx_stage.hooks.pending import PendingStore
 from fsx_stage.hooks.state import (
@@ -382,17 +383,19 @@ sleep 600
     )
     bb.watch(job_id, lambda r: r["JobState"] == "RUNNING")
     kept = bb.scratch / bb.user / str(job_id) / "out" / "p.txt"
-    deadline = time.monotonic() + 30
-    while not kept.exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_until(kept.exists, 30, f"the job did not write {kept}")
     cancel = bb.cluster.user_command(bb.user, ["/usr/bin/scancel", "--hurry", str(job_id)])
     assert cancel.returncode == 0, cancel.stderr
-    pending = PendingStore(StateStore(bb.site.state_dir))
-    deadline = time.monotonic() + 60
-    while pending.load(job_id) is None:
-        assert time.monotonic() < deadline, bb.show_job(job_id)
-        time.sleep(0.3)
-    record = pending.load(job_id)
+    store = StateStore(bb.site.state_dir)
+
+    def torn_down() -> bool:
+        # The flush records what it owes ("flush interrupted") before it decides: the
+        # teardown's verdict on it is final once its run is done.
+        state = store.load(job_id)
+        return state is not None and state.epilog.status is HookStatus.DONE
+
+    wait_until(torn_down, 60, lambda: bb.show_job(job_id))
+    record = PendingStore(store).load(job_id)
     assert record is not None and [e.status for e in record.entries] == [EntryStatus.PENDING]
     assert "scancel --hurry" in (record.entries[0].error or "")
     assert kept.read_text() == "partial\n"
@@ -428,10 +431,8 @@ while [ ! -e {flag} ]; do sleep 0.2; done
     bb.bb_config(alive=False, flush_wait=120)
     flag.touch()
     pending = PendingStore(StateStore(bb.site.state_dir))
-    deadline = time.monotonic() + 60
-    while pending.load(job_id) is None:  # the first attempt failed and was recorded
-        assert time.monotonic() < deadline, bb.show_job(job_id)
-        time.sleep(0.3)
+    # The flush has recorded what it owes:
+    wait_until(lambda: pending.load(job_id), 60, lambda: bb.show_job(job_id))
     # The flush starts as the script ends: the node's Epilog may still show COMPLETING.
     assert bb.record(job_id)["JobState"] in ("COMPLETING", "STAGE_OUT")
     assert bb.record(dependent)["JobState"] == "PENDING"
@@ -637,10 +638,12 @@ def _assert_flushed_once(
 
 
 def _wait_no_staging(job_id: int, phase: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while _staging_pids(job_id, phase):
-        assert time.monotonic() < deadline, f"fsx-stage bb {phase} {job_id} still runs"
-        time.sleep(0.5)
+    wait_until(
+        lambda: not _staging_pids(job_id, phase),
+        timeout,
+        f"fsx-stage bb {phase} {job_id} still runs",
+        interval=0.5,
+    )
 
 
 def test_slurmctld_killed_during_data_out_flushes_every_result_once(bb: BBBed) -> None:

@@ -91,9 +91,13 @@ class Flush(Epilog):
     name = "bb_data_out"
     mode = "burst_buffer"
 
+    HURRIED = "flush skipped (scancel --hurry): kept on scratch for `flush --pending`"
+
     def __init__(self, rt: Runtime, env: Mapping[str, str], *, hurry: bool = False) -> None:
         super().__init__(rt, env)
         self.hurry = hurry
+        if hurry:
+            self.intent = self.HURRIED
 
     def run(self) -> int:
         ctx = context(self.env, self.log)
@@ -119,11 +123,7 @@ class Flush(Epilog):
             return
         for entry in state.phase_entries(Phase.FLUSH):
             if entry.status in (EntryStatus.WAITING, EntryStatus.RUNNING, EntryStatus.PENDING):
-                entry.finish(
-                    EntryStatus.PENDING,
-                    "flush skipped (scancel --hurry): kept on scratch for `flush --pending`",
-                    "hurry",
-                )
+                entry.finish(EntryStatus.PENDING, self.HURRIED, "hurry")
         self.rt.store.save(state)
 
 

@@ -53,6 +53,8 @@ def job_succeeded(ctx: HookContext, env: Mapping[str, str], requeued: bool) -> b
 
 class Epilog(Hook):
     name = "epilog"
+    #: What a result is owed for until the flush has decided on it.
+    intent = "flush interrupted"
 
     def _run_locked(self, ctx: HookContext) -> int:
         store = self.rt.store
@@ -112,7 +114,7 @@ class Epilog(Hook):
         # Intent first: if this hook is killed (PrologEpilogTimeout, node crash) midway,
         # `flush --pending` still knows what is owed. Sync makes the retry cheap.
         owed = [
-            e.model_copy(update={"status": EntryStatus.PENDING, "error": "flush interrupted"})
+            e.model_copy(update={"status": EntryStatus.PENDING, "error": self.intent})
             for e in state.phase_entries(Phase.FLUSH)
             if e.status in (EntryStatus.WAITING, EntryStatus.RUNNING, EntryStatus.PENDING)
         ]
