@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ import pytest
 from tests.chaos.invariants import Checker, read_json
 from tests.hooks.sitecfg import Site, make_site
 from tests.testbed.cluster import SlurmCluster
+from tests.testbed.wait import wait_until
 
 SETTLED = {"done", "skipped", "node_fault", "failed_job"}
 
@@ -68,18 +68,19 @@ class ChaosBed:
     def wait_state(
         self, job_id: int, hook: str, statuses: set[str], timeout: float = 120
     ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
+        def reached() -> dict[str, Any] | None:
             state = self.state(job_id)
-            if state is not None and state[hook]["status"] in statuses:
-                return state
-            if time.monotonic() > deadline:
-                raise AssertionError(f"job {job_id}: {hook} never reached {statuses}: {state}")
-            time.sleep(0.1)
+            return state if state is not None and state[hook]["status"] in statuses else None
+
+        return wait_until(
+            reached,
+            timeout,
+            lambda: f"job {job_id}: {hook} never reached {statuses}: {self.state(job_id)}",
+            interval=0.1,
+        )
 
     def wait_epilog(self, job_id: int, restart: int = 0, timeout: float = 180) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
+        def settled() -> dict[str, Any] | None:
             state = self.state(job_id)
             if (
                 state is not None
@@ -87,12 +88,16 @@ class ChaosBed:
                 and state["epilog"]["status"] in SETTLED
             ):
                 return state
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"job {job_id}: epilog not settled: {state}\n{self.show_job(job_id)}\n"
-                    + "\n".join(self.log_lines(job_id)[-10:])
-                )
-            time.sleep(0.2)
+            return None
+
+        return wait_until(
+            settled,
+            timeout,
+            lambda: (
+                f"job {job_id}: epilog not settled: {self.state(job_id)}\n"
+                f"{self.show_job(job_id)}\n" + "\n".join(self.log_lines(job_id)[-10:])
+            ),
+        )
 
     def log_lines(self, job_id: int) -> list[str]:
         """The hooks' log lines about ``job_id`` (for failure messages)."""

@@ -177,10 +177,7 @@ sleep 600
     local = bed.user_scratch / f"rq-{job_id}"
     for restart in range(loops):
         marker = local / f"run-{restart + 1}.bin"
-        deadline = time.monotonic() + 120
-        while not marker.exists():
-            assert time.monotonic() < deadline, bed.show_job(job_id)
-            time.sleep(0.2)
+        wait_until(marker.exists, 120, lambda: bed.show_job(job_id))
         time.sleep(0.3)
         bed.cluster.scontrol("requeue", str(job_id))
         result.faults["requeue"] += 1
@@ -386,8 +383,9 @@ def test_slurmd_restarted_during_stage_in(
         pid = bed.cluster.pids()["slurmd"]
         assert pid is not None
         os.kill(pid, signal.SIGTERM)
-        while bed.cluster.pids()["slurmd"] is not None:
-            time.sleep(0.05)
+        wait_until(
+            lambda: bed.cluster.pids()["slurmd"] is None, 60, "slurmd survived SIGTERM", 0.05
+        )
         time.sleep(1.0)
         bed.cluster._start_slurm_daemon("slurmd", 60)
         result.faults["slurmd restart"] += 1
