@@ -30,6 +30,7 @@ from tests.testbed.faultproxy import FaultProxy
 from tests.testbed.ports import free_port
 from tests.testbed.wait import wait_until
 
+from fsx_stage.hooks.epilog import Epilog
 from fsx_stage.hooks.pending import PendingStore
 from fsx_stage.hooks.state import (
     EntryState,
@@ -431,8 +432,13 @@ while [ ! -e {flag} ]; do sleep 0.2; done
     bb.bb_config(alive=False, flush_wait=120)
     flag.touch()
     pending = PendingStore(StateStore(bb.site.state_dir))
-    # The flush has recorded what it owes:
-    wait_until(lambda: pending.load(job_id), 60, lambda: bb.show_job(job_id))
+
+    def refused() -> bool:
+        # A first attempt failed (before it, the record holds only the flush's intent).
+        record = pending.load(job_id)
+        return record is not None and all(e.error != Epilog.intent for e in record.entries)
+
+    wait_until(refused, 60, lambda: bb.show_job(job_id))
     # The flush starts as the script ends: the node's Epilog may still show COMPLETING.
     assert bb.record(job_id)["JobState"] in ("COMPLETING", "STAGE_OUT")
     assert bb.record(dependent)["JobState"] == "PENDING"
