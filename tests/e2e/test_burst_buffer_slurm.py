@@ -390,8 +390,8 @@ sleep 600
     store = StateStore(bb.site.state_dir)
 
     def torn_down() -> bool:
-        # The flush records what it owes ("flush interrupted") before it decides: the
-        # teardown's verdict on it is final once its run is done.
+        # A flush records what it owes before it decides on it: the record is the
+        # teardown's last word once its run is done.
         state = store.load(job_id)
         return state is not None and state.epilog.status is HookStatus.DONE
 
