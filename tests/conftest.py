@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -13,6 +14,22 @@ from tests.testbed.cluster import SlurmCluster, ensure_user, shared_cluster
 from tests.testbed.faultproxy import FaultProxy
 from tests.testbed.motoserver import MotoServer
 from tests.testbed.seaweed import SeaweedServer
+
+from fsx_stage.hooks.logging import LOGGER_NAME
+
+
+@pytest.fixture(autouse=True)
+def _fresh_fsx_stage_logger() -> Iterator[None]:
+    """Each test starts with the ``fsx_stage`` logger as a new process has it: a hook a
+    test ran in-process configured it to log into that test's (since removed) site."""
+    yield
+    logger = logging.getLogger(LOGGER_NAME)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    logger.setLevel(logging.NOTSET)
+    logger.propagate = True
+
 
 # --- S3: SeaweedFS (real), moto (hostile keys only), the fault proxy -------------------
 

@@ -348,7 +348,7 @@ def test_an_unreachable_s3_is_not_a_finding_but_cannot_tell_exit_1(
         port = sock.getsockname()[1]
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
     result = probe(f"in,s3://bkt/x/,{tmp_path}/in/", json=False)
-    assert result.status == 1
+    assert result.status == 1, (result.out, result.err)
     assert "cannot tell: " in result.err and "S3" in result.err and "could not" in result.err
     (row,) = [
         line.split() for line in result.out.splitlines() if line.split()[:3] == ["1", "2", "before"]

@@ -56,6 +56,23 @@ def test_exception_tracebacks_are_redacted(log_file: Path) -> None:
     assert "RuntimeError" in _lines(log_file)[0]["traceback"]
 
 
+def test_a_log_file_that_cannot_be_reopened_never_fails_the_caller(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its directory removed (or the disk full): the event is lost with a logging error on
+    stderr; the transfer that logged goes on."""
+    path = tmp_path / "log" / "hooks.log"
+    setup_logging(str(path), "info")
+    EventLog(1).info("before")
+    (tmp_path / "log" / "hooks.log").unlink()
+    (tmp_path / "log").rmdir()
+    EventLog(1).info("after")  # raised FileNotFoundError with WatchedFileHandler
+    assert "--- Logging error ---" in capsys.readouterr().err
+    (tmp_path / "log").mkdir()
+    EventLog(1).info("back")
+    assert [line["event"] for line in _lines(path)] == ["back"]
+
+
 def test_stderr_destination(capsys: pytest.CaptureFixture[str]) -> None:
     setup_logging("stderr", "warning")
     try:

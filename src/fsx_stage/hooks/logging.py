@@ -102,12 +102,26 @@ def _handler_for(destination: str, fallback_file: Path | None) -> logging.Handle
     return _file_handler(Path(destination))
 
 
+class _ReopeningFileHandler(logging.handlers.WatchedFileHandler):
+    """Reopens the file logrotate moved; a file that cannot be reopened (its directory
+    removed, the disk full) is a logging error reported by ``logging``, never an exception
+    raised into the transfer that logged (the stdlib's reopen raises it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.reopenIfNeeded()
+        except OSError:
+            self.handleError(record)
+            return
+        logging.FileHandler.emit(self, record)
+
+
 def _file_handler(path: Path) -> logging.Handler:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Create it private (the log may name users' paths and buckets); logrotate-friendly.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
     os.close(fd)
-    return logging.handlers.WatchedFileHandler(path, encoding="utf-8")
+    return _ReopeningFileHandler(path, encoding="utf-8")
 
 
 def setup_logging(
