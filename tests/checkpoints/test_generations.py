@@ -8,10 +8,12 @@ import hashlib
 import json
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.testbed.clock import FakeClock
 
 from fsx_stage.checkpoints import generations
 from fsx_stage.checkpoints.generations import GenerationError, Generations
@@ -77,24 +79,109 @@ def test_keep_removes_older_generations_only_after_a_newer_one_is_complete(
     ]
 
 
-def test_an_interrupted_flush_is_never_restored_and_is_pruned_later(
+def test_an_interrupted_flush_is_never_restored_and_is_pruned_once_abandoned(
     s3: S3Settings, s3_client: Any, bucket: str, tmp_path: Path
 ) -> None:
     src = tmp_path / "ckpt"
     write(src, {"a": b"old-a", "b": b"old-b"})
-    gens = Generations(f"s3://{bucket}/ck/", s3)
+    clock = FakeClock(time.time())
+    gens = Generations(f"s3://{bucket}/ck/", s3, clock)
     gens.publish(str(src), OPTIONS)
     # Generation 2 died after uploading one object, before its manifest.
+    s3_client.put_object(Bucket=bucket, Key="ck/.fsx-stage/claims/2.json", Body=b"{}")
     s3_client.put_object(Bucket=bucket, Key="ck/.fsx-stage/gen/2/a", Body=b"new-a")
     back = tmp_path / "back"
     assert gens.restore(str(back), OPTIONS).generation == 1
     assert files_of(back) == {"a": b"old-a", "b": b"old-b"}  # never a mix of 1 and 2
     write(src, {"a": b"third"})
     assert gens.publish(str(src), OPTIONS, keep=1).generation == 3
-    assert keys(s3_client, bucket, "ck/.fsx-stage/gen/") == [
+    assert keys(s3_client, bucket, "ck/.fsx-stage/") == [  # 2's publisher may still be at work
+        "ck/.fsx-stage/claims/2.json",
         "ck/.fsx-stage/gen/1/b",  # unchanged: generation 3 names generation 1's object
+        "ck/.fsx-stage/gen/2/a",
         "ck/.fsx-stage/gen/3/a",
+        "ck/.fsx-stage/manifests/3.json",
     ]
+    clock.advance(generations.ABANDONED_AFTER_S + 60)
+    write(src, {"a": b"fourth"})
+    assert gens.publish(str(src), OPTIONS, keep=1).removed_generations == [2, 3]
+    assert keys(s3_client, bucket, "ck/.fsx-stage/") == [
+        "ck/.fsx-stage/gen/1/b",
+        "ck/.fsx-stage/gen/4/a",
+        "ck/.fsx-stage/manifests/4.json",
+    ]
+
+
+def test_two_publishers_of_one_prefix_never_share_or_prune_each_others_generation(
+    s3: S3Settings, s3_client: Any, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second job publishes into the prefix while the first is uploading (between the
+    first's number and its manifest): each gets its own number, the second's prune leaves
+    the first's unfinished generation alone, and both generations are complete."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    write(first, {"a": b"first-a", "b": b"first-b"})
+    write(second, {"a": b"second-a"})
+    gens = Generations(f"s3://{bucket}/ck/", s3)
+    real = generations.transfer
+    published: list[int | None] = []
+
+    def meanwhile(source: str, *args: Any, **kwargs: Any) -> Any:
+        summary = real(source, *args, **kwargs)
+        if not published:  # the first publisher's upload is done, its manifest is not
+            monkeypatch.setattr(generations, "transfer", real)
+            published.append(
+                Generations(f"s3://{bucket}/ck/", s3)
+                .publish(str(second), OPTIONS, keep=1)
+                .generation
+            )
+        return summary
+
+    monkeypatch.setattr(generations, "transfer", meanwhile)
+    assert gens.publish(str(first), OPTIONS, keep=1).generation == 1
+    assert published == [2]
+    for n, tree in ((1, first), (2, second)):
+        manifest = gens.manifest(n)
+        assert manifest.intact(gens.store.keys(".fsx-stage/")), n
+        assert {f.path: f.stored_in for f in manifest.files} == {p: n for p in files_of(tree)}
+    assert keys(s3_client, bucket, "ck/.fsx-stage/claims/") == []
+    back = tmp_path / "back"
+    assert gens.restore(str(back), OPTIONS).generation == 2
+    assert files_of(back) == {"a": b"second-a"}
+
+
+def test_a_generation_whose_earlier_object_another_writer_pruned_is_discarded(
+    s3: S3Settings, s3_client: Any, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first publisher reuses generation 1's unchanged object; a second job publishes
+    with keep=1 meanwhile and prunes generation 1. The first's manifest would name a
+    missing object: it is not published (nothing left of it), and the next try is."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    write(first, {"same": b"S", "new": b"N0"})
+    write(second, {"other": b"O"})
+    gens = Generations(f"s3://{bucket}/ck/", s3)
+    assert gens.publish(str(first), OPTIONS).generation == 1
+    write(first, {"new": b"N1"})
+    real = generations.transfer
+
+    def meanwhile(source: str, *args: Any, **kwargs: Any) -> Any:
+        monkeypatch.setattr(generations, "transfer", real)
+        summary = real(source, *args, **kwargs)
+        assert Generations(f"s3://{bucket}/ck/", s3).publish(
+            str(second), OPTIONS, keep=1
+        ).removed_generations == [1]
+        return summary
+
+    monkeypatch.setattr(generations, "transfer", meanwhile)
+    with pytest.raises(GenerationError, match="generation 2: an object it names was removed"):
+        gens.publish(str(first), OPTIONS, keep=1)
+    assert keys(s3_client, bucket, "ck/.fsx-stage/") == [
+        "ck/.fsx-stage/gen/3/other",
+        "ck/.fsx-stage/manifests/3.json",
+    ]
+    assert gens.publish(str(first), OPTIONS, keep=1).generation == 4  # the retry
+    back = tmp_path / "back"
+    assert gens.restore(str(back), OPTIONS).generation == 4
+    assert files_of(back) == {"same": b"S", "new": b"N1"}
 
 
 def test_a_manifest_whose_objects_are_missing_is_not_complete(

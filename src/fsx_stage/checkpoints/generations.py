@@ -3,17 +3,22 @@ newest complete one (docs/checkpoints.md).
 
 Layout under a checkpoint destination ``DST/``::
 
+    DST/.fsx-stage/claims/<N>.json         first: N is taken (conditional PUT), until N is complete
     DST/.fsx-stage/gen/<N>/<path>          the files of generation N
     DST/.fsx-stage/manifests/<N>.json      written last: exactly the files of N, with checksums
 
-A generation is complete when its manifest exists. A file is in generation N only if its
+A generation is complete when its manifest exists and names only objects that are there.
+Publishers of one destination (an agent, two jobs sharing a prefix) never share a number:
+each claims its own. A file is in generation N only if its
 (size, mtime_ns, ctime_ns, inode) and its SHA-256 are the same before and after its
 upload (the checksum catches a rewrite that coarse timestamps hide); a file that changed
 is uploaded again (up to ``STABLE_ATTEMPTS`` times), and if it never holds still the
 generation is discarded, never published with a torn or mixed file. A file whose
 SHA-256 is the one the previous complete generation recorded is not uploaded again: the
 manifest names the earlier generation's object. Older objects are removed only after a
-newer manifest is in S3, and never while a kept manifest names them. Runs as the job's
+newer manifest is in S3, and never while a kept manifest names them; an unfinished
+generation is removed only when nothing was written to it for ``ABANDONED_AFTER_S`` (its
+publisher may still be running). Runs as the job's
 user (in the hooks' privilege-dropped worker), with the S3 settings resolved as root.
 """
 
@@ -24,6 +29,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import socket
 import stat
 import threading
 import time
@@ -32,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fsx_stage.clock import SYSTEM_CLOCK, Clock
 from fsx_stage.direction import Direction
 from fsx_stage.filters import Filter, FilterAction, selects
 from fsx_stage.s3url import S3Url
@@ -50,6 +57,8 @@ META = ".fsx-stage/"
 STABLE_ATTEMPTS = 3
 MANIFEST_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # 1: no sha256, every object in the generation's own gen/<N>/
+CLAIM_ATTEMPTS = 100
+ABANDONED_AFTER_S = 24 * 3600.0  # an unfinished generation idle this long lost its publisher
 EXACT_PATHS_LIMIT = 1000  # above: upload every file (an include filter per path is O(F^2))
 LEGACY_EXCLUDE = Filter(FilterAction.EXCLUDE, META + "*")
 
@@ -58,6 +67,15 @@ Identity = tuple[int, int, int, int]  # size, mtime_ns, ctime_ns, inode
 
 class GenerationError(Exception):
     """A generation could not be published (nothing new is visible to a restore)."""
+
+
+@dataclass(frozen=True)
+class Listed:
+    """An object as a listing shows it."""
+
+    size: int
+    etag: str
+    modified: float  # LastModified, seconds since the epoch
 
 
 @dataclass(frozen=True)
@@ -89,6 +107,14 @@ class Manifest:
     def keys(self) -> set[str]:
         """The keys (relative to DST) of the objects this generation's files are in."""
         return {f.key for f in self.files}
+
+    def intact(self, listing: dict[str, Listed]) -> bool:
+        """Every object it names is listed, with the size and ETag it recorded."""
+        return all(
+            (found := listing.get(f.key)) is not None
+            and (found.size, found.etag) == (f.size, f.etag)
+            for f in self.files
+        )
 
     def to_json(self) -> str:
         return json.dumps(
@@ -164,22 +190,26 @@ class _Store:
 
         return asyncio.run(go())
 
-    def keys(self, under: str) -> dict[str, tuple[int, str]]:
-        """Keys below ``prefix + under`` (relative to ``prefix``) -> (size, etag)."""
+    def keys(self, under: str) -> dict[str, Listed]:
+        """The objects below ``prefix + under``, by key relative to ``prefix``."""
 
-        async def calls(client: Any) -> dict[str, tuple[int, str]]:
-            found: dict[str, tuple[int, str]] = {}
+        async def calls(client: Any) -> dict[str, Listed]:
+            found: dict[str, Listed] = {}
             kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix + under}
             while True:
                 page = await client.list_objects_v2(**kwargs)
                 for item in page.get("Contents", []):
                     rel = item["Key"][len(self.prefix) :]
-                    found[rel] = (int(item["Size"]), str(item.get("ETag", "")).strip('"'))
+                    found[rel] = Listed(
+                        int(item["Size"]),
+                        str(item.get("ETag", "")).strip('"'),
+                        item["LastModified"].timestamp(),
+                    )
                 if not page.get("IsTruncated"):
                     return found
                 kwargs["ContinuationToken"] = page["NextContinuationToken"]
 
-        result: dict[str, tuple[int, str]] = self._run(calls)
+        result: dict[str, Listed] = self._run(calls)
         return result
 
     def get(self, rel: str) -> bytes:
@@ -222,13 +252,20 @@ class _Store:
 
 def _generation_of(rel: str) -> int | None:
     """The generation a key under ``.fsx-stage/`` belongs to (manifest or object)."""
-    for head, tail in ((META + "manifests/", ".json"), (META + "gen/", "")):
+    for head, tail in _NUMBERED:
         if rel.startswith(head):
             part = rel[len(head) :]
             number = part.removesuffix(tail) if tail else part.partition("/")[0]
             if number.isdigit() and (not tail or part.endswith(tail)):
                 return int(number)
     return None
+
+
+_NUMBERED = ((META + "manifests/", ".json"), (META + "claims/", ".json"), (META + "gen/", ""))
+
+
+def _claim_key(n: int) -> str:
+    return f"{META}claims/{n}.json"
 
 
 def _manifest_key(n: int) -> str:
@@ -266,11 +303,12 @@ def _identity(path: str) -> Identity | None:
 class Generations:
     """The generations of one checkpoint destination ``s3://bucket/prefix/``."""
 
-    def __init__(self, destination: str, s3: S3Settings) -> None:
+    def __init__(self, destination: str, s3: S3Settings, clock: Clock = SYSTEM_CLOCK) -> None:
         self.url = destination.rstrip("/") + "/"
         url = S3Url.parse(self.url)
         self.store = _Store(s3, url.bucket, url.key)
         self.s3 = s3
+        self.clock = clock
 
     def listing(self) -> tuple[list[int], set[int]]:
         """(complete generations, oldest first; every generation number seen)."""
@@ -289,9 +327,23 @@ class Generations:
                 manifest = self.manifest(n)
             except ValueError:
                 continue
-            if all(keys.get(f.key) == (f.size, f.etag) for f in manifest.files):
+            if manifest.intact(keys):
                 return manifest
         return None
+
+    def _claim(self) -> int:
+        """A generation number of this publisher's own: one more than any seen, taken by a
+        conditional PUT of its claim (a publisher listing at the same time gets the next)."""
+        _complete, seen = self.listing()
+        n = max(seen, default=0) + 1
+        claim = json.dumps(
+            {"host": socket.gethostname(), "pid": os.getpid(), "at": self.clock.now()}
+        ).encode()
+        for _attempt in range(CLAIM_ATTEMPTS):
+            if self.store.put_new(_claim_key(n), claim):
+                return n
+            n += 1
+        raise GenerationError(f"no free generation number after {CLAIM_ATTEMPTS} claims")
 
     # -- publish ------------------------------------------------------------------------
 
@@ -308,8 +360,7 @@ class Generations:
             raise ValueError("keep must be >= 1")
         root = source.rstrip("/")
         previous = self.newest_complete()
-        _complete, seen = self.listing()
-        n = max(seen, default=0) + 1
+        n = self._claim()
         target = self.url + _gen_dir(n)
         plain = dataclasses.replace(options, sync=False)
         before = snapshot(root, options.filters)
@@ -353,7 +404,7 @@ class Generations:
             reused.pop(rel, None)
             digest = self._upload_stable(root, rel, target, plain, summary, cancel)
             if digest is None:
-                self.store.delete(list(self.store.keys(_gen_dir(n))))
+                self.store.delete([*self.store.keys(_gen_dir(n)), _claim_key(n)])
                 raise GenerationError(
                     f"{rel}: changed during every one of {STABLE_ATTEMPTS} uploads; "
                     f"generation {n} discarded"
@@ -368,17 +419,24 @@ class Generations:
             key = _gen_dir(n) + rel
             if key not in present:
                 raise GenerationError(f"{rel}: uploaded but not listed in {self.url}{key}")
-            size, etag = present[key]
+            size = present[key].size
             if size != before[rel][0]:
                 raise GenerationError(f"{rel}: S3 holds {size} B, the file has {before[rel][0]}")
-            files.append(ManifestFile(rel, size, etag, n, stable[rel]))
+            files.append(ManifestFile(rel, size, present[key].etag, n, stable[rel]))
         # Objects of files that appeared after the snapshot (or vanished) are not in N.
         wanted = Manifest(n, 0.0, files).keys()
         self.store.delete([key for key in present if key not in wanted])
         manifest = Manifest(n, time.time(), files)
         if not self.store.put_new(_manifest_key(n), manifest.to_json().encode()):
             raise GenerationError(f"generation {n} was published by another writer")
-        removed = self.prune(keep, n)
+        keys = self.store.keys(META)
+        if not manifest.intact(keys):  # another writer's prune removed an earlier object
+            self.store.delete([_manifest_key(n), _claim_key(n), *self.store.keys(_gen_dir(n))])
+            raise GenerationError(
+                f"generation {n}: an object it names was removed by another writer of "
+                f"{self.url} while it was published; generation {n} discarded"
+            )
+        removed = self.prune(keep, n, keys)
         return GenerationResult(
             n, summary, len(files), manifest.total_bytes, removed, manifest.created_at
         )
@@ -408,27 +466,52 @@ class Generations:
                 return digest
         return None
 
-    def prune(self, keep: int, newest: int) -> list[int]:
-        """Remove generations older than the ``keep`` newest complete ones (up to
-        ``newest``), and unfinished ones older than ``newest``: manifests first, then
-        their objects that no kept manifest names (a kept generation may name an object
-        of a removed one). Nothing is deleted if a kept manifest cannot be read."""
-        keys = self.store.keys(META)
+    def prune(self, keep: int, newest: int, keys: dict[str, Listed] | None = None) -> list[int]:
+        """Remove the generations up to ``newest`` older than its ``keep`` newest intact
+        ones, and those older than ``newest`` left unfinished for ``ABANDONED_AFTER_S``:
+        manifests first, then their objects that no kept manifest names (a kept generation
+        may name an object of a removed one). Nothing is deleted if a manifest that would
+        be kept cannot be read. ``keys``: a listing of ``.fsx-stage/`` just made."""
+        keys = self.store.keys(META) if keys is None else keys
         complete, seen = _numbers(keys)
-        kept = sorted(n for n in complete if n <= newest)[-keep:]
-        doomed = sorted(n for n in seen if n < newest and n not in kept)
+        kept: list[int] = []
         named: set[str] = set()
-        try:
-            for n in kept:
-                named |= self.manifest(n).keys()
-        except ValueError:
-            return []
-        self.store.delete([_manifest_key(n) for n in doomed if n in complete])
-        dirs = tuple(_gen_dir(n) for n in doomed)
-        self.store.delete(
-            [key for key in keys if key.startswith(dirs) and key not in named] if dirs else []
+        for n in sorted((n for n in complete if n <= newest), reverse=True):
+            try:
+                manifest = self.manifest(n)
+            except ValueError:
+                return []
+            if manifest.intact(keys):  # one that is not never will be: it counts for nothing
+                kept.append(n)
+                named |= manifest.keys()
+            if len(kept) == keep:
+                break
+        written: dict[int, float] = {}
+        for rel, listed in keys.items():
+            if (number := _generation_of(rel)) is not None:
+                written[number] = max(written.get(number, 0.0), listed.modified)
+        idle = self.clock.now() - ABANDONED_AFTER_S
+        doomed = sorted(
+            n
+            for n in seen
+            if n < newest
+            and n not in kept
+            and (n in complete or written[n] < idle)  # unfinished: its publisher is gone
         )
-        return doomed
+        dirs = tuple(_gen_dir(n) for n in doomed)
+        claims = {_claim_key(n) for n in doomed}
+        gone = [
+            key
+            for key in keys
+            if key in claims or (dirs and key.startswith(dirs) and key not in named)
+        ]
+        self.store.delete([_manifest_key(n) for n in doomed if n in complete])
+        done = {_claim_key(n) for n in complete}  # a complete generation's claim has served
+        self.store.delete([*gone, *(key for key in keys if key in done)])
+        return sorted(
+            {n for n in doomed if n in complete}
+            | {g for key in gone if (g := _generation_of(key)) is not None}
+        )
 
     # -- restore ------------------------------------------------------------------------
 
@@ -509,7 +592,7 @@ def checkpoint_generation(
     return GenerationResult(None, TransferSummary(failures=[failure]))
 
 
-def _numbers(keys: dict[str, tuple[int, str]]) -> tuple[list[int], set[int]]:
+def _numbers(keys: dict[str, Listed]) -> tuple[list[int], set[int]]:
     """(complete generations, oldest first; every generation number) of a listing."""
     complete = sorted(
         n
