@@ -9,17 +9,17 @@ Layout under a checkpoint destination ``DST/``::
 
 A generation is complete when its manifest exists and names only objects that are there.
 Publishers of one destination (an agent, two jobs sharing a prefix) never share a number:
-each claims its own. A file is in generation N only if its
-(size, mtime_ns, ctime_ns, inode) and its SHA-256 are the same before and after its
-upload (the checksum catches a rewrite that coarse timestamps hide); a file that changed
-is uploaded again (up to ``STABLE_ATTEMPTS`` times), and if it never holds still the
-generation is discarded, never published with a torn or mixed file. A file whose
-SHA-256 is the one the previous complete generation recorded is not uploaded again: the
-manifest names the earlier generation's object. Older objects are removed only after a
-newer manifest is in S3, and never while a kept manifest names them; an unfinished
-generation is removed only when nothing was written to it for ``ABANDONED_AFTER_S`` (its
-publisher may still be running). Runs as the job's
-user (in the hooks' privilege-dropped worker), with the S3 settings resolved as root.
+each claims its own. A file is in generation N only if its (size, mtime_ns, ctime_ns,
+inode) and its SHA-256 are the same before and after its upload (the checksum catches a
+rewrite that coarse timestamps hide); a file that changed is uploaded again (up to
+``STABLE_ATTEMPTS`` times), and if it never holds still the generation is discarded, never
+published with a torn or mixed file. A file whose SHA-256 is the one the previous complete
+generation recorded is not uploaded again: the manifest names the earlier generation's
+object. Older objects are removed only after a newer manifest is in S3, and never while a
+kept manifest names them; an unfinished generation is removed only when nothing was
+written to it for ``ABANDONED_AFTER_S`` (its publisher may still be running). Runs as the
+job's user (in the hooks' privilege-dropped worker), with the S3 settings resolved as
+root.
 """
 
 from __future__ import annotations
