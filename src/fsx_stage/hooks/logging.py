@@ -104,14 +104,17 @@ def _handler_for(destination: str, fallback_file: Path | None) -> logging.Handle
 
 class _ReopeningFileHandler(logging.handlers.WatchedFileHandler):
     """Reopens the file logrotate moved; a file that cannot be reopened (its directory
-    removed, the disk full) is a logging error reported by ``logging``, never an exception
+    removed, the disk full) costs the event and one line on stderr, never an exception
     raised into the transfer that logged (the stdlib's reopen raises it)."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             self.reopenIfNeeded()
-        except OSError:
-            self.handleError(record)
+        except OSError as exc:
+            sys.stderr.write(
+                f"fsx-stage: cannot reopen the log {self.baseFilename} ({exc.strerror}): "
+                f"event {getattr(record, 'event', record.levelname)} lost\n"
+            )
             return
         logging.FileHandler.emit(self, record)
 
