@@ -250,8 +250,11 @@ class _Store:
             self._run(calls)
 
 
+_NUMBERED = ((META + "manifests/", ".json"), (META + "claims/", ".json"), (META + "gen/", ""))
+
+
 def _generation_of(rel: str) -> int | None:
-    """The generation a key under ``.fsx-stage/`` belongs to (manifest or object)."""
+    """The generation a key under ``.fsx-stage/`` belongs to (manifest, claim or object)."""
     for head, tail in _NUMBERED:
         if rel.startswith(head):
             part = rel[len(head) :]
@@ -259,9 +262,6 @@ def _generation_of(rel: str) -> int | None:
             if number.isdigit() and (not tail or part.endswith(tail)):
                 return int(number)
     return None
-
-
-_NUMBERED = ((META + "manifests/", ".json"), (META + "claims/", ".json"), (META + "gen/", ""))
 
 
 def _claim_key(n: int) -> str:
@@ -310,17 +310,14 @@ class Generations:
         self.s3 = s3
         self.clock = clock
 
-    def listing(self) -> tuple[list[int], set[int]]:
-        """(complete generations, oldest first; every generation number seen)."""
-        return _numbers(self.store.keys(META))
-
     def manifest(self, n: int) -> Manifest:
         return Manifest.from_json(self.store.get(_manifest_key(n)))
 
-    def newest_complete(self) -> Manifest | None:
+    def newest_complete(self, keys: dict[str, Listed] | None = None) -> Manifest | None:
         """The newest generation whose manifest reads and whose objects are all in S3
-        (with the size and ETag the manifest records)."""
-        keys = self.store.keys(META)
+        (with the size and ETag the manifest records). ``keys``: a listing of
+        ``.fsx-stage/`` just made."""
+        keys = self.store.keys(META) if keys is None else keys
         complete, _seen = _numbers(keys)
         for n in reversed(complete):
             try:
@@ -331,10 +328,9 @@ class Generations:
                 return manifest
         return None
 
-    def _claim(self) -> int:
-        """A generation number of this publisher's own: one more than any seen, taken by a
-        conditional PUT of its claim (a publisher listing at the same time gets the next)."""
-        _complete, seen = self.listing()
+    def _claim(self, seen: set[int]) -> int:
+        """A generation number of this publisher's own: one more than any ``seen``, taken by
+        a conditional PUT of its claim (a publisher listing at the same time gets the next)."""
         n = max(seen, default=0) + 1
         claim = json.dumps(
             {"host": socket.gethostname(), "pid": os.getpid(), "at": self.clock.now()}
@@ -344,6 +340,10 @@ class Generations:
                 return n
             n += 1
         raise GenerationError(f"no free generation number after {CLAIM_ATTEMPTS} claims")
+
+    def _discard(self, n: int) -> None:
+        """Delete this publisher's generation ``n``: its objects, claim and manifest."""
+        self.store.delete([*self.store.keys(_gen_dir(n)), _claim_key(n), _manifest_key(n)])
 
     # -- publish ------------------------------------------------------------------------
 
@@ -359,8 +359,9 @@ class Generations:
         if keep < 1:
             raise ValueError("keep must be >= 1")
         root = source.rstrip("/")
-        previous = self.newest_complete()
-        n = self._claim()
+        listing = self.store.keys(META)
+        previous = self.newest_complete(listing)
+        n = self._claim(_numbers(listing)[1])
         target = self.url + _gen_dir(n)
         plain = dataclasses.replace(options, sync=False)
         before = snapshot(root, options.filters)
@@ -404,7 +405,7 @@ class Generations:
             reused.pop(rel, None)
             digest = self._upload_stable(root, rel, target, plain, summary, cancel)
             if digest is None:
-                self.store.delete([*self.store.keys(_gen_dir(n)), _claim_key(n)])
+                self._discard(n)
                 raise GenerationError(
                     f"{rel}: changed during every one of {STABLE_ATTEMPTS} uploads; "
                     f"generation {n} discarded"
@@ -431,7 +432,7 @@ class Generations:
             raise GenerationError(f"generation {n} was published by another writer")
         keys = self.store.keys(META)
         if not manifest.intact(keys):  # another writer's prune removed an earlier object
-            self.store.delete([_manifest_key(n), _claim_key(n), *self.store.keys(_gen_dir(n))])
+            self._discard(n)
             raise GenerationError(
                 f"generation {n}: an object it names was removed by another writer of "
                 f"{self.url} while it was published; generation {n} discarded"
